@@ -1,0 +1,46 @@
+"""Configuration read from the environment (prefix ``ROLLOUT_``) with explicit defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting the product reads; each one can be set as ``ROLLOUT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ROLLOUT_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("var"),
+        description="Folder for the embedded database, the demo's keys and other local state.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the ledger; empty means a SQLite file in `home`.",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker URL; empty means the embedded in-process broker.",
+    )
+    trust_anchors: list[Path] = Field(
+        default_factory=list,
+        description="DER or PEM root certificates that profile signatures must chain to "
+        "(for example Apple Root CA).",
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, description="Largest MDM request body.")
+
+    def resolved_database_url(self) -> str:
+        """The ledger URL, falling back to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'rollout.sqlite3').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
