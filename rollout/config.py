@@ -26,12 +26,16 @@ class Settings(BaseSettings):
         default="",
         description="Celery broker URL; empty means the embedded in-process broker.",
     )
-    trust_anchors: list[Path] = Field(
-        default_factory=list,
-        description="DER or PEM root certificates that profile signatures must chain to "
-        "(for example Apple Root CA).",
+    trust_anchors: str = Field(
+        default="",
+        description="Comma-separated paths of DER or PEM root certificates that profile "
+        "signatures must chain to (for example Apple Root CA).",
     )
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest MDM request body.")
+
+    def trust_anchor_paths(self) -> list[Path]:
+        """The configured trust-anchor files."""
+        return [Path(p.strip()) for p in self.trust_anchors.split(",") if p.strip()]
 
     def resolved_database_url(self) -> str:
         """The ledger URL, falling back to the embedded SQLite file."""

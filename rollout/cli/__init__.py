@@ -1,0 +1,23 @@
+"""The ``rollout`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from rollout.cli import db, devices, profiles
+
+app = typer.Typer(
+    name="rollout",
+    help="Renew provisioning profiles across an Apple device fleet before they expire.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(profiles.app, name="profiles")
+app.add_typer(devices.app, name="devices")
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    """Entry point of the ``rollout`` script."""
+    app()

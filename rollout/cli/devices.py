@@ -1,0 +1,109 @@
+"""``rollout devices``: the device registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rollout.cli.common import fail, ledger, print_json
+from rollout.inventory import InventoryFormatError, read_inventory
+from rollout.ledger import db
+from rollout.ledger import devices as registry
+
+app = typer.Typer(help="The device registry.", no_args_is_help=True)
+
+MAX_INVENTORY_BYTES = 512 * 1024 * 1024
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="CSV (with a header) or JSON lines."),
+    fmt: str | None = typer.Option(None, "--format", help="csv or jsonl (default: guessed)."),
+    all_or_nothing: bool = typer.Option(
+        False, "--all-or-nothing", help="Write nothing when any row is invalid."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Upsert devices from an inventory file; invalid rows are reported with line numbers."""
+    if fmt not in (None, "csv", "jsonl"):
+        fail("--format must be csv or jsonl")
+    try:
+        if file.stat().st_size > MAX_INVENTORY_BYTES:
+            fail(f"{file}: larger than {MAX_INVENTORY_BYTES} bytes")
+        report = read_inventory(file.read_bytes(), fmt=fmt, name=file.name)
+    except OSError as exc:
+        fail(f"{file}: {exc.strerror or exc}")
+    except InventoryFormatError as exc:
+        fail(f"{file}: {exc}")
+    for error in report.errors:
+        typer.echo(f"{file}: {error}", err=True)
+    write = bool(report.records) and not (all_or_nothing and report.errors)
+    created = updated = facts = 0
+    if write:
+        with ledger() as engine, db.transaction(engine) as session:
+            result = registry.import_devices(session, report.records)
+        created, updated, facts = result.created, result.updated, result.profiles
+    outcome = {
+        "file": str(file),
+        "valid": len(report.records),
+        "invalid": len(report.errors),
+        "created": created,
+        "updated": updated,
+        "profiles": facts,
+        "written": write,
+        "errors": [{"line": e.line, "reason": e.reason} for e in report.errors],
+    }
+    if as_json:
+        print_json(outcome)
+    else:
+        note = "" if write or not report.records else " (nothing written: --all-or-nothing)"
+        typer.echo(
+            f"{len(report.records)} valid row(s): {created} created, {updated} updated, "
+            f"{facts} installed-profile fact(s); {len(report.errors)} invalid{note}"
+        )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(
+    limit: int = typer.Option(50, help="How many devices."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """List devices in the registry."""
+    with ledger() as engine, db.transaction(engine) as session:
+        rows = registry.list_devices(session, limit=limit)
+        total = registry.count_devices(session)
+        items = [
+            {
+                "enrollment_id": r.enrollment_id,
+                "enrollment_type": r.enrollment_type,
+                "state": r.enrollment_state,
+                "platform": r.platform,
+                "os_version": r.os_version,
+                "serial_number": r.serial_number,
+                "token": r.token_state,
+                "tags": r.tags,
+                "last_seen_at": r.last_seen_at.isoformat() if r.last_seen_at else None,
+            }
+            for r in rows
+        ]
+    if as_json:
+        print_json(items)
+        return
+    table = Table("enrollment id", "type", "state", "platform", "os", "token", "tags")
+    for i in items:
+        table.add_row(
+            str(i["enrollment_id"]),
+            str(i["enrollment_type"]),
+            str(i["state"]),
+            str(i["platform"] or ""),
+            str(i["os_version"] or ""),
+            str(i["token"]),
+            ",".join(i["tags"] or []),  # type: ignore[arg-type]
+        )
+    Console().print(table)
+    typer.echo(f"{len(items)} of {total} device(s)")

@@ -1,0 +1,144 @@
+"""``rollout profiles``: inspect provisioning-profile files and keep them in the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rollout.cli.common import fail, ledger, print_json
+from rollout.config import get_settings
+from rollout.ledger import db
+from rollout.ledger import profiles as library
+from rollout.ledger.models import ProfileRow
+from rollout.profiles import (
+    MAX_PROFILE_BYTES,
+    Profile,
+    ProfileError,
+    load_trust_anchors,
+    parse_profile,
+    render_text,
+)
+
+app = typer.Typer(
+    help="Provisioning profiles: inspect files and keep the library.", no_args_is_help=True
+)
+
+TrustOption = typer.Option(
+    None,
+    "--trust-anchor",
+    help="Root certificate (DER or PEM) the signature must chain to; repeatable. "
+    "Defaults to ROLLOUT_TRUST_ANCHORS.",
+)
+
+
+def _read(path: Path, anchors: list[Path] | None) -> tuple[Profile, bytes]:
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            fail(f"{path}: {size} bytes is over the {MAX_PROFILE_BYTES}-byte limit for a profile")
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"{path}: {exc.strerror or exc}")
+    paths = anchors if anchors else get_settings().trust_anchor_paths()
+    try:
+        roots = load_trust_anchors(paths)
+    except (OSError, ValueError) as exc:
+        fail(f"trust anchors: {exc}")
+    try:
+        return parse_profile(data, trust_anchors=roots), data
+    except ProfileError as exc:
+        fail(f"{path}: {exc}")
+
+
+@app.command()
+def inspect(
+    file: Path = typer.Argument(..., help="A .mobileprovision or .provisionprofile file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    trust_anchor: list[Path] | None = TrustOption,
+) -> None:
+    """Parse and verify a profile file (no database needed)."""
+    profile, _ = _read(file, trust_anchor)
+    if as_json:
+        print_json(profile.to_json())
+    else:
+        typer.echo(render_text(profile))
+
+
+@app.command()
+def add(
+    file: Path = typer.Argument(..., help="A signed profile file to keep in the library."),
+    trust_anchor: list[Path] | None = TrustOption,
+    allow_untrusted: bool = typer.Option(
+        False, "--allow-untrusted", help="Keep a profile whose signer chain is not trusted."
+    ),
+) -> None:
+    """Add a profile to the library (the same file twice is a no-op)."""
+    profile, data = _read(file, trust_anchor)
+    if not profile.signature.valid:
+        fail(f"{file}: the CMS signature does not match the content (tampered or damaged file)")
+    if not profile.signature.chain_trusted and not allow_untrusted:
+        fail(
+            f"{file}: the signer chain is not trusted ({profile.signature.reason}); "
+            "configure ROLLOUT_TRUST_ANCHORS or pass --allow-untrusted"
+        )
+    with ledger() as engine:
+        try:
+            with db.transaction(engine) as session:
+                row, created = library.add_profile(session, profile, data)
+        except library.ProfileConflictError as exc:
+            fail(str(exc))
+    verb = "added" if created else "already in the library:"
+    typer.echo(f"{verb} {row.uuid} {row.name!r} (expires {row.expires_at:%Y-%m-%d})")
+
+
+def _summary(row: ProfileRow) -> dict[str, object]:
+    data = dict(row.metadata_json)
+    data["added_at"] = row.added_at.isoformat().replace("+00:00", "Z")
+    return data
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+    """List the library, soonest expiry first."""
+    with ledger() as engine, db.transaction(engine) as session:
+        rows = library.list_profiles(session)
+        items = [_summary(r) for r in rows]
+    if as_json:
+        print_json(items)
+        return
+    table = Table("uuid", "name", "kind", "app id", "expires", "signature")
+    for item in items:
+        sig = item["signature"]
+        assert isinstance(sig, dict)
+        verdict = "trusted" if sig["chain_trusted"] else ("valid" if sig["valid"] else "INVALID")
+        table.add_row(
+            str(item["uuid"]),
+            str(item["name"]),
+            str(item["kind"]),
+            str(item["app_id"]),
+            str(item["expires_at"])[:10],
+            verdict,
+        )
+    Console().print(table)
+    typer.echo(f"{len(items)} profile(s)")
+
+
+@app.command()
+def show(
+    uuid: str = typer.Argument(..., help="The profile's UUID."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show one profile from the library."""
+    with ledger() as engine, db.transaction(engine) as session:
+        row = library.get_profile(session, uuid)
+        if row is None:
+            fail(f"no profile {uuid} in the library")
+        item = _summary(row)
+    if as_json:
+        print_json(item)
+    else:
+        for key, value in item.items():
+            typer.echo(f"{key:24} {value}")

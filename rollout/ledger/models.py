@@ -1,0 +1,228 @@
+"""The ledger's tables as SQLAlchemy 2.x typed models.
+
+Every table has a natural unique key that makes a repeated write harmless: a profile by UUID,
+a device by its enrollment id, a target per (rollout, device), a command per CommandUUID.
+States are stored as short strings (see ``rollout.states``) so the schema needs no native enums.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from rollout.ledger.types import JSONType, UTCDateTime, utcnow
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite so autoincrement works there.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint names that migrations can rely on."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ProfileRow(Base):
+    """A provisioning profile in the library: the signed file and what was read from it."""
+
+    __tablename__ = "profiles"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    app_id_name: Mapped[str | None] = mapped_column(String(255))
+    app_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    team_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    team_name: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(24))
+    platforms: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    provisions_all_devices: Mapped[bool] = mapped_column(Boolean, default=False)
+    provisioned_devices: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    signature_valid: Mapped[bool] = mapped_column(Boolean)
+    chain_trusted: Mapped[bool] = mapped_column(Boolean)
+    signer: Mapped[str | None] = mapped_column(String(255))
+    metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeviceRow(Base):
+    """One MDM enrollment: a device channel (UDID) or a User Enrollment (EnrollmentID)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    enrollment_id: Mapped[str] = mapped_column(String(128), unique=True)
+    udid: Mapped[str | None] = mapped_column(String(64))
+    enrollment_type: Mapped[str] = mapped_column(String(16), default="device")
+    enrollment_state: Mapped[str] = mapped_column(String(16), default="imported")
+    platform: Mapped[str | None] = mapped_column(String(16))
+    os_version: Mapped[str | None] = mapped_column(String(32))
+    build_version: Mapped[str | None] = mapped_column(String(32))
+    product_name: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(64))
+    serial_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    device_name: Mapped[str | None] = mapped_column(String(255))
+    topic: Mapped[str | None] = mapped_column(String(255))
+    push_token: Mapped[str | None] = mapped_column(String(200))
+    push_magic: Mapped[str | None] = mapped_column(String(128))
+    token_state: Mapped[str] = mapped_column(String(16), default="missing")
+    token_dead_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    access_rights: Mapped[int | None] = mapped_column(Integer)
+    identity_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    enrolled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    checked_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class InstalledProfileRow(Base):
+    """A provisioning profile known to be on a device, and where that fact came from."""
+
+    __tablename__ = "installed_profiles"
+    __table_args__ = (UniqueConstraint("device_id", "profile_uuid"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    profile_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(24))  # import | profile_list | rollout
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RolloutRow(Base):
+    """A rollout of one profile to a set of devices, in stages."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255))
+    profile_uuid: Mapped[str] = mapped_column(ForeignKey("profiles.uuid"), index=True)
+    replaces_uuid: Mapped[str | None] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    current_stage: Mapped[int] = mapped_column(Integer, default=0)
+    salt: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class StageRow(Base):
+    """One stage of a rollout: a cumulative fraction of its eligible targets and its gate."""
+
+    __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("rollout_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    fraction: Mapped[float] = mapped_column(Float)
+    gate: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class TargetRow(Base):
+    """One device in one rollout."""
+
+    __tablename__ = "targets"
+    __table_args__ = (
+        UniqueConstraint("rollout_id", "device_id"),
+        Index("ix_targets_rollout_state_stage", "rollout_id", "state", "stage"),
+        Index("ix_targets_next_push_at", "next_push_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="planned")
+    reason: Mapped[str | None] = mapped_column(String(255))
+    command_uuid: Mapped[str | None] = mapped_column(String(64))
+    push_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_apns_id: Mapped[str | None] = mapped_column(String(64))
+    last_pushed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    next_push_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    notnow_count: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    error_chain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    requeue_after_token_update: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class CommandRow(Base):
+    """An MDM command queued for one device, keyed by its CommandUUID.
+
+    A rollout's commands carry no body of their own: the rollout's body is rendered once from
+    its profile and only the CommandUUID differs per device. Other commands keep their body.
+    """
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_device_status", "device_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    command_uuid: Mapped[str] = mapped_column(String(64), unique=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    request_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(24), default="queued")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    result_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    notnow_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_notnow_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    error_chain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class EventRow(Base):
+    """The append-only journal: every result, anomaly, refusal and operator action."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_rollout_id", "rollout_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(48), index=True)
+    rollout_id: Mapped[int | None] = mapped_column(BigID)
+    device_id: Mapped[int | None] = mapped_column(BigID)
+    enrollment_id: Mapped[str | None] = mapped_column(String(128))
+    command_uuid: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
