@@ -103,7 +103,7 @@ def list_(
             str(i["platform"] or ""),
             str(i["os_version"] or ""),
             str(i["token"]),
-            ",".join(i["tags"] or []),  # type: ignore[arg-type]
+            ",".join(i["tags"] or []),
         )
     Console().print(table)
     typer.echo(f"{len(items)} of {total} device(s)")

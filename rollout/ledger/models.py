@@ -226,3 +226,20 @@ class EventRow(Base):
     enrollment_id: Mapped[str | None] = mapped_column(String(128))
     command_uuid: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class RolloutCountRow(Base):
+    """Kept counters: how many targets of a rollout's stage are in each state.
+
+    Updated in the same transaction as every target move, so dashboards read them in O(stages)
+    instead of grouping millions of targets; the sum over states equals the stage's targets.
+    """
+
+    __tablename__ = "rollout_counts"
+
+    rollout_id: Mapped[int] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)

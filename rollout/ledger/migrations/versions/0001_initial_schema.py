@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:48:22.144195
+Create Date: 2026-11-23 15:51:16.593286
 """
 
 from collections.abc import Sequence
@@ -260,6 +260,22 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "rollout_counts",
+        sa.Column(
+            "rollout_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("stage", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["rollout_id"],
+            ["rollouts.id"],
+            name=op.f("fk_rollout_counts_rollout_id_rollouts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("rollout_id", "stage", "state", name=op.f("pk_rollout_counts")),
+    )
+    op.create_table(
         "stages",
         sa.Column(
             "id",
@@ -353,6 +369,7 @@ def downgrade() -> None:
 
     op.drop_table("targets")
     op.drop_table("stages")
+    op.drop_table("rollout_counts")
     with op.batch_alter_table("commands", schema=None) as batch_op:
         batch_op.drop_index("ix_commands_device_status")
 

@@ -1,0 +1,404 @@
+"""The per-device command queue, and reconciling devices' reports into the ledger.
+
+``process_reports`` is the connect endpoint's whole ledger work for a batch of requests that
+arrived together: a fixed handful of statements whatever the batch size. Each report's result
+is persisted first (idempotent on the CommandUUID), then the device's next command is chosen
+and marked as sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from rollout.ledger.events import record_events
+from rollout.ledger.models import CommandRow, DeviceRow, TargetRow
+from rollout.ledger.targets import Move, move_targets
+from rollout.ledger.types import utcnow
+from rollout.states import FINAL_COMMAND_STATUSES, CommandStatus, EnrollmentState, TargetState
+
+_STATUS_TO_COMMAND = {
+    "Acknowledged": CommandStatus.ACKNOWLEDGED,
+    "Error": CommandStatus.ERROR,
+    "CommandFormatError": CommandStatus.COMMAND_FORMAT_ERROR,
+    "NotNow": CommandStatus.NOT_NOW,
+}
+_OPEN = (CommandStatus.QUEUED.value, CommandStatus.SENT.value, CommandStatus.NOT_NOW.value)
+
+
+@dataclass(frozen=True)
+class Report:
+    """One connect request, already parsed and its identity verified by the caller."""
+
+    enrollment_id: str
+    status: str  # Idle | Acknowledged | Error | CommandFormatError | NotNow
+    command_uuid: str | None = None
+    error_chain: tuple[dict[str, Any], ...] = ()
+    cert_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # command-specific response keys
+
+
+@dataclass(frozen=True)
+class Served:
+    """The command chosen for a device: its UUID, and where its body comes from."""
+
+    command_uuid: str
+    request_type: str
+    rollout_id: int | None
+    body: bytes | None  # None for a rollout's command: rendered from the rollout's template
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to answer one report: a status code, and the command to serve (or none)."""
+
+    status_code: int
+    served: Served | None = None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class IdentityPolicy:
+    """How strictly a device's certificate must match the one bound at enrollment."""
+
+    required: bool = True  # a report without a verified certificate is refused
+    bind_on_first_sight: bool = False  # migrated fleets: bind a device that has no binding yet
+
+
+NotNowDelay = Callable[[int], dt.timedelta]
+
+
+def default_notnow_delay(count: int) -> dt.timedelta:
+    """Back off NotNow re-pushes: 5 min, 10, 20 … capped at 4 hours."""
+    return min(dt.timedelta(minutes=5) * (2 ** max(0, count - 1)), dt.timedelta(hours=4))
+
+
+def identity_refusal(
+    device_sha: str | None, report_sha: str | None, policy: IdentityPolicy
+) -> str | None:
+    """Why a report's certificate does not fit its device's binding, or None when it does."""
+    if report_sha is None:
+        return "no_identity" if policy.required else None
+    if device_sha is None:
+        return None if policy.bind_on_first_sight or not policy.required else "unbound_device"
+    if device_sha != report_sha:
+        return "identity_mismatch"
+    return None
+
+
+def process_reports(
+    session: Session,
+    reports: Sequence[Report],
+    *,
+    identity: IdentityPolicy | None = None,
+    notnow_delay: NotNowDelay = default_notnow_delay,
+    now: dt.datetime | None = None,
+) -> list[Outcome]:
+    """Persist a batch of connect reports and choose each device's next command."""
+    identity = identity or IdentityPolicy()
+    now = now or utcnow()
+    conn = session.connection()
+    keys = sorted({r.enrollment_id for r in reports})
+    devices: dict[str, tuple[int, str | None, str]] = {}
+    if keys:
+        q = select(
+            DeviceRow.enrollment_id,
+            DeviceRow.id,
+            DeviceRow.identity_sha256,
+            DeviceRow.enrollment_state,
+        ).where(DeviceRow.enrollment_id.in_(keys))
+        for key, ident, sha, state in conn.execute(q):
+            devices[key] = (ident, sha, state)
+
+    uuids = sorted({r.command_uuid for r in reports if r.command_uuid})
+    commands: dict[str, dict[str, Any]] = {}
+    if uuids:
+        q2 = (
+            select(
+                CommandRow.id,
+                CommandRow.command_uuid,
+                CommandRow.device_id,
+                CommandRow.rollout_id,
+                CommandRow.status,
+                CommandRow.notnow_count,
+                TargetRow.id.label("target_id"),
+                TargetRow.notnow_count.label("target_notnow"),
+            )
+            .outerjoin(
+                TargetRow,
+                and_(
+                    TargetRow.rollout_id == CommandRow.rollout_id,
+                    TargetRow.device_id == CommandRow.device_id,
+                    TargetRow.command_uuid == CommandRow.command_uuid,
+                ),
+            )
+            .where(CommandRow.command_uuid.in_(uuids))
+        )
+        for row in conn.execute(q2).mappings():
+            commands[row["command_uuid"]] = dict(row)
+
+    outcomes: list[Outcome | None] = [None] * len(reports)
+    events: list[dict[str, Any]] = []
+    command_updates: list[dict[str, Any]] = []
+    moves: list[Move] = []
+    seen: list[dict[str, Any]] = []
+    binds: list[dict[str, Any]] = []
+    answered: dict[int, str | None] = {}  # report index -> the CommandUUID it answered
+    serve_for: dict[int, int] = {}  # report index -> device id
+    handled: set[str] = set()  # CommandUUIDs whose result this batch already took
+
+    for i, r in enumerate(reports):
+        dev = devices.get(r.enrollment_id)
+        if dev is None:
+            outcomes[i] = Outcome(400, refusal="unknown_enrollment")
+            events.append(_event("mdm.refused", r, reason="unknown_enrollment"))
+            continue
+        device_id, device_sha, state = dev
+        refusal = identity_refusal(device_sha, r.cert_sha256, identity)
+        if refusal:
+            outcomes[i] = Outcome(403, refusal=refusal)
+            events.append(_event("mdm.refused", r, device_id=device_id, reason=refusal))
+            continue
+        if device_sha is None and r.cert_sha256 is not None and identity.bind_on_first_sight:
+            binds.append({"b_id": device_id, "v_sha": r.cert_sha256})
+        seen.append({"b_id": device_id, "v_seen": now})
+        answered[i] = r.command_uuid
+        if state != EnrollmentState.CHECKED_OUT:
+            serve_for[i] = device_id
+        if r.status == "Idle" or not r.command_uuid:
+            continue
+        cmd = commands.get(r.command_uuid)
+        if cmd is None:
+            events.append(_event("mdm.anomaly", r, device_id=device_id, reason="unknown_command"))
+            continue
+        if cmd["device_id"] != device_id:
+            events.append(_event("mdm.anomaly", r, device_id=device_id, reason="foreign_command"))
+            continue
+        if cmd["status"] in FINAL_COMMAND_STATUSES or r.command_uuid in handled:
+            continue  # a repeat: the first report was kept, this one changes nothing
+        if cmd["status"] == CommandStatus.NOT_NOW and r.status == "NotNow":
+            continue  # the same NotNow again: nothing new to record
+        new_status = _STATUS_TO_COMMAND[r.status]
+        handled.add(r.command_uuid)
+        chain = [dict(x) for x in r.error_chain] or None
+        notnow = cmd["notnow_count"] + (1 if new_status == CommandStatus.NOT_NOW else 0)
+        command_updates.append(
+            {
+                "b_id": cmd["id"],
+                "v_status": new_status.value,
+                "v_result_at": now,
+                "v_notnow": notnow,
+                "v_chain": chain,
+                "v_result": _jsonable(r.extra) or None,
+            }
+        )
+        events.append(
+            _event(
+                "mdm.result",
+                r,
+                device_id=device_id,
+                rollout_id=cmd["rollout_id"],
+                status=r.status,
+                error_chain=chain,
+            )
+        )
+        target_id = cmd["target_id"]
+        if target_id is None:
+            continue
+        if new_status == CommandStatus.ACKNOWLEDGED:
+            moves.append(Move(target_id, TargetState.ACKNOWLEDGED, {"finished_at": now}))
+        elif new_status == CommandStatus.NOT_NOW:
+            count = (cmd["target_notnow"] or 0) + 1
+            moves.append(
+                Move(
+                    target_id,
+                    TargetState.DEFERRED,
+                    {"notnow_count": count, "next_push_at": now + notnow_delay(count)},
+                )
+            )
+        else:
+            moves.append(
+                Move(
+                    target_id,
+                    TargetState.FAILED,
+                    {"finished_at": now, "error_chain": chain, "reason": _failure_reason(r)},
+                )
+            )
+
+    if command_updates:
+        conn.execute(
+            update(CommandRow)
+            .where(CommandRow.id == bindparam("b_id"))
+            .values(
+                status=bindparam("v_status"),
+                result_at=bindparam("v_result_at"),
+                notnow_count=bindparam("v_notnow"),
+                first_notnow_at=_first_notnow(),
+                error_chain=bindparam("v_chain", type_=CommandRow.__table__.c.error_chain.type),
+                result=bindparam("v_result", type_=CommandRow.__table__.c.result.type),
+            ),
+            [{**u, "v_now": now} for u in command_updates],
+        )
+    move_targets(session, moves)
+
+    # Choose each device's next command: open, not the one it just answered, and a NotNow'd
+    # command only at the start of a session (Idle), so a NotNow never loops.
+    served = _choose_next(session, reports, serve_for, answered, now)
+    for i in range(len(reports)):
+        if outcomes[i] is None:
+            outcomes[i] = Outcome(200, served=served.get(i))
+
+    if seen:
+        conn.execute(
+            update(DeviceRow)
+            .where(DeviceRow.id == bindparam("b_id"))
+            .values(last_seen_at=bindparam("v_seen")),
+            seen,
+        )
+    if binds:
+        conn.execute(
+            update(DeviceRow)
+            .where(DeviceRow.id == bindparam("b_id"))
+            .values(identity_sha256=bindparam("v_sha")),
+            binds,
+        )
+    record_events(session, events)
+    return [o for o in outcomes if o is not None]
+
+
+def _first_notnow() -> Any:
+    from sqlalchemy import case
+
+    return case(
+        (
+            and_(CommandRow.first_notnow_at.is_(None), bindparam("v_status") == "not_now"),
+            bindparam("v_now", type_=CommandRow.__table__.c.result_at.type),
+        ),
+        else_=CommandRow.first_notnow_at,
+    )
+
+
+def _choose_next(
+    session: Session,
+    reports: Sequence[Report],
+    serve_for: dict[int, int],
+    answered: dict[int, str | None],
+    now: dt.datetime,
+) -> dict[int, Served]:
+    if not serve_for:
+        return {}
+    conn = session.connection()
+    device_ids = sorted(set(serve_for.values()))
+    q = (
+        select(
+            CommandRow.id,
+            CommandRow.command_uuid,
+            CommandRow.device_id,
+            CommandRow.rollout_id,
+            CommandRow.request_type,
+            CommandRow.status,
+            CommandRow.body,
+            TargetRow.id.label("target_id"),
+        )
+        .outerjoin(
+            TargetRow,
+            and_(
+                TargetRow.rollout_id == CommandRow.rollout_id,
+                TargetRow.device_id == CommandRow.device_id,
+                TargetRow.command_uuid == CommandRow.command_uuid,
+            ),
+        )
+        .where(CommandRow.device_id.in_(device_ids), CommandRow.status.in_(_OPEN))
+        .order_by(CommandRow.device_id, CommandRow.priority.desc(), CommandRow.id)
+    )
+    queue: dict[int, list[Any]] = {}
+    for row in conn.execute(q):
+        queue.setdefault(row.device_id, []).append(row)
+    chosen: dict[int, Served] = {}
+    taken: set[int] = set()
+    marks: list[dict[str, Any]] = []
+    moves: list[Move] = []
+    for i, device_id in serve_for.items():
+        idle = reports[i].status == "Idle"
+        for row in queue.get(device_id, []):
+            if row.id in taken or row.command_uuid == answered.get(i):
+                continue
+            if row.status == CommandStatus.NOT_NOW and not idle:
+                continue
+            taken.add(row.id)
+            chosen[i] = Served(row.command_uuid, row.request_type, row.rollout_id, row.body)
+            marks.append({"b_id": row.id, "v_sent": now})
+            if row.target_id is not None:
+                moves.append(Move(row.target_id, TargetState.DELIVERED, {"delivered_at": now}))
+            break
+    if marks:
+        conn.execute(
+            update(CommandRow)
+            .where(CommandRow.id == bindparam("b_id"))
+            .values(status=CommandStatus.SENT.value, sent_at=bindparam("v_sent")),
+            marks,
+        )
+    move_targets(session, moves)
+    return chosen
+
+
+def _failure_reason(r: Report) -> str:
+    if r.status == "CommandFormatError":
+        return "CommandFormatError"
+    if r.error_chain:
+        top = r.error_chain[0]
+        return f"{top.get('ErrorDomain', '?')}:{top.get('ErrorCode', '?')}"
+    return "Error"
+
+
+def _jsonable(value: Any) -> Any:
+    """Command-specific keys as JSON (dates to ISO strings, bytes to hex)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _event(kind: str, r: Report, **data: Any) -> dict[str, Any]:
+    device_id = data.pop("device_id", None)
+    rollout_id = data.pop("rollout_id", None)
+    return {
+        "kind": kind,
+        "device_id": device_id,
+        "rollout_id": rollout_id,
+        "enrollment_id": r.enrollment_id,
+        "command_uuid": r.command_uuid,
+        "data": {k: v for k, v in data.items() if v is not None},
+    }
+
+
+def enqueue_command(
+    session: Session,
+    device_id: int,
+    command_uuid: str,
+    request_type: str,
+    body: bytes,
+    *,
+    priority: int = 0,
+) -> None:
+    """Queue one ad-hoc command (with its own body) for a device."""
+    session.add(
+        CommandRow(
+            command_uuid=command_uuid,
+            device_id=device_id,
+            request_type=request_type,
+            body=body,
+            priority=priority,
+        )
+    )
+    session.flush()
