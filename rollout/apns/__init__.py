@@ -1,0 +1,92 @@
+"""APNs MDM push client: HTTP/2 on ``h2`` over asyncio TLS, shared rate limit and breaker.
+
+Public API (everything else is private)::
+
+    load_push_certificate / load_pkcs12 / load_pem -> PushCertificate
+    PushConfig                      frozen configuration with explicit defaults
+    PushRequest -> PushResult       one push in, one result out (Outcome + error)
+    AsyncPushClient.push_many       asyncio, connections kept between calls
+    PushClient.push_many            sync facade for Celery (background event loop)
+    InProcessRateLimiter / RedisRateLimiter, InProcessCircuitBreaker / RedisCircuitBreaker
+    errors: see rollout.apns.errors for the class tree
+"""
+
+from rollout.apns.certs import (
+    MDM_TOPIC_PREFIX,
+    PushCertificate,
+    load_pem,
+    load_pkcs12,
+    load_push_certificate,
+    topic_from_certificate,
+)
+from rollout.apns.client import AsyncPushClient, PushClient
+from rollout.apns.config import PRODUCTION_HOST, SANDBOX_HOST, PushConfig
+from rollout.apns.coordination import (
+    BreakerDecision,
+    CircuitBreaker,
+    InProcessCircuitBreaker,
+    InProcessRateLimiter,
+    Permit,
+    RateLimiter,
+    RedisCircuitBreaker,
+    RedisRateLimiter,
+)
+from rollout.apns.errors import (
+    ApnsError,
+    CertificateError,
+    CertificateLoadError,
+    CertificateRejectedError,
+    CircuitOpenError,
+    ConfigError,
+    ConnectionLostError,
+    DeadTokenError,
+    Outcome,
+    PermanentPushError,
+    PushError,
+    ServerError,
+    ThrottledError,
+    TopicError,
+    TransientPushError,
+    classify,
+)
+from rollout.apns.models import PushRequest, PushResult
+
+__all__ = [
+    "MDM_TOPIC_PREFIX",
+    "PRODUCTION_HOST",
+    "SANDBOX_HOST",
+    "ApnsError",
+    "AsyncPushClient",
+    "BreakerDecision",
+    "CertificateError",
+    "CertificateLoadError",
+    "CertificateRejectedError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "ConfigError",
+    "ConnectionLostError",
+    "DeadTokenError",
+    "InProcessCircuitBreaker",
+    "InProcessRateLimiter",
+    "Outcome",
+    "PermanentPushError",
+    "Permit",
+    "PushCertificate",
+    "PushClient",
+    "PushConfig",
+    "PushError",
+    "PushRequest",
+    "PushResult",
+    "RateLimiter",
+    "RedisCircuitBreaker",
+    "RedisRateLimiter",
+    "ServerError",
+    "ThrottledError",
+    "TopicError",
+    "TransientPushError",
+    "classify",
+    "load_pem",
+    "load_pkcs12",
+    "load_push_certificate",
+    "topic_from_certificate",
+]
