@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from collections import Counter
 import uuid as uuidlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 

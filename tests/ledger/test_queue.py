@@ -160,7 +160,7 @@ def test_notnow_is_not_served_again_in_the_same_session_but_is_on_idle(engine: E
 
 def test_error_keeps_the_error_chain(engine: Engine) -> None:
     dev = enroll(engine, 3)
-    rid, cmds = rollout_for(engine, [dev])
+    _rid, cmds = rollout_for(engine, [dev])
     chain = (
         {
             "ErrorCode": 25001,
