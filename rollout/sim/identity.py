@@ -28,9 +28,22 @@ _HASHES: dict[str, hashes.SHA256 | hashes.SHA384 | hashes.SHA512] = {
 }
 
 
-def make_device_ca(common_name: str = "Rollout Sim Device CA", *, key_kind: str = "ec") -> Issued:
+def make_device_ca(
+    common_name: str = "Rollout Sim Device CA",
+    *,
+    key_kind: str = "ec",
+    not_before: dt.datetime | None = None,
+    days: int = 3650,
+) -> Issued:
     """A self-signed CA standing in for the SCEP CA that issues device identities."""
-    return make_ca(common_name, key_kind=key_kind, O="Rollout Sim", OU="SCEP CA")
+    return make_ca(
+        common_name,
+        key_kind=key_kind,
+        not_before=not_before,
+        days=days,
+        O="Rollout Sim",
+        OU="SCEP CA",
+    )
 
 
 def issue_device_identity(

@@ -23,7 +23,7 @@ def realworld_file(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def device_ca() -> Issued:
-    return make_device_ca()
+    return make_device_ca(not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=365))
 
 
 @pytest.fixture(scope="session")
