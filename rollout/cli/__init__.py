@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rollout.cli import db, devices, profiles
+from rollout.cli.demo import demo
 
 app = typer.Typer(
     name="rollout",
@@ -16,6 +17,7 @@ app = typer.Typer(
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(devices.app, name="devices")
 app.add_typer(db.app, name="db")
+app.command()(demo)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from rollout.profiles import (
     MAX_PROFILE_BYTES,
     Profile,
     ProfileError,
+    ensure_installable,
     load_trust_anchors,
     parse_profile,
     render_text,
@@ -77,13 +78,13 @@ def add(
 ) -> None:
     """Add a profile to the library (the same file twice is a no-op)."""
     profile, data = _read(file, trust_anchor)
-    if not profile.signature.valid:
-        fail(f"{file}: the CMS signature does not match the content (tampered or damaged file)")
-    if not profile.signature.chain_trusted and not allow_untrusted:
-        fail(
-            f"{file}: the signer chain is not trusted ({profile.signature.reason}); "
-            "configure ROLLOUT_TRUST_ANCHORS or pass --allow-untrusted"
-        )
+    try:
+        ensure_installable(profile, require_trusted_chain=not allow_untrusted)
+    except ProfileError as exc:
+        hint = "" if profile.signature.valid else " (tampered or damaged file)"
+        if profile.signature.valid and not profile.signature.chain_trusted:
+            hint = "; configure ROLLOUT_TRUST_ANCHORS or pass --allow-untrusted"
+        fail(f"{file}: {exc}{hint}")
     with ledger() as engine:
         try:
             with db.transaction(engine) as session:
