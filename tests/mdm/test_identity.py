@@ -7,6 +7,8 @@ import datetime as dt
 import urllib.parse
 
 import pytest
+from asn1crypto import cms
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
@@ -295,3 +297,17 @@ def test_identity_config_validation() -> None:
         IdentityConfig(trust=None, sources=())
     with pytest.raises(ValueError):
         IdentityConfig(trust=None, sources=("tls",))  # type: ignore[arg-type]
+
+
+def test_signer_found_by_subject_key_identifier(device_ca: Issued) -> None:
+    # CMS may name the signer by subjectKeyIdentifier (version 3) instead of issuer+serial.
+    ski = device_ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    info = cms.ContentInfo.load(base64.b64decode(sign_body(device_ca, BODY)))
+    signer = info["content"]["signer_infos"][0]
+    signer["version"] = "v3"
+    signer["sid"] = cms.SignerIdentifier({"subject_key_identifier": ski.digest})
+    header = base64.b64encode(info.dump(force=True)).decode()
+    assert verify_mdm_signature(header, BODY) == device_ca.cert
+    signer["sid"] = cms.SignerIdentifier({"subject_key_identifier": b"\x00" * 20})
+    header = base64.b64encode(info.dump(force=True)).decode()
+    assert reason(verify_mdm_signature, header, BODY) == "no_signer_cert"

@@ -308,7 +308,7 @@ def test_malformed_bodies(body: bytes, reason: str) -> None:
 
 
 def test_body_type_checked() -> None:
-    assert reason_of(parse_result, "text") == "wrong_type"
+    assert reason_of(parse_result, "text") == "wrong_type"  # type: ignore[arg-type]
 
 
 def test_size_limit_checked_before_parsing() -> None:
