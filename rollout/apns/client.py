@@ -27,7 +27,12 @@ from typing import Any
 
 from rollout.apns.certs import PushCertificate
 from rollout.apns.config import PushConfig
-from rollout.apns.connection import ApnsConnection, Job, is_handshake_rejection
+from rollout.apns.connection import (
+    ApnsConnection,
+    ClosedBeforeSettings,
+    Job,
+    is_handshake_rejection,
+)
 from rollout.apns.coordination import (
     CircuitBreaker,
     InProcessCircuitBreaker,
@@ -101,6 +106,7 @@ class AsyncPushClient:
         self._housekeeper: asyncio.TimerHandle | None = None
         self._closing = False
         self.connections_opened = 0
+        self._early_closes = 0
         self.pushes_sent = 0
         self.alerts: list[CertificateRejectedError] = []
 
@@ -469,6 +475,7 @@ class AsyncPushClient:
                 return
         finally:
             self._connecting -= 1
+        self._early_closes = 0
         self._ensure_housekeeper()
         self._pump()
 
@@ -476,6 +483,15 @@ class AsyncPushClient:
         if is_handshake_rejection(exc):
             self._certificate_failure(f"TLS handshake failed: {exc}")
             return
+        if isinstance(exc, ClosedBeforeSettings):
+            self._early_closes += 1
+            if self._early_closes >= 2:
+                self._early_closes = 0
+                self._certificate_failure(
+                    "TLS handshake failed: server closed every connection before HTTP/2 "
+                    "started (client certificate refused?)"
+                )
+                return
         log.warning("apns connect to %s:%s failed: %r", self.host, self.port, exc)
         if any(c.ready and not c.draining for c in self._conns):
             return  # the other connections carry on with the queue

@@ -80,6 +80,15 @@ class Job:
         self.last_reason: str | None = None
 
 
+class ClosedBeforeSettings(ConnectionError):
+    """The server closed the connection after the TLS handshake without a single HTTP/2 frame.
+
+    With TLS 1.3 the server checks the client certificate *after* the client considers the
+    handshake done, so a refused certificate often shows up as exactly this (the alert may not
+    reach us). The client treats it as a certificate failure when it happens twice in a row.
+    """
+
+
 class ConnectionOwner(Protocol):
     """What a connection reports to (the client)."""
 
@@ -158,6 +167,7 @@ class ApnsConnection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self.ping_sent_at: float | None = None
         self.answered = 0
+        self.received_any = False
         self._gc = 0
         self._ready_waiter: asyncio.Future[None] | None = None
 
@@ -180,6 +190,8 @@ class ApnsConnection(asyncio.Protocol):
         if self.ready:
             return
         if self.closed:
+            if self.close_exc is None and not self.received_any:
+                raise ClosedBeforeSettings("connection closed before any HTTP/2 frame")
             raise self.close_exc or ConnectionError("connection closed before SETTINGS")
         if self._ready_waiter is None:
             self._ready_waiter = asyncio.get_running_loop().create_future()
@@ -206,6 +218,7 @@ class ApnsConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Turn frames into owner callbacks; flush whatever h2 wants to answer (ACKs, windows)."""
         self.last_activity = time.monotonic()
+        self.received_any = True
         try:
             events = self.h2.receive_data(data)
         except H2Error as exc:
@@ -281,6 +294,8 @@ class ApnsConnection(asyncio.Protocol):
         self.closed = True
         self.close_exc = exc
         if self._ready_waiter is not None and not self._ready_waiter.done():
+            if exc is None and not self.received_any:
+                exc = ClosedBeforeSettings("connection closed before any HTTP/2 frame")
             self._ready_waiter.set_exception(
                 exc or ConnectionError("connection closed before SETTINGS")
             )

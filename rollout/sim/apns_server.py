@@ -297,6 +297,7 @@ class ApnsStandIn:
         topic: str | None = None,
         max_concurrent_streams: int = 1000,
         on_push: PushHook | None = None,
+        record: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -304,6 +305,9 @@ class ApnsStandIn:
         self.client_ca = client_ca or self.server_ca
         self.max_concurrent_streams = max_concurrent_streams
         self.on_push = on_push
+        self.record = record
+        self.recorded: list[dict[str, str]] = []
+        """With ``record=True``: every request's headers (decoded) plus ``body``."""
         self.script = _Script()
         self.script.topic = topic
         self._counter_lock = threading.Lock()
@@ -497,6 +501,7 @@ class ApnsStandIn:
             self.requests = 0
             self.statuses.clear()
             self.reasons.clear()
+            self.recorded.clear()
 
     def drop_connections(self) -> None:
         """Abort every open client connection now."""
@@ -532,6 +537,10 @@ class ApnsStandIn:
             self.statuses[status] += 1
             if reason:
                 self.reasons[reason] += 1
+            if self.record:
+                seen = {k.decode(): v.decode() for k, v in st.headers}
+                seen["body"] = st.body.decode("utf-8", "replace")
+                self.recorded.append(seen)
         if status == 200 and self.on_push is not None:
             token = hdr[b":path"].rsplit(b"/", 1)[-1].decode()
             try:
