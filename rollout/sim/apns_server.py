@@ -41,7 +41,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -239,6 +239,24 @@ class _ServerConnection(asyncio.Protocol):
         else:
             self._answer(sid)
         if goaway:
+            with server._counter_lock:
+                server.goaways_sent += 1
+            if delay > 0:
+                # As APNs may: GOAWAY first, then the answers it promised (ids <= sid) later.
+                self.pending = {p for p in self.pending if p <= sid}
+                self.pending.add(sid)
+                loop = asyncio.get_running_loop()
+                for other in self.pending:
+                    loop.call_later(delay, self._answer_later, other)
+                self.h2.close_connection(
+                    error_code=ErrorCodes.NO_ERROR,
+                    additional_data=b'{"reason":"Shutdown"}',
+                    last_stream_id=sid,
+                )
+                self.h2.state_machine.state = ConnectionState.SERVER_OPEN  # keep answering
+                self._flush()
+                self.gone = True  # read nothing more
+                return
             for other in sorted(self.pending):
                 if other <= sid:
                     self._answer(other)
@@ -250,17 +268,17 @@ class _ServerConnection(asyncio.Protocol):
             )
             self._flush()
             self.gone = True
-            with server._counter_lock:
-                server.goaways_sent += 1
             if self.transport is not None:
                 self.transport.close()
 
     def _answer_later(self, sid: int) -> None:
-        if self.gone or sid not in self.pending:
+        if sid not in self.pending or self.transport is None or self.transport.is_closing():
             return
         self.pending.discard(sid)
         self._answer(sid)
         self._flush()
+        if self.gone and not self.pending:
+            self.transport.close()  # a GOAWAY was sent and every promised answer is out
 
     def _answer(self, sid: int) -> None:
         st = self.streams.pop(sid, None)
@@ -502,6 +520,8 @@ class ApnsStandIn:
             self.statuses.clear()
             self.reasons.clear()
             self.recorded.clear()
+            self.goaways_sent = 0
+            self.handshake_failures = 0
 
     def drop_connections(self) -> None:
         """Abort every open client connection now."""

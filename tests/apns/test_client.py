@@ -338,3 +338,18 @@ def test_stand_in_generates_apns_id_when_absent(standin: ApnsStandIn) -> None:
     assert ok.http_version == "HTTP/2" and ok.status_code == 200 and ok.content == b""
     assert uuid.UUID(ok.headers["apns-id"])
     assert gone.status_code == 405 and gone.json() == {"reason": "MethodNotAllowed"}
+
+
+def test_answers_after_goaway_are_still_read(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+) -> None:
+    # APNs may send GOAWAY first and the answers it promised (ids <= last_stream_id) after.
+    standin.set_delay(0.1)
+    standin.goaway_after(80)
+    items = [PushRequest(t, "m") for t in tokens(300)]
+    results, client = push_all(push_cert, config, items)
+    assert all(r.ok for r in results)
+    assert max(r.attempts for r in results) == 1  # promised answers arrived, nothing re-sent
+    assert standin.counters()["goaways"] == 1
+    assert standin.counters()["statuses"] == {200: 300}
+    assert client.connections_opened >= 2
