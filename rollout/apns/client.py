@@ -28,9 +28,12 @@ from typing import Any
 from rollout.apns.certs import PushCertificate
 from rollout.apns.config import PushConfig
 from rollout.apns.connection import (
+    PRE_ENCODED,
     ApnsConnection,
     ClosedBeforeSettings,
     Job,
+    hpack_indexed,
+    hpack_literal,
     is_handshake_rejection,
 )
 from rollout.apns.coordination import (
@@ -176,19 +179,23 @@ class AsyncPushClient:
     # ---- batch preparation -------------------------------------------------------------------
 
     def _make_jobs(self, batch: _Batch, items: Sequence[PushRequest]) -> list[Job]:
+        """One ``Job`` per valid item, its HPACK header block built here once (see connection)."""
         cfg = self.config
         now = int(time.time())
-        default_exp = None if cfg.expiration is None else str(now + cfg.expiration).encode()
-        if cfg.expiration == 0:
+        if cfg.expiration is None:
+            default_exp: bytes | None = None
+        elif cfg.expiration == 0:
             default_exp = b"0"
-        base = [
-            (b":method", b"POST"),
-            (b":scheme", b"https"),
-            (b":authority", self._authority),
-        ]
+        else:
+            default_exp = str(now + cfg.expiration).encode()
         topic = self.topic.encode()
         prio = str(cfg.priority).encode()
+        # :method POST (static 3), :scheme https (static 7), :authority (static name 1)
+        lead = hpack_indexed(3) + hpack_indexed(7) + hpack_literal(1, self._authority)
+        common = hpack_literal(b"apns-push-type", b"mdm")
+        shared_tail: dict[tuple[bytes, bytes, bytes | None], bytes] = {}
         jobs: list[Job] = []
+        dumps = json.dumps
         for i, item in enumerate(items):
             apns_id = item.apns_id or str(uuid.uuid4())
             token = item.token.lower()
@@ -197,20 +204,33 @@ class AsyncPushClient:
                     batch, i, token, apns_id, Outcome.DEAD_TOKEN, None, "BadDeviceToken", None, 0
                 )
                 continue
-            body = json.dumps({"mdm": item.push_magic}, separators=(",", ":")).encode()
-            headers = [
-                *base,
-                (b":path", b"/3/device/" + token.encode()),
-                (b"apns-id", apns_id.encode()),
-                (b"apns-push-type", b"mdm"),
-                (b"apns-topic", item.topic.encode() if item.topic else topic),
-                (b"apns-priority", str(item.priority).encode() if item.priority else prio),
-                (b"content-length", str(len(body)).encode()),
-            ]
+            body = dumps({"mdm": item.push_magic}, separators=(",", ":")).encode()
             exp = str(item.expiration).encode() if item.expiration is not None else default_exp
-            if exp is not None:
-                headers.append((b"apns-expiration", exp))
-            jobs.append(Job(batch, i, token, apns_id, headers, body))
+            key = (
+                item.topic.encode() if item.topic else topic,
+                str(item.priority).encode() if item.priority else prio,
+                exp,
+            )
+            tail = shared_tail.get(key)
+            if tail is None:
+                tail = (
+                    common
+                    + hpack_literal(b"apns-topic", key[0])
+                    + hpack_literal(b"apns-priority", key[1])
+                )
+                if exp is not None:
+                    tail += hpack_literal(b"apns-expiration", exp)
+                shared_tail[key] = tail
+            block = b"".join(
+                (
+                    lead,
+                    hpack_literal(4, b"/3/device/" + token.encode()),  # :path (static name 4)
+                    hpack_literal(b"apns-id", apns_id.encode()),
+                    tail,
+                    hpack_literal(28, str(len(body)).encode()),  # content-length (static 28)
+                )
+            )
+            jobs.append(Job(batch, i, token, apns_id, [(PRE_ENCODED, block)], body))
         return jobs
 
     async def _probe(self, batch: _Batch, jobs: list[Job]) -> list[Job]:
