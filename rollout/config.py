@@ -32,10 +32,36 @@ class Settings(BaseSettings):
         "signatures must chain to (for example Apple Root CA).",
     )
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest MDM request body.")
+    device_ca: str = Field(
+        default="",
+        description="Comma-separated PEM files of the CAs that issue device identity "
+        "certificates; empty means signatures are checked but not their chain (development).",
+    )
+    identity_sources: str = Field(
+        default="mdm-signature",
+        description="Where a device's identity comes from, in order: mdm-signature, "
+        "client-cert (only behind a TLS proxy that sets the header itself).",
+    )
+    client_cert_header: str = Field(
+        default="Client-Cert", description="Header carrying the proxy-forwarded client cert."
+    )
+    identity_mode: str = Field(
+        default="strict",
+        description="strict: a device's certificate must be the one bound at Authenticate; "
+        "bind-on-first-sight: bind devices that have none yet (migrated fleets); "
+        "off: no identity required (development only).",
+    )
+    notnow_backoff_s: float = Field(
+        default=300.0, description="First re-push delay after NotNow; doubles up to 4 h."
+    )
 
     def trust_anchor_paths(self) -> list[Path]:
         """The configured trust-anchor files."""
         return [Path(p.strip()) for p in self.trust_anchors.split(",") if p.strip()]
+
+    def device_ca_paths(self) -> list[Path]:
+        """The configured device-CA files."""
+        return [Path(p.strip()) for p in self.device_ca.split(",") if p.strip()]
 
     def resolved_database_url(self) -> str:
         """The ledger URL, falling back to the embedded SQLite file."""

@@ -6,6 +6,7 @@ import typer
 
 from rollout.cli import db, devices, profiles
 from rollout.cli.demo import demo
+from rollout.cli.serve import serve
 
 app = typer.Typer(
     name="rollout",
@@ -18,6 +19,7 @@ app.add_typer(profiles.app, name="profiles")
 app.add_typer(devices.app, name="devices")
 app.add_typer(db.app, name="db")
 app.command()(demo)
+app.command()(serve)
 
 
 def main() -> None:

@@ -1,0 +1,27 @@
+"""``rollout serve``: the web app (MDM endpoints, ops API)."""
+
+from __future__ import annotations
+
+import typer
+
+from rollout.cli.common import fail, ledger
+from rollout.config import get_settings
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve the MDM endpoints and the ops API (put TLS in front: devices need HTTPS)."""
+    import uvicorn
+
+    from rollout.web.app import create_app
+
+    settings = get_settings()
+    with ledger() as engine:
+        try:
+            app = create_app(settings, engine)
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
+        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")

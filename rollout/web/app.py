@@ -1,0 +1,97 @@
+"""The ASGI app: MDM endpoints on a lean path, everything else through FastAPI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from cryptography import x509
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from rollout.config import Settings, get_settings
+from rollout.ledger import db
+from rollout.ledger.queue import IdentityPolicy
+from rollout.mdm import DeviceCATrust, IdentityConfig
+from rollout.web.batcher import LedgerBatcher
+from rollout.web.mdm import MDM_PATHS, MDMConfig, MDMEndpoint, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+IDENTITY_MODES = ("strict", "bind-on-first-sight", "off")
+
+
+def identity_from_settings(settings: Settings) -> tuple[IdentityConfig, IdentityPolicy]:
+    """The device-identity check and binding policy the settings ask for."""
+    mode = settings.identity_mode.strip().lower()
+    if mode not in IDENTITY_MODES:
+        raise ValueError(f"ROLLOUT_IDENTITY_MODE must be one of {', '.join(IDENTITY_MODES)}")
+    cas: list[x509.Certificate] = []
+    for path in settings.device_ca_paths():
+        cas.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+    trust = DeviceCATrust(cas) if cas else None
+    if trust is None and mode != "off":
+        log.warning("no ROLLOUT_DEVICE_CA: device signatures are checked but not their chain")
+    sources = tuple(s.strip() for s in settings.identity_sources.split(",") if s.strip())
+    config = IdentityConfig(
+        trust=trust,
+        sources=sources,  # type: ignore[arg-type]
+        cert_header=settings.client_cert_header,
+        allow_missing=mode == "off",
+    )
+    policy = IdentityPolicy(
+        required=mode != "off", bind_on_first_sight=mode == "bind-on-first-sight"
+    )
+    return config, policy
+
+
+class RolloutApp:
+    """The product's ASGI app (MDM endpoints + FastAPI for the rest)."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        identity, policy = identity_from_settings(settings)
+        backoff = settings.notnow_backoff_s
+
+        def notnow_delay(count: int) -> dt.timedelta:
+            return min(
+                dt.timedelta(seconds=backoff * 2 ** max(0, count - 1)), dt.timedelta(hours=4)
+            )
+
+        self.engine = engine
+        self.batcher = LedgerBatcher(engine, identity=policy, notnow_delay=notnow_delay)
+        self.mdm = MDMEndpoint(
+            self.batcher, MDMConfig(identity=identity, max_body_bytes=settings.max_body_bytes)
+        )
+        self.api = FastAPI(title="rollout", version="0.1.0")
+
+        @self.api.get("/healthz")
+        def healthz() -> dict[str, Any]:
+            return {"ok": True, "batches": self.batcher.batches, "reports": self.batcher.reports}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] == "http" and scope["path"].rstrip("/") in MDM_PATHS:
+            await self.mdm(scope, receive, send)
+            return
+        await self.api(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.batcher.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.batcher.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> RolloutApp:
+    """Build the app on the configured (or given) ledger."""
+    settings = settings or get_settings()
+    engine = engine or db.make_engine(settings.resolved_database_url())
+    return RolloutApp(engine, settings)

@@ -1,0 +1,194 @@
+"""Group commit for the MDM endpoints: requests that arrive together share one transaction.
+
+Handlers hand their parsed report to :class:`LedgerBatcher` and await the outcome. One writer
+thread takes whatever has queued up while the previous batch was being written and reconciles
+it with :func:`rollout.ledger.queue.process_reports` in a single transaction, so the ledger
+cost per request falls as load rises. The outcome is only given back after the commit, so a
+device never gets a 200 for a result that is not yet stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from rollout.ledger import db
+from rollout.ledger.queue import IdentityPolicy, NotNowDelay, Outcome, Report, process_reports
+from rollout.ledger.rollouts import rollout_profile_content
+from rollout.mdm import CommandTemplate, install_provisioning_profile
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A connect outcome with the bytes to send."""
+
+    outcome: Outcome
+    body: bytes
+
+
+class CommandBodies:
+    """Each rollout's command body, rendered once from its profile and reused."""
+
+    def __init__(self) -> None:
+        self._templates: dict[int, CommandTemplate] = {}
+
+    def body(self, session: Session, rollout_id: int, command_uuid: str) -> bytes:
+        """The wire bytes of ``rollout_id``'s command for one device."""
+        template = self._templates.get(rollout_id)
+        if template is None:
+            content = rollout_profile_content(session, rollout_id)
+            if content is None:
+                raise LookupError(f"rollout {rollout_id} has no profile")
+            template = install_provisioning_profile(content)
+            self._templates[rollout_id] = template
+        return template.render(command_uuid)
+
+
+class _Item:
+    __slots__ = ("future", "loop", "payload")
+
+    def __init__(self, payload: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.payload = payload
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+def _settle(item: _Item, result: Any = None, error: BaseException | None = None) -> None:
+    def apply() -> None:
+        if item.future.done():
+            return
+        if error is not None:
+            item.future.set_exception(error)
+        else:
+            item.future.set_result(result)
+
+    item.loop.call_soon_threadsafe(apply)
+
+
+class LedgerBatcher:
+    """The MDM endpoints' single ledger writer (one per web process)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        identity: IdentityPolicy,
+        notnow_delay: NotNowDelay,
+        max_batch: int = 512,
+    ) -> None:
+        self._engine = engine
+        self._sessions = db.session_factory(engine)
+        self.identity_policy = identity
+        self._notnow_delay = notnow_delay
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._bodies = CommandBodies()
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.reports = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ledger-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what is queued and stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def connect(self, report: Report) -> Answer:
+        """Persist one connect report (batched with its neighbours) and get the answer."""
+        item = _Item(("connect", report), asyncio.get_running_loop())
+        self._queue.put(item)
+        answer: Answer = await item.future
+        return answer
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in its own transaction on the writer thread (check-ins, records)."""
+        item = _Item(("work", work), asyncio.get_running_loop())
+        self._queue.put(item)
+        result: T = await item.future
+        return result
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            connects = [i for i in batch if i.payload[0] == "connect"]
+            works = [i for i in batch if i.payload[0] == "work"]
+            if connects:
+                self._write_connects(connects)
+            for item in works:
+                self._write_work(item)
+            if stop:
+                return
+
+    def _write_connects(self, items: list[_Item]) -> None:
+        reports = [i.payload[1] for i in items]
+        try:
+            with self._sessions() as session, session.begin():
+                outcomes = process_reports(
+                    session,
+                    reports,
+                    identity=self.identity_policy,
+                    notnow_delay=self._notnow_delay,
+                    now=dt.datetime.now(dt.UTC),
+                )
+                answers = [self._answer(session, o) for o in outcomes]
+        except Exception as exc:  # the devices retry; nothing was committed
+            log.exception("connect batch of %d failed", len(items))
+            for item in items:
+                _settle(item, error=exc)
+            return
+        self.batches += 1
+        self.reports += len(items)
+        for item, answer in zip(items, answers, strict=True):
+            _settle(item, answer)
+
+    def _answer(self, session: Session, outcome: Outcome) -> Answer:
+        served = outcome.served
+        if served is None:
+            return Answer(outcome, b"")
+        if served.body is not None:
+            return Answer(outcome, served.body)
+        assert served.rollout_id is not None
+        return Answer(outcome, self._bodies.body(session, served.rollout_id, served.command_uuid))
+
+    def _write_work(self, item: _Item) -> None:
+        work = item.payload[1]
+        try:
+            with self._sessions() as session, session.begin():
+                result = work(session)
+        except Exception as exc:
+            log.exception("ledger work failed")
+            _settle(item, error=exc)
+            return
+        _settle(item, result)
