@@ -55,8 +55,8 @@ def _valid_at(cert: x509.Certificate, at: dt.datetime) -> str | None:
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    key = issuer.public_key()
     try:
+        key = issuer.public_key()
         algo = cert.signature_hash_algorithm
         if algo is None:
             return False

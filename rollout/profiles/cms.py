@@ -16,7 +16,7 @@ from typing import TypeVar
 from asn1crypto import cms as acms
 from asn1crypto import x509 as ax509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -186,8 +186,12 @@ def _load_cert(index: int, choice: acms.CertificateChoices) -> x509.Certificate 
     if choice.name != "certificate":
         return None  # attribute certificates and the like play no part here
     try:
-        return x509.load_der_x509_certificate(choice.chosen.dump())
-    except ValueError as exc:
+        cert = x509.load_der_x509_certificate(choice.chosen.dump())
+        # cryptography decodes these lazily; read them now so later code cannot trip on them
+        _ = (cert.subject, cert.issuer, cert.serial_number)
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+        return cert
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
         raise MalformedCMSError(
             f"malformed CMS: certificate #{index} is not a valid X.509 certificate "
             f"({_one_line(exc)})"
@@ -256,7 +260,10 @@ def _check_raw_signature(signer: SignerInfo, cert: x509.Certificate, signed: byt
     hash_algo = _signature_hash(signer)
     if hash_algo is None:
         return f"unsupported signature algorithm {algo}"
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "signer certificate's public key is unreadable or of an unsupported type"
     try:
         if algo == "rsassa_pkcs1v15" or algo.endswith("_rsa"):
             if not isinstance(key, rsa.RSAPublicKey):

@@ -85,7 +85,11 @@ def _locate_bad_data(content: bytes) -> str:
     def where() -> str:
         out = ""
         for part in path:
-            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+            if isinstance(part, int):
+                out += f"[{part}]"
+            else:
+                name = part if part.isprintable() else part.encode("unicode_escape").decode()
+                out += f".{name[:60]}" if out else name[:60]
         return out or "<root>"
 
     def enter_value() -> None:
@@ -108,8 +112,9 @@ def _locate_bad_data(content: bytes) -> str:
             stack.append([tag, None if tag == "dict" else 0])
 
     def end(tag: str) -> None:
-        if tag == "key" and stack:
-            stack[-1][1] = "".join(text)
+        if tag == "key":
+            if stack and stack[-1][0] == "dict":
+                stack[-1][1] = "".join(text)
             return
         if tag in ("dict", "array"):
             stack.pop()
@@ -129,7 +134,8 @@ def _locate_bad_data(content: bytes) -> str:
     parser.EndElementHandler = end
     parser.CharacterDataHandler = text.append
     parser.EntityDeclHandler = entity
-    with contextlib.suppress(xml.parsers.expat.ExpatError, ValueError, IndexError):
+    # best effort: this only names the key for a message, it must never fail itself
+    with contextlib.suppress(Exception):
         parser.Parse(content, True)
     return found[0] if found else "a <data> element"
 
@@ -199,7 +205,7 @@ def _developer_certificate(index: int, der: object) -> DeveloperCertificate:
         raise WrongTypeError("DeveloperCertificates", f"{key} must be data, got {_describe(der)}")
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise BadDataError(key, f"{key} is not a DER X.509 certificate") from exc
     try:
         with warnings.catch_warnings():
@@ -208,7 +214,7 @@ def _developer_certificate(index: int, der: object) -> DeveloperCertificate:
             names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         subject = cert.subject.rfc4514_string()
         not_after = cert.not_valid_after_utc
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise BadDataError(key, f"{key} has an unreadable subject or validity") from exc
     common_name = None
     if names:
