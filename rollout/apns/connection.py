@@ -6,13 +6,15 @@ object reaches 5,400-7,000. This module is that bare protocol: no task or future
 stream started in one pass is written to the socket in one ``write`` call, and answers are
 handed to the owner (the client) as plain callbacks.
 
-Two deliberate departures from stock ``h2`` (see ``_LeanH2Connection``):
+Departures from stock ``h2`` (see ``_LeanH2Connection`` and the HPACK sections below):
 
 - ``open_outbound_streams`` is counted here instead of by scanning every stream on each new
   stream (an O(streams) loop per push with 1,000 streams in flight);
 - a GOAWAY frame does not make later frames a protocol error, so the answers for streams the
   server promised to finish (id <= last_stream_id) are still read. Streams above
-  last_stream_id were not processed and go back to the owner to be re-sent.
+  last_stream_id were not processed and go back to the owner to be re-sent;
+- request header blocks are pre-encoded, and answer header values nobody reads are not
+  Huffman-decoded.
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.exceptions import FlowControlError, H2Error
 from h2.settings import SettingCodes
-from hpack import Encoder
+from hpack import (
+    Decoder,
+    Encoder,
+    HPACKDecodingError,
+    InvalidTableSizeError,
+    OversizedHeaderListError,
+)
+from hpack.huffman_table import decode_huffman
 
 if TYPE_CHECKING:
     from h2.frame_buffer import Frame
@@ -170,12 +179,108 @@ class _PreEncodedEncoder(Encoder):
         return super().encode(headers, huffman)
 
 
+# ---- HPACK, decoded lazily ----------------------------------------------------------------------
+#
+# On the answer side the client reads only ``:status`` (and h2 reads ``content-length``). Huffman
+# decoding of the other values (date, server, apns-id...) was the top cost once requests were
+# pre-encoded, so values of literal fields *not added to the dynamic table* (including every
+# field while the peer has set the table size to 0) are decoded only for those names; whatever
+# enters the dynamic table is decoded in full, because the table's size accounting (RFC 7541
+# 4.1) depends on the decoded lengths.
+
+_WANTED_VALUES = frozenset({b":status", b"content-length"})
+_UNREAD = b""  # stands in for a header value nobody reads
+
+
+def _read_int(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+    limit = (1 << prefix_bits) - 1
+    value = data[pos] & limit
+    pos += 1
+    if value < limit:
+        return value, pos
+    shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 28:
+            raise HPACKDecodingError("HPACK integer too large")
+
+
+def _read_str(data: bytes, pos: int, decode: bool) -> tuple[bytes, int]:
+    huffman = data[pos] & 0x80
+    length, pos = _read_int(data, pos, 7)
+    end = pos + length
+    if end > len(data):
+        raise HPACKDecodingError("truncated HPACK string")
+    raw = data[pos:end]
+    if not huffman:
+        return raw, end
+    return (decode_huffman(raw) if decode else _UNREAD), end
+
+
+class _LazyDecoder(Decoder):
+    """An hpack ``Decoder`` that skips Huffman-decoding values the client never reads."""
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        table = self.header_table
+        headers: list[tuple[bytes, bytes]] = []
+        size = 0
+        pos = 0
+        end = len(data)
+        try:
+            while pos < end:
+                first = data[pos]
+                if first & 0x80:  # indexed field
+                    index, pos = _read_int(data, pos, 7)
+                    if index == 0:
+                        raise HPACKDecodingError("HPACK index 0")
+                    name, value = table.get_by_index(index)
+                elif first & 0x40:  # literal, added to the dynamic table
+                    index, pos = _read_int(data, pos, 6)
+                    if index:
+                        name = table.get_by_index(index)[0]
+                    else:
+                        name, pos = _read_str(data, pos, True)
+                    if table.maxsize:
+                        value, pos = _read_str(data, pos, True)
+                        table.add(name, value)
+                    else:  # a zero-size table keeps nothing (nginx signals size 0 first)
+                        value, pos = _read_str(data, pos, name in _WANTED_VALUES)
+                elif first & 0x20:  # dynamic table size update
+                    new_size, pos = _read_int(data, pos, 5)
+                    if new_size > self.max_allowed_table_size:
+                        raise InvalidTableSizeError("table size update above the allowed maximum")
+                    table.maxsize = new_size
+                    continue
+                else:  # literal without indexing / never indexed
+                    index, pos = _read_int(data, pos, 4)
+                    if index:
+                        name = table.get_by_index(index)[0]
+                    else:
+                        name, pos = _read_str(data, pos, True)
+                    value, pos = _read_str(data, pos, name in _WANTED_VALUES)
+                size += len(name) + len(value) + 32
+                if size > self.max_header_list_size:
+                    raise OversizedHeaderListError("header list too large")
+                headers.append((name, value))
+        except IndexError as exc:
+            raise HPACKDecodingError("truncated HPACK block") from exc
+        return headers
+
+
 class _LeanH2Connection(H2Connection):
     """``h2`` with an O(1) open-stream count and GOAWAY that lets promised answers through."""
 
     def __init__(self, config: H2Configuration) -> None:
         super().__init__(config=config)
         self.encoder = _PreEncodedEncoder()
+        lazy = _LazyDecoder(self.decoder.max_header_list_size)
+        lazy.max_allowed_table_size = self.decoder.max_allowed_table_size
+        self.decoder = lazy
         self.counted_open = 0
 
     @property
