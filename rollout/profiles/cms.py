@@ -298,6 +298,8 @@ def _verify_one(
         return signer.attr_problem, cert
     if signer.message_digest is None:
         return "signed attributes lack the message-digest attribute", cert
+    if signer.content_type_attr is None:
+        return "signed attributes lack the content-type attribute", cert
     if signer.content_type_attr != envelope.content_type:
         return "content-type attribute does not match the encapsulated content type", cert
     if signer.message_digest != digest:

@@ -179,12 +179,19 @@ def profile_plist(
 
 
 def plist_bytes(plist: Mapping[str, Any]) -> bytes:
-    """XML plist bytes, as Apple's profiles carry them."""
-    return plistlib.dumps(dict(plist), fmt=plistlib.FMT_XML, sort_keys=True)
+    """XML plist bytes, as Apple's profiles carry them (keys kept in the given order)."""
+    return plistlib.dumps(dict(plist), fmt=plistlib.FMT_XML, sort_keys=False)
 
 
 def _attribute(oid_name: str, value: acore.Asn1Value) -> acms.CMSAttribute:
     return acms.CMSAttribute({"type": oid_name, "values": [value]})
+
+
+def _cms_time(when: dt.datetime) -> acms.Time:
+    """RFC 5652: UTCTime for 1950 to 2049, GeneralizedTime otherwise."""
+    if 1950 <= when.year < 2050:
+        return acms.Time({"utc_time": acore.UTCTime(when)})
+    return acms.Time({"generalized_time": acore.GeneralizedTime(when)})
 
 
 def _sign(signer: Issued, data: bytes, digest: str) -> tuple[bytes, str]:
@@ -235,7 +242,7 @@ def sign_content(
     if signed_attributes:
         attrs = [
             _attribute("content_type", acms.ContentType("data")),
-            _attribute("signing_time", acms.Time({"utc_time": acore.UTCTime(when)})),
+            _attribute("signing_time", _cms_time(when)),
             _attribute("message_digest", acore.OctetString(content_digest)),
         ]
         attrs.sort(key=lambda a: a.dump())  # DER orders SET OF members by their encoding

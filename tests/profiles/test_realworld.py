@@ -31,8 +31,8 @@ APPLE_ROOT = "certs/apple_root_ca_from_Fastlane_PR_Unit_Tests.der"
 SIGNER = "Apple iPhone OS Provisioning Profile Signing"
 
 
-def _utc(*parts: int) -> dt.datetime:
-    return dt.datetime(*parts, tzinfo=dt.UTC)
+def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
 
 
 APPLE_SIGNED: dict[str, dict[str, Any]] = {
