@@ -37,6 +37,7 @@ from rollout.apns.connection import (
     is_handshake_rejection,
 )
 from rollout.apns.coordination import (
+    BreakerDecision,
     CircuitBreaker,
     InProcessCircuitBreaker,
     InProcessRateLimiter,
@@ -45,6 +46,7 @@ from rollout.apns.coordination import (
 )
 from rollout.apns.errors import (
     CertificateRejectedError,
+    CircuitOpenError,
     Outcome,
     classify,
     error_for,
@@ -110,6 +112,7 @@ class AsyncPushClient:
         self._closing = False
         self.connections_opened = 0
         self._early_closes = 0
+        self._breaker_writes: set[asyncio.Task[None]] = set()
         self.pushes_sent = 0
         self.alerts: list[CertificateRejectedError] = []
 
@@ -127,9 +130,9 @@ class AsyncPushClient:
         if not items:
             return []
         self._bind_loop()
-        decision = await self.breaker.check()
+        decision = await self._check_breaker()
         if decision.permit is Permit.DENY:
-            return [self._not_sent(item, decision.reason) for item in items]
+            return [self._not_sent(item, decision) for item in items]
         self._blocked_reason = None
         loop = self._loop
         assert loop is not None
@@ -168,6 +171,17 @@ class AsyncPushClient:
             conn.close()
         self._conns.clear()
         await asyncio.sleep(0)
+
+    def replace_certificate(self, certificate: PushCertificate) -> None:
+        """Use a renewed certificate: new connections present it, open ones drain and close.
+
+        A renewal keeps the topic; a different topic is accepted too (the caller decides).
+        """
+        self._ssl = certificate.ssl_context(self.config.ca_file)
+        self.topic = certificate.require_topic()
+        self.certificate = certificate
+        self._blocked_reason = None
+        self.drain_connections()
 
     def drain_connections(self) -> None:
         """Stop using the open connections (they close once their streams finish)."""
@@ -263,8 +277,9 @@ class AsyncPushClient:
             self._finish(job, Outcome.CIRCUIT_OPEN, None, "probe inconclusive")
         return []
 
-    def _not_sent(self, item: PushRequest, reason: str) -> PushResult:
-        err = error_for(Outcome.CIRCUIT_OPEN, None, reason)
+    def _not_sent(self, item: PushRequest, decision: BreakerDecision) -> PushResult:
+        reason = decision.reason or "circuit open"
+        err = CircuitOpenError(reason, decision.retry_after)
         return PushResult(
             item.token,
             item.apns_id or str(uuid.uuid4()),
@@ -333,6 +348,21 @@ class AsyncPushClient:
         self._queue.append(job)
         self._pump()
 
+    async def _record_failure(self, reason: str) -> None:
+        try:
+            await self.breaker.record_failure(reason)
+        except Exception as exc:  # the local block still holds; other workers will see 403s
+            log.error("apns could not open the shared circuit breaker: %r", exc)
+
+    async def _check_breaker(self) -> BreakerDecision:
+        if self._breaker_writes:  # a failure seen here must be visible before we ask
+            await asyncio.gather(*self._breaker_writes, return_exceptions=True)
+        try:
+            return await self.breaker.check()
+        except Exception as exc:  # breaker store down: fail open, APNs still guards the cert
+            log.warning("apns circuit breaker unavailable (%r); pushing anyway", exc)
+            return BreakerDecision(Permit.ALLOW)
+
     def _certificate_failure(self, reason: str) -> None:
         if self._blocked_reason is not None:
             return
@@ -341,7 +371,9 @@ class AsyncPushClient:
         self.alerts.append(alert)
         log.error("apns certificate rejected: %s; circuit opened", reason)
         assert self._loop is not None
-        self._loop.create_task(self.breaker.record_failure(reason))
+        task = self._loop.create_task(self._record_failure(reason))
+        self._breaker_writes.add(task)
+        task.add_done_callback(self._breaker_writes.discard)
         if self.on_alert is not None:
             try:
                 self.on_alert(alert)

@@ -31,7 +31,7 @@ import h2.events as ev
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
-from h2.exceptions import FlowControlError, H2Error
+from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError
 from h2.settings import SettingCodes
 from hpack import (
     Decoder,
@@ -481,18 +481,26 @@ class ApnsConnection(asyncio.Protocol):
         streams = self.streams
         deadline = now + self.timeout
         sid = self.next_sid
-        for job in jobs:
-            if sid > _MAX_STREAM_ID:  # stream ids exhausted: let a fresh connection take over
+        for pos, job in enumerate(jobs):
+            job.attempts += 1  # on_lost(..., False) gives it back
+            try:
+                if sid > _MAX_STREAM_ID:
+                    raise NoAvailableStreamIDError("stream ids exhausted")
+                h2c.send_headers(sid, job.headers)
+            except H2Error as exc:
+                # This connection cannot start streams any more (ids used up, closing): hand
+                # this job and the rest back unsent; a fresh connection takes over.
                 self.draining = True
-                self.owner.on_lost(job, "StreamIdsExhausted", False)
-                continue
-            h2c.send_headers(sid, job.headers)
+                for later in jobs[pos + 1 :]:
+                    later.attempts += 1
+                for back in jobs[pos:]:
+                    self.owner.on_lost(back, type(exc).__name__, False)
+                break
             try:
                 h2c.send_data(sid, job.body, end_stream=True)
             except FlowControlError:
                 self._blocked[sid] = job.body
             h2c.counted_open += 1
-            job.attempts += 1
             job.deadline = deadline
             streams[sid] = job
             sid += 2
@@ -513,8 +521,9 @@ class ApnsConnection(asyncio.Protocol):
     def flush(self) -> None:
         """Write whatever h2 has queued, as one write."""
         data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
+        transport = self.transport
+        if data and transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
 
     # ---- upkeep -----------------------------------------------------------------------------
 
@@ -548,7 +557,7 @@ class ApnsConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close gracefully (GOAWAY, then the transport)."""
-        if self.closed or self.transport is None:
+        if self.closed or self.transport is None or self.transport.is_closing():
             return
         self.draining = True
         try:

@@ -353,3 +353,55 @@ def test_answers_after_goaway_are_still_read(
     assert standin.counters()["goaways"] == 1
     assert standin.counters()["statuses"] == {200: 300}
     assert client.connections_opened >= 2
+
+
+def test_stream_ids_running_out_moves_to_a_fresh_connection(
+    standin: ApnsStandIn,
+    push_cert: PushCertificate,
+    config: PushConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import rollout.apns.connection as connection
+
+    monkeypatch.setattr(connection, "_MAX_STREAM_ID", 41)  # 21 streams per connection
+    items = [PushRequest(t, "m") for t in tokens(100)]
+    results, client = push_all(push_cert, config.replace(max_connections=2), items)
+    assert all(r.ok and r.attempts == 1 for r in results)
+    assert client.connections_opened >= 5
+
+
+def test_renewed_certificate_is_used_by_new_connections(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+) -> None:
+    renewed_issued = standin.issue_push_certificate(TOPIC)
+    renewed = load_pem(renewed_issued.cert_pem() + renewed_issued.key_pem())
+    before = standin.counters()["connections"]
+
+    async def main() -> None:
+        client = AsyncPushClient(push_cert, config)
+        assert (await client.push(PushRequest(tokens(1)[0], "m"))).ok
+        client.replace_certificate(renewed)
+        assert (await client.push(PushRequest(tokens(1)[0], "m"))).ok
+        assert client.certificate is renewed
+        await client.aclose()
+
+    asyncio.run(main())
+    assert standin.counters()["connections"] - before == 2
+
+
+def test_circuit_open_result_says_when_to_retry(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+) -> None:
+    from rollout.apns import CircuitOpenError
+
+    async def main() -> None:
+        client = AsyncPushClient(push_cert, config, breaker=InProcessCircuitBreaker(cooldown=60))
+        standin.fail_next(403, "BadCertificate", 1)
+        await client.push(PushRequest(tokens(1)[0], "m"))
+        blocked = await client.push(PushRequest(tokens(1)[0], "m"))
+        assert isinstance(blocked.error, CircuitOpenError)
+        assert 50 < blocked.error.retry_after <= 60
+        assert blocked.error.reason == "BadCertificate"
+        await client.aclose()
+
+    asyncio.run(main())
