@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rollout.policy import EnginePolicy
 
 
 class Settings(BaseSettings):
@@ -54,6 +57,48 @@ class Settings(BaseSettings):
     notnow_backoff_s: float = Field(
         default=300.0, description="First re-push delay after NotNow; doubles up to 4 h."
     )
+
+    apns_cert: str = Field(
+        default="", description="MDM push certificate: .p12/.pfx, or PEM (cert, key inside)."
+    )
+    apns_key: str = Field(default="", description="PEM private key, when not in apns_cert.")
+    apns_password: str = Field(default="", description="Password of the .p12 or the key.")
+    apns_sandbox: bool = Field(default=False, description="Use APNs' sandbox host.")
+    apns_url: str = Field(default="", description="Base URL override (https://host:port).")
+    apns_ca: str = Field(default="", description="Extra CA file to verify the APNs server.")
+    apns_rate_limit: float = Field(default=0.0, description="Pushes/s for all workers; 0 = off.")
+    redis_url: str = Field(
+        default="",
+        description="Redis for the shared push rate limit and circuit breaker; default: the "
+        "broker when it is Redis, else in-process.",
+    )
+    batch_size: int = Field(default=500, description="Targets per fan-out task.")
+    response_timeout_s: float = Field(
+        default=4 * 3600.0, description="Silence after a push before it is pushed again."
+    )
+    max_pushes: int = Field(default=3, description="Pushes before a silent target times out.")
+    tick_interval_s: float = Field(default=5.0, description="Controller tick period (beat).")
+    sweep_interval_s: float = Field(default=60.0, description="Time-out sweep period (beat).")
+    fast: bool = Field(default=False, description="Short time-outs (demo and tests).")
+
+    def engine_policy(self) -> EnginePolicy:
+        """The engine's policy from these settings."""
+        if self.fast:
+            return EnginePolicy.fast()
+        return EnginePolicy(
+            batch_size=self.batch_size,
+            response_timeout=dt.timedelta(seconds=self.response_timeout_s),
+            max_pushes=self.max_pushes,
+            notnow_backoff=dt.timedelta(seconds=self.notnow_backoff_s),
+        )
+
+    def shared_redis_url(self) -> str | None:
+        """The Redis that workers share for the push rate limit and breaker, if any."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
 
     def trust_anchor_paths(self) -> list[Path]:
         """The configured trust-anchor files."""

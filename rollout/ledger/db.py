@@ -24,6 +24,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def normalise_url(url: str) -> str:
     """Make ``postgresql://`` URLs use psycopg 3, the driver the product ships with."""
     parsed = make_url(url)
@@ -39,9 +43,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        # The driver's own transaction handling is turned off so every transaction can start
+        # with BEGIN IMMEDIATE: SQLite then has one writer at a time, and a read that decides a
+        # write (claiming targets) can never be overtaken by another writer.
+        kwargs.setdefault("connect_args", {"timeout": 30, "isolation_level": None})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

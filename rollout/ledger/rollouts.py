@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import uuid as uuidlib
 from collections import Counter
@@ -81,7 +82,13 @@ def start_rollout(session: Session, rollout_id: int) -> None:
     record_event(session, "rollout.started", rollout_id=rollout_id)
 
 
-def queue_commands(session: Session, rollout_id: int, target_ids: Sequence[int]) -> list[str]:
+def queue_commands(
+    session: Session,
+    rollout_id: int,
+    target_ids: Sequence[int],
+    *,
+    next_push_at: dt.datetime | None = None,
+) -> list[str]:
     """Give planned targets their command row (one statement) and move them to queued.
 
     A target that already has a CommandUUID keeps it. Returns the CommandUUIDs queued.
@@ -115,7 +122,9 @@ def queue_commands(session: Session, rollout_id: int, target_ids: Sequence[int])
                     "created_at": now,
                 }
             )
-        moves.append(Move(tid, TargetState.QUEUED, {"command_uuid": cmd}))
+        moves.append(
+            Move(tid, TargetState.QUEUED, {"command_uuid": cmd, "next_push_at": next_push_at})
+        )
         uuids.append(cmd)
     if new_commands:
         session.execute(insert(CommandRow), new_commands)

@@ -1,0 +1,318 @@
+"""The ledger side of fan-out: claiming targets, loading push jobs, recording push results.
+
+Every function works on batches: one statement per step whatever the batch size. Claims lock
+the rows they take (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite transactions begin
+IMMEDIATE, one writer at a time), so ticks running at once on many workers never take the same
+target twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from rollout.apns import PushResult
+from rollout.apns.errors import Outcome
+from rollout.ledger.events import record_event
+from rollout.ledger.models import DeviceRow, RolloutCountRow, RolloutRow, TargetRow
+from rollout.ledger.rollouts import queue_commands
+from rollout.ledger.targets import Move, move_targets
+from rollout.policy import EnginePolicy
+from rollout.states import EnrollmentState, RolloutState, TargetState, TokenState
+from rollout.transitions import OPEN_STATES
+
+_PUSHABLE_STATES = (
+    TargetState.QUEUED.value,
+    TargetState.PUSHED.value,
+    TargetState.DELIVERED.value,
+    TargetState.DEFERRED.value,
+)
+
+
+@dataclass(frozen=True)
+class RunningRollout:
+    """A rollout the controller works on."""
+
+    id: int
+    stage: int
+
+
+@dataclass(frozen=True)
+class PushJob:
+    """One device to wake for one target."""
+
+    target_id: int
+    device_id: int
+    token: str
+    push_magic: str
+    topic: str | None
+    push_count: int
+
+
+def running_rollouts(session: Session) -> list[RunningRollout]:
+    """Rollouts in the running state, oldest first."""
+    rows = session.execute(
+        select(RolloutRow.id, RolloutRow.current_stage)
+        .where(RolloutRow.state == RolloutState.RUNNING.value)
+        .order_by(RolloutRow.id)
+    )
+    return [RunningRollout(r, s) for r, s in rows]
+
+
+def mark_unpushable(session: Session, rollout: RunningRollout, limit: int = 5000) -> int:
+    """Planned targets whose device cannot be woken become unreachable, saying why."""
+    rows = session.execute(
+        select(TargetRow.id, DeviceRow.token_state, DeviceRow.enrollment_state)
+        .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
+        .where(
+            TargetRow.rollout_id == rollout.id,
+            TargetRow.state == TargetState.PLANNED.value,
+            TargetRow.stage <= rollout.stage,
+            TargetRow.requeue_after_token_update.is_(False),
+            (DeviceRow.token_state != TokenState.ACTIVE.value)
+            | (DeviceRow.enrollment_state == EnrollmentState.CHECKED_OUT.value)
+            | DeviceRow.push_magic.is_(None),
+        )
+        .order_by(TargetRow.id)
+        .limit(limit)
+        .with_for_update(of=TargetRow, skip_locked=True)
+    ).all()
+    moves = []
+    for tid, token_state, enrollment_state in rows:
+        if enrollment_state == EnrollmentState.CHECKED_OUT:
+            reason = "checked_out"
+        elif token_state == TokenState.DEAD:
+            reason = "token_dead"
+        else:
+            reason = "no_token"
+        moves.append(Move(tid, TargetState.UNREACHABLE, {"reason": reason}))
+    return len(move_targets(session, moves))
+
+
+def claim_planned(
+    session: Session, rollout: RunningRollout, policy: EnginePolicy, now: dt.datetime
+) -> list[int]:
+    """Take up to ``batch_size`` planned, pushable targets; give them commands; queue them."""
+    ids = session.scalars(
+        select(TargetRow.id)
+        .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
+        .where(
+            TargetRow.rollout_id == rollout.id,
+            TargetRow.state == TargetState.PLANNED.value,
+            TargetRow.stage <= rollout.stage,
+            TargetRow.requeue_after_token_update.is_(False),
+            DeviceRow.token_state == TokenState.ACTIVE.value,
+            DeviceRow.enrollment_state != EnrollmentState.CHECKED_OUT.value,
+            DeviceRow.push_magic.is_not(None),
+        )
+        .order_by(TargetRow.id)
+        .limit(policy.batch_size)
+        .with_for_update(of=TargetRow, skip_locked=True)
+    ).all()
+    if not ids:
+        return []
+    queue_commands(session, rollout.id, ids, next_push_at=now + policy.dispatch_grace)
+    return list(ids)
+
+
+def claim_due(
+    session: Session, policy: EnginePolicy, now: dt.datetime, limit: int = 5000
+) -> tuple[dict[int, list[int]], int]:
+    """Targets whose wait is over: re-push them (returned by rollout) or time them out."""
+    rows = session.execute(
+        select(
+            TargetRow.id,
+            TargetRow.rollout_id,
+            TargetRow.state,
+            TargetRow.push_count,
+            TargetRow.notnow_count,
+        )
+        .join(RolloutRow, RolloutRow.id == TargetRow.rollout_id)
+        .where(
+            RolloutRow.state == RolloutState.RUNNING.value,
+            TargetRow.state.in_(_PUSHABLE_STATES),
+            TargetRow.next_push_at <= now,
+        )
+        .order_by(TargetRow.next_push_at, TargetRow.id)
+        .limit(limit)
+        .with_for_update(of=TargetRow, skip_locked=True)
+    ).all()
+    again: dict[int, list[int]] = defaultdict(list)
+    expire: list[Move] = []
+    claim: list[dict[str, Any]] = []
+    for tid, rid, state, pushes, notnows in rows:
+        silent = state in (TargetState.PUSHED, TargetState.DELIVERED)
+        if silent and pushes >= policy.max_pushes:
+            expire.append(
+                Move(tid, TargetState.TIMED_OUT, {"reason": "no_answer", "finished_at": now})
+            )
+        elif state == TargetState.DEFERRED and notnows >= policy.max_notnow:
+            expire.append(
+                Move(tid, TargetState.TIMED_OUT, {"reason": "notnow_limit", "finished_at": now})
+            )
+        else:
+            again[rid].append(tid)
+            claim.append({"b_id": tid, "v_next": now + policy.dispatch_grace})
+    if claim:
+        session.connection().execute(
+            update(TargetRow)
+            .where(TargetRow.id == bindparam("b_id"))
+            .values(next_push_at=bindparam("v_next")),
+            claim,
+        )
+    timed_out = len(move_targets(session, expire))
+    return dict(again), timed_out
+
+
+def push_jobs(session: Session, target_ids: Sequence[int]) -> tuple[list[PushJob], int]:
+    """The devices to wake for ``target_ids``; targets no longer pushable are skipped.
+
+    A target whose device lost its token meanwhile becomes unreachable here. Returns the jobs
+    and how many targets were skipped.
+    """
+    rows = session.execute(
+        select(
+            TargetRow.id,
+            TargetRow.state,
+            TargetRow.push_count,
+            DeviceRow.id,
+            DeviceRow.push_token,
+            DeviceRow.push_magic,
+            DeviceRow.topic,
+            DeviceRow.token_state,
+            DeviceRow.enrollment_state,
+        )
+        .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
+        .where(TargetRow.id.in_(list(target_ids)))
+        .order_by(TargetRow.id)
+    ).all()
+    jobs: list[PushJob] = []
+    lost: list[Move] = []
+    skipped = 0
+    for tid, state, pushes, did, token, magic, topic, token_state, enrollment in rows:
+        if state not in _PUSHABLE_STATES:
+            skipped += 1  # answered, cancelled or timed out since it was claimed
+            continue
+        if (
+            token_state != TokenState.ACTIVE
+            or not token
+            or not magic
+            or enrollment == EnrollmentState.CHECKED_OUT
+        ):
+            reason = "token_dead" if token_state == TokenState.DEAD else "no_token"
+            lost.append(Move(tid, TargetState.UNREACHABLE, {"reason": reason}))
+            skipped += 1
+            continue
+        jobs.append(PushJob(tid, did, token, magic, topic, pushes))
+    move_targets(session, lost)
+    return jobs, skipped
+
+
+def record_push_results(
+    session: Session,
+    rollout_id: int,
+    jobs: Sequence[PushJob],
+    results: Sequence[PushResult],
+    policy: EnginePolicy,
+    now: dt.datetime,
+) -> Counter[str]:
+    """Write every device's push result in a few batch statements; return counts by outcome."""
+    tally: Counter[str] = Counter()
+    ok: list[dict[str, Any]] = []
+    to_pushed: list[Move] = []
+    dead: list[Move] = []
+    dead_devices: list[dict[str, Any]] = []
+    retry: list[dict[str, Any]] = []
+    for job, res in zip(jobs, results, strict=True):
+        tally[res.outcome.value] += 1
+        if res.outcome is Outcome.SUCCESS:
+            count = job.push_count + 1
+            ok.append(
+                {
+                    "b_id": job.target_id,
+                    "v_count": count,
+                    "v_at": now,
+                    "v_next": now + policy.repush_delay(count),
+                    "v_apns": res.apns_id,
+                }
+            )
+            to_pushed.append(Move(job.target_id, TargetState.PUSHED))
+        elif res.outcome in (Outcome.DEAD_TOKEN, Outcome.PERMANENT):
+            why = res.reason or res.outcome.value
+            prefix = "token_dead" if res.outcome is Outcome.DEAD_TOKEN else "apns"
+            dead.append(Move(job.target_id, TargetState.UNREACHABLE, {"reason": f"{prefix}:{why}"}))
+            if res.outcome is Outcome.DEAD_TOKEN:
+                dead_devices.append({"b_id": job.device_id, "v_at": res.unregistered_at or now})
+        else:  # transient after the client's retries, certificate, circuit open: try later
+            retry.append({"b_id": job.target_id, "v_next": now + policy.transient_retry})
+    conn = session.connection()
+    # Only queued and deferred targets change state; a re-push of a pushed or delivered
+    # target keeps its state and just counts the push.
+    move_targets(session, to_pushed)
+    if ok:
+        conn.execute(
+            update(TargetRow)
+            .where(TargetRow.id == bindparam("b_id"))
+            .values(
+                push_count=bindparam("v_count"),
+                last_pushed_at=bindparam("v_at"),
+                next_push_at=bindparam("v_next"),
+                last_apns_id=bindparam("v_apns"),
+            ),
+            ok,
+        )
+    move_targets(session, dead)
+    if dead_devices:
+        conn.execute(
+            update(DeviceRow)
+            .where(DeviceRow.id == bindparam("b_id"))
+            .values(token_state=TokenState.DEAD.value, token_dead_at=bindparam("v_at")),
+            dead_devices,
+        )
+    if retry:
+        conn.execute(
+            update(TargetRow)
+            .where(TargetRow.id == bindparam("b_id"))
+            .values(next_push_at=bindparam("v_next")),
+            retry,
+        )
+    record_event(session, "fanout.batch", rollout_id=rollout_id, data=dict(tally))
+    return tally
+
+
+def finish_rollouts(session: Session, now: dt.datetime) -> list[int]:
+    """Running rollouts with no open target left become completed; returns their ids."""
+    open_states = [s.value for s in OPEN_STATES]
+    running = session.scalars(
+        select(RolloutRow.id)
+        .where(RolloutRow.state == RolloutState.RUNNING.value)
+        .with_for_update(skip_locked=True)
+    ).all()
+    done = []
+    for rid in running:
+        still_open = session.scalar(
+            select(RolloutCountRow.n)
+            .where(
+                RolloutCountRow.rollout_id == rid,
+                RolloutCountRow.state.in_(open_states),
+                RolloutCountRow.n > 0,
+            )
+            .limit(1)
+        )
+        if still_open is None:
+            done.append(rid)
+    if done:
+        session.execute(
+            update(RolloutRow)
+            .where(RolloutRow.id.in_(done))
+            .values(state=RolloutState.COMPLETED.value, finished_at=now)
+        )
+        for rid in done:
+            record_event(session, "rollout.completed", rollout_id=rid)
+    return done

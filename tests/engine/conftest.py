@@ -1,0 +1,114 @@
+"""Engine fixtures: an APNs stand-in, a push client for it, and a fleet in the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from rollout.apns import PushClient, PushConfig, load_pem
+from rollout.inventory import read_inventory
+from rollout.ledger import db
+from rollout.ledger.devices import device_ids, import_devices
+from rollout.ledger.models import ProfileRow, TargetRow
+from rollout.ledger.rollouts import create_rollout, start_rollout
+from rollout.ledger.targets import counts
+from rollout.sim.apns_server import ApnsStandIn
+
+TOPIC = "com.apple.mgmt.External.0c0ffee0-1111-2222-3333-444455556666"
+NOW = dt.datetime.now(dt.UTC)  # push results are stamped with the real clock
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[ApnsStandIn]:
+    with ApnsStandIn(topic=TOPIC) as server:
+        yield server
+
+
+@pytest.fixture
+def apns(standin: ApnsStandIn) -> Iterator[PushClient]:
+    standin.reset()
+    issued = standin.issue_push_certificate(TOPIC)
+    config = PushConfig(
+        base_url=standin.base_url,
+        ca_file=standin.ca_file,
+        backoff_base=0.01,
+        backoff_cap=0.05,
+        timeout=3.0,
+        max_attempts=4,
+    )
+    client = PushClient(load_pem(issued.cert_pem() + issued.key_pem()), config)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def udid(n: int) -> str:
+    return f"00008030-{n:016X}"
+
+
+def token(n: int) -> str:
+    return f"{n:064x}"
+
+
+@dataclass
+class Fleet:
+    engine: Engine
+    rollout_id: int
+    devices: dict[int, int]  # n -> device id
+
+
+def make_fleet(engine: Engine, n: int, *, no_token: set[int] = frozenset()) -> Fleet:  # type: ignore[assignment]
+    lines = ["udid,push_token,push_magic,topic"]
+    for i in range(n):
+        if i in no_token:
+            lines.append(f"{udid(i)},,,")
+        else:
+            lines.append(f"{udid(i)},{token(i)},magic-{i},{TOPIC}")
+    report = read_inventory(("\n".join(lines) + "\n").encode(), fmt="csv")
+    assert not report.errors
+    with db.transaction(engine) as s:
+        import_devices(s, report.records)
+        ids = device_ids(s, [udid(i) for i in range(n)])
+        s.add(
+            ProfileRow(
+                uuid="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+                sha256="0" * 64,
+                name="p",
+                kind="enterprise",
+                created_at=NOW,
+                expires_at=NOW + dt.timedelta(days=365),
+                signature_valid=True,
+                chain_trusted=True,
+                size=1,
+                content=b"0",
+            )
+        )
+        s.flush()
+        r = create_rollout(
+            s,
+            name="t",
+            profile_uuid="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+            device_ids=list(ids.values()),
+        )
+        start_rollout(s, r.id)
+        return Fleet(engine, r.id, {i: ids[udid(i)] for i in range(n)})
+
+
+def states(engine: Engine, rollout_id: int) -> dict[str, int]:
+    """The kept counters, checked against a GROUP BY of the targets."""
+    with db.transaction(engine) as s:
+        kept = counts(s, rollout_id).get(0, {})
+        actual = dict(
+            s.execute(
+                select(TargetRow.state, func.count())
+                .where(TargetRow.rollout_id == rollout_id)
+                .group_by(TargetRow.state)
+            ).all()
+        )
+    assert kept == actual, (kept, actual)
+    return kept

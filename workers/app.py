@@ -1,0 +1,77 @@
+"""The Celery app: broker, queues, routing, reliability settings and the beat schedule.
+
+Queues: ``control`` carries the controller tick, the time-out sweep and the expiry scan;
+``fanout`` carries the push batches. Tasks are acknowledged after they run (``acks_late``) and
+given back to the broker when their worker dies (``reject_on_worker_lost``); a worker takes one
+message at a time (prefetch 1) because a fan-out task is long. There is no result backend: the
+ledger holds every result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from rollout.config import Settings, get_settings
+
+CONTROL_QUEUE = "control"
+FANOUT_QUEUE = "fanout"
+
+
+def embedded_broker(home: Path) -> tuple[str, dict[str, Any]]:
+    """The broker the embedded default uses: kombu's filesystem transport under ``home``."""
+    folder = (home / "broker").resolve()
+    for sub in ("queue", "processed"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    options = {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.05,
+    }
+    return "filesystem://", options
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    """A Celery app configured from ``settings`` (the environment by default)."""
+    settings = settings or get_settings()
+    if settings.broker_url:
+        broker, options = settings.broker_url, dict[str, Any]()
+    else:
+        broker, options = embedded_broker(settings.home)
+    app = Celery("rollout", broker=broker, include=["workers.tasks"])
+    app.conf.update(
+        broker_transport_options={**options, "visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        result_backend=None,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=FANOUT_QUEUE,
+        task_queues=[Queue(CONTROL_QUEUE), Queue(FANOUT_QUEUE)],
+        task_routes={
+            "rollout.tick": {"queue": CONTROL_QUEUE},
+            "rollout.sweep": {"queue": CONTROL_QUEUE},
+            "rollout.expiry_scan": {"queue": CONTROL_QUEUE},
+            "rollout.push_batch": {"queue": FANOUT_QUEUE},
+        },
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            "controller-tick": {"task": "rollout.tick", "schedule": settings.tick_interval_s},
+            "timeout-sweep": {"task": "rollout.sweep", "schedule": settings.sweep_interval_s},
+            "expiry-scan": {"task": "rollout.expiry_scan", "schedule": 3600.0},
+        },
+    )
+    return app
+
+
+app = make_app()

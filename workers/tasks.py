@@ -1,0 +1,95 @@
+"""Thin Celery tasks: each calls a function in ``rollout`` that tests can call without Celery."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Task
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from rollout import controller, renewal
+from rollout.apns import PushClient
+from rollout.config import get_settings
+from rollout.ledger import db
+from rollout.pushing import push_client_from_settings
+from workers.app import FANOUT_QUEUE, app
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_resources: dict[str, Any] = {}
+
+
+def _per_process(name: str, build: Any) -> Any:
+    """One engine / push client per worker process, made after fork, never shared across it."""
+    key = f"{name}:{os.getpid()}"
+    with _lock:
+        if key not in _resources:
+            _resources[key] = build()
+        return _resources[key]
+
+
+def ledger_engine() -> Engine:
+    """This process's ledger engine."""
+    engine: Engine = _per_process(
+        "engine", lambda: db.make_engine(get_settings().resolved_database_url())
+    )
+    return engine
+
+
+def push_client() -> PushClient:
+    """This process's push client (its connections live as long as the process)."""
+    client: PushClient = _per_process("push", lambda: push_client_from_settings(get_settings()))
+    return client
+
+
+class CeleryDispatcher:
+    """Sends fan-out batches as ``rollout.push_batch`` tasks over one producer connection."""
+
+    def push_batches(self, batches: Sequence[tuple[int, Sequence[int]]]) -> None:
+        """One task per batch, sent in a burst."""
+        with app.producer_or_acquire() as producer:
+            for rollout_id, ids in batches:
+                push_batch.apply_async(
+                    (rollout_id, list(ids)), queue=FANOUT_QUEUE, producer=producer
+                )
+
+
+RETRYABLE = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
+
+
+@app.task(name="rollout.tick", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
+          max_retries=5)  # fmt: skip
+def tick(self: Task) -> dict[str, Any]:
+    """Advance every running rollout by one tick."""
+    report = controller.tick(ledger_engine(), CeleryDispatcher(), get_settings().engine_policy())
+    return report.__dict__
+
+
+@app.task(name="rollout.sweep", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
+          max_retries=5)  # fmt: skip
+def sweep(self: Task) -> dict[str, Any]:
+    """Re-push or time out targets whose wait is over, and complete finished rollouts."""
+    report = controller.sweep(ledger_engine(), CeleryDispatcher(), get_settings().engine_policy())
+    return report.__dict__
+
+
+@app.task(name="rollout.push_batch", bind=True, autoretry_for=RETRYABLE, retry_backoff=2,
+          retry_backoff_max=60, max_retries=20)  # fmt: skip
+def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, int]:
+    """Push one batch of targets and record every result."""
+    return controller.push_batch(
+        ledger_engine(), push_client(), rollout_id, target_ids, get_settings().engine_policy()
+    )
+
+
+@app.task(name="rollout.expiry_scan", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
+          max_retries=3)  # fmt: skip
+def expiry_scan(self: Task) -> dict[str, Any]:
+    """Find profiles about to expire on devices and record what renewal each needs."""
+    return renewal.scan(ledger_engine()).as_dict()
