@@ -181,7 +181,7 @@ def test_bad_certificate_opens_breaker_and_alerts(
 def test_breaker_half_opens_after_cooldown_and_closes_on_success(
     standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
 ) -> None:
-    breaker = InProcessCircuitBreaker(cooldown=0.3)
+    breaker = InProcessCircuitBreaker(cooldown=0.6)
 
     async def main() -> None:
         client = AsyncPushClient(push_cert, config, breaker=breaker)
@@ -191,7 +191,7 @@ def test_breaker_half_opens_after_cooldown_and_closes_on_success(
         await asyncio.sleep(0.01)
         blocked = await client.push_many([PushRequest(tokens(1)[0], "m")])
         assert blocked[0].outcome is Outcome.CIRCUIT_OPEN
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.6)
         # half-open: the first push probes, and the rest follow once it succeeds
         results = await client.push_many([PushRequest(t, "m") for t in tokens(10)])
         assert all(x.ok for x in results)

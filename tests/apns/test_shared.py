@@ -128,7 +128,7 @@ def test_breaker_state_is_shared_between_workers(
 ) -> None:
     async def main() -> None:
         def worker() -> AsyncPushClient:
-            breaker = RedisCircuitBreaker(redis_url, cooldown=0.3, key=f"{key_prefix}:breaker")
+            breaker = RedisCircuitBreaker(redis_url, cooldown=0.6, key=f"{key_prefix}:breaker")
             return AsyncPushClient(push_cert, config, breaker=breaker)
 
         a, b = worker(), worker()
@@ -141,7 +141,7 @@ def test_breaker_state_is_shared_between_workers(
         assert {r.outcome for r in rb} == {Outcome.CIRCUIT_OPEN}
         assert rb[0].error is not None and "BadCertificate" in str(rb[0].error)
         assert standin.counters()["requests"] == sent
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.6)
         # half-open: worker b probes, succeeds, closes the breaker for everyone
         rb2 = await b.push_many([PushRequest(os.urandom(32).hex(), "m") for _ in range(3)])
         assert all(r.ok for r in rb2)
