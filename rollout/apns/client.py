@@ -130,6 +130,7 @@ class AsyncPushClient:
         if not items:
             return []
         self._bind_loop()
+        self._closing = False
         decision = await self._check_breaker()
         if decision.permit is Permit.DENY:
             return [self._not_sent(item, decision) for item in items]
@@ -497,8 +498,10 @@ class AsyncPushClient:
         self._pump()
 
     def _maybe_connect(self) -> None:
-        if self._connecting or len(self._conns) >= self.config.max_connections or self._closing:
+        if self._connecting or self._closing:
             return
+        if sum(1 for c in self._conns if not c.draining) >= self.config.max_connections:
+            return  # draining connections do not count: they are on their way out
         self._connecting += 1
         assert self._loop is not None
         self._loop.create_task(self._connect())
@@ -585,6 +588,9 @@ class AsyncPushClient:
                 continue
             if conn.streams:
                 conn.expire(now)
+            if conn.draining and not conn.streams:
+                conn.close()
+                continue
             if conn.ping_sent_at is not None:
                 if now - conn.ping_sent_at > self.config.timeout:
                     conn.abort("PING unanswered")

@@ -405,3 +405,43 @@ def test_circuit_open_result_says_when_to_retry(
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_client_reconnects_after_aclose(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+) -> None:
+    async def main() -> None:
+        client = AsyncPushClient(push_cert, config)
+        assert (await client.push(PushRequest(tokens(1)[0], "m"))).ok
+        await client.aclose()
+        assert (await client.push(PushRequest(tokens(1)[0], "m"))).ok
+        assert client.connections_opened == 2
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def _push_in_forked_child(client: PushClient, out: object) -> None:
+    results = client.push_many([PushRequest(t, "m") for t in tokens(20)])
+    out.put((os.getpid(), sum(r.ok for r in results)))  # type: ignore[attr-defined]
+
+
+def test_sync_client_survives_fork_like_celery_prefork(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+) -> None:
+    import multiprocessing as mp
+
+    before = standin.counters()["connections"]
+    with PushClient(push_cert, config) as client:
+        assert all(r.ok for r in client.push_many([PushRequest(t, "m") for t in tokens(5)]))
+        ctx = mp.get_context("fork")
+        out = ctx.Queue()
+        child = ctx.Process(target=_push_in_forked_child, args=(client, out))
+        child.start()
+        pid, ok = out.get(timeout=20)
+        child.join(10)
+        assert pid != os.getpid() and ok == 20
+        # the parent's connection was not disturbed by the child
+        assert all(r.ok for r in client.push_many([PushRequest(t, "m") for t in tokens(5)]))
+        assert client.stats()["connections_opened"] == 1
+    assert standin.counters()["connections"] - before == 2  # parent's one + child's own
