@@ -111,6 +111,7 @@ class AsyncPushClient:
         self._housekeeper: asyncio.TimerHandle | None = None
         self._closing = False
         self.connections_opened = 0
+        self.pings_acked = 0
         self._early_closes = 0
         self._breaker_writes: set[asyncio.Task[None]] = set()
         self.pushes_sent = 0
@@ -149,12 +150,14 @@ class AsyncPushClient:
         return [r for r in batch.results if r is not None]
 
     def stats(self) -> dict[str, int]:
-        """Counters: open connections, connections opened so far, streams sent, queued jobs."""
+        """Counters: open connections, connections opened so far, streams sent, queued jobs,
+        PINGs answered."""
         return {
             "connections": len(self._conns),
             "connections_opened": self.connections_opened,
             "pushes_sent": self.pushes_sent,
             "queued": len(self._queue),
+            "pings_acked": self.pings_acked + sum(c.pings_acked for c in self._conns),
         }
 
     async def ping(self) -> None:
@@ -435,8 +438,9 @@ class AsyncPushClient:
 
     def on_closed(self, conn: ApnsConnection, exc: BaseException | None) -> None:
         """See ``ConnectionOwner``."""
-        with contextlib.suppress(ValueError):
+        if conn in self._conns:
             self._conns.remove(conn)
+            self.pings_acked += conn.pings_acked
         if not conn.ready and is_handshake_rejection(exc):
             self._certificate_failure(f"TLS handshake failed: {exc}")
 

@@ -332,6 +332,7 @@ class ApnsConnection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self.ping_sent_at: float | None = None
         self.answered = 0
+        self.pings_acked = 0
         self.received_any = False
         self._gc = 0
         self._ready_waiter: asyncio.Future[None] | None = None
@@ -444,6 +445,7 @@ class ApnsConnection(asyncio.Protocol):
                     self._send_blocked()
             elif kind is ev.PingAckReceived:
                 self.ping_sent_at = None
+                self.pings_acked += 1
             elif kind is ev.ConnectionTerminated:
                 self._on_goaway(event)  # type: ignore[arg-type]
         if self._gc >= _GC_EVERY:

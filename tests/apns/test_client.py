@@ -298,8 +298,11 @@ def test_async_client_reuses_its_connection_and_pings(
     before = standin.counters()["connections"]
 
     async def main() -> None:
-        client = AsyncPushClient(push_cert, config)
+        # housekeeping runs every timeout/4 s; an idle connection is PINGed after ping_interval
+        client = AsyncPushClient(push_cert, config.replace(ping_interval=0.1, timeout=0.4))
         await client.push_many([PushRequest(t, "m") for t in tokens(10)])
+        await asyncio.sleep(0.5)
+        assert client.stats()["pings_acked"] >= 1  # idle PING sent and answered
         await client.ping()
         await asyncio.sleep(0.05)
         await client.push_many([PushRequest(t, "m") for t in tokens(10)])
