@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from rollout.mdm import (
+    Authenticate,
     CommandResult,
     DeviceCATrust,
     Status,
@@ -81,10 +82,11 @@ def test_checkin_bodies_parse_back_and_signatures_verify(
 ) -> None:
     trust = DeviceCATrust([device_ca.cert])
     auth = parse_checkin(device.authenticate_body())
-    assert auth.message_type == "Authenticate"
+    assert isinstance(auth, Authenticate)
     assert auth.enrollment.udid == device.udid
     assert auth.topic == device.topic
-    assert auth.serial_number == device.serial  # type: ignore[union-attr]
+    assert auth.serial_number == device.serial
+    assert auth.os_version == device.os_version
     token = parse_checkin(device.token_update_body())
     assert isinstance(token, TokenUpdate)
     assert token.token == device.push_token
