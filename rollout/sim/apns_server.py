@@ -191,6 +191,8 @@ class _ServerConnection(asyncio.Protocol):
         for event in events:
             if isinstance(event, RequestReceived):
                 self.streams[event.stream_id] = _Stream(list(event.headers))
+                if len(self.streams) > self.server.peak_streams:
+                    self.server.peak_streams = len(self.streams)
             elif isinstance(event, DataReceived):
                 st = self.streams.get(event.stream_id)
                 if st is not None:
@@ -335,6 +337,8 @@ class ApnsStandIn:
         self.connections = 0
         self.handshake_failures = 0
         self.goaways_sent = 0
+        self.peak_streams = 0
+        """Most requests ever open at once on one connection."""
         self._live: set[_ServerConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -522,6 +526,7 @@ class ApnsStandIn:
             self.recorded.clear()
             self.goaways_sent = 0
             self.handshake_failures = 0
+            self.peak_streams = 0
 
     def drop_connections(self) -> None:
         """Abort every open client connection now."""
@@ -542,6 +547,7 @@ class ApnsStandIn:
                 "open_connections": len(self._live),
                 "handshake_failures": self.handshake_failures,
                 "goaways": self.goaways_sent,
+                "peak_streams": self.peak_streams,
             }
 
     # ---- the decision -------------------------------------------------------------------------

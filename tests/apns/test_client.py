@@ -448,3 +448,16 @@ def test_sync_client_survives_fork_like_celery_prefork(
         assert all(r.ok for r in client.push_many([PushRequest(t, "m") for t in tokens(5)]))
         assert client.stats()["connections_opened"] == 1
     assert standin.counters()["connections"] - before == 2  # parent's one + child's own
+
+
+def test_server_stream_limit_is_respected_and_pool_grows(push_cert: PushCertificate) -> None:
+    with ApnsStandIn(max_concurrent_streams=8) as small:
+        issued = small.issue_push_certificate(TOPIC)
+        cert = load_pem(issued.cert_pem() + issued.key_pem())
+        small.set_delay(0.05)
+        cfg = PushConfig(base_url=small.base_url, ca_file=small.ca_file, max_connections=3)
+        results, client = push_all(cert, cfg, [PushRequest(t, "m") for t in tokens(120)])
+        assert all(r.ok for r in results)
+        counters = small.counters()
+    assert counters["peak_streams"] == 8  # filled to the advertised limit, never beyond
+    assert counters["connections"] == 3 == client.connections_opened
