@@ -449,15 +449,17 @@ class SimDevice:
         return self.behavior.mode == "offline"
 
     def inventory_row(self) -> dict[str, str]:
-        """What an inventory import needs about this device."""
+        """This device as a row of ``rollout devices import`` (column names of
+        :data:`rollout.inventory.COLUMNS`)."""
         return {
             "udid": self.udid,
-            "serial": self.serial or "",
             "platform": self.platform,
             "os_version": self.os_version,
+            "serial_number": self.serial or "",
+            "model": self.product_name,
+            "topic": self.topic,
             "push_token": self.push_token_hex,
             "push_magic": self.push_magic,
-            "topic": self.topic,
         }
 
     # --- request bodies (pure) -------------------------------------------------------------

@@ -32,6 +32,7 @@ import asyncio
 import collections
 import concurrent.futures
 import datetime as dt
+import json
 import random
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -342,9 +343,13 @@ class SimFleet:
         return [d.push_token_hex for d in self.devices if d.behavior.dead_token]
 
     def inventory_rows(self) -> list[dict[str, str]]:
-        """One dict per device: udid, serial, platform, os_version, push_token, push_magic,
-        topic (what a device inventory import wants)."""
+        """One dict per device: udid, platform, os_version, serial_number, model, topic,
+        push_token, push_magic (the columns ``rollout devices import`` reads)."""
         return [d.inventory_row() for d in self.devices]
+
+    def inventory_jsonl(self) -> bytes:
+        """:meth:`inventory_rows` as a JSON-lines inventory file."""
+        return "".join(json.dumps(row) + "\n" for row in self.inventory_rows()).encode()
 
     def materialize_identities(self) -> None:
         """Issue every device's identity now (otherwise each is issued on first use)."""

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from rollout.inventory import read_inventory
 from rollout.mdm import DeviceCATrust, Status, TokenUpdate, install_provisioning_profile
 from rollout.sim.device import SimDevice
 from rollout.sim.fleet import FleetMix, SimFleet
@@ -63,13 +64,22 @@ def test_slow_fraction_and_lookups() -> None:
     row = fleet.inventory_rows()[17]
     assert row == {
         "udid": device.udid,
-        "serial": device.serial,
         "platform": "iOS",
         "os_version": "17.5.1",
+        "serial_number": device.serial,
+        "model": "iPhone15,2",
+        "topic": fleet.topic,
         "push_token": device.push_token_hex,
         "push_magic": device.push_magic,
-        "topic": fleet.topic,
     }
+
+
+def test_inventory_file_reads_back_without_errors() -> None:
+    fleet = SimFleet(50, seed=8)
+    report = read_inventory(fleet.inventory_jsonl(), fmt="jsonl")
+    assert report.errors == ()
+    assert [r.udid for r in report.records] == [d.udid for d in fleet]
+    assert report.records[3].push_token == fleet.devices[3].push_token_hex
 
 
 def test_shared_key_identities_are_distinct_trusted_certificates() -> None:
