@@ -430,19 +430,19 @@ class SimFleet:
 
     # --- waking ----------------------------------------------------------------------------
 
-    def wake(self, token_hex: str, payload: object = None) -> bool:
+    def wake(self, token_hex: str, payload: object = None) -> None:
         """A push reached the device with this token: schedule its session (any thread).
 
         Fits :class:`~rollout.sim.apns_server.ApnsStandIn`'s ``on_push(token_hex, payload)``
         and never raises (it runs inside the push server). A payload dict whose ``mdm`` value
-        is not the device's PushMagic is ignored, as a device ignores it. Returns True when a
-        session will run; offline devices, unknown tokens, wrong PushMagic and wakes before
-        the fleet is attached to a loop are counted in :attr:`stats` and ignored.
+        is not the device's PushMagic is ignored, as a device ignores it. Offline devices,
+        unknown tokens, wrong PushMagic and wakes before the fleet is attached to a loop are
+        counted in :attr:`stats` and ignored (see :meth:`would_wake`).
         """
         loop = self._loop
         if loop is None or loop.is_closed():
             self.stats.wakes_unattached += 1
-            return False
+            return
         device = self.by_token(token_hex)
         magic = payload.get("mdm") if isinstance(payload, dict) else None
         wrong_magic = device is not None and magic is not None and magic != device.push_magic
@@ -450,8 +450,14 @@ class SimFleet:
             loop.call_soon_threadsafe(self._on_wake, device, wrong_magic)
         except RuntimeError:  # the loop closed in between
             self.stats.wakes_unattached += 1
+
+    def would_wake(self, token_hex: str, payload: object = None) -> bool:
+        """Whether :meth:`wake` with these arguments starts (or queues) a session."""
+        device = self.by_token(token_hex)
+        if device is None or device.is_offline or self._loop is None:
             return False
-        return device is not None and not device.is_offline and not wrong_magic
+        magic = payload.get("mdm") if isinstance(payload, dict) else None
+        return magic is None or magic == device.push_magic
 
     def _on_wake(self, device: SimDevice | None, wrong_magic: bool) -> None:
         stats = self.stats

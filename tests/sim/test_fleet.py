@@ -164,9 +164,12 @@ def test_pushes_from_another_thread_wake_devices(
 
         def pusher() -> None:  # the APNs stand-in's server thread, in real use
             for device in fleet:
-                woken.append(fleet.wake(device.push_token_hex, {"mdm": device.push_magic}))
-            woken.append(fleet.wake("00" * 32, {"mdm": "x"}))
-            woken.append(fleet.wake(fleet.devices[0].push_token_hex, {"mdm": "wrong magic"}))
+                payload = {"mdm": device.push_magic}
+                woken.append(fleet.would_wake(device.push_token_hex, payload))
+                fleet.wake(device.push_token_hex, payload)
+            fleet.wake("00" * 32, {"mdm": "x"})
+            assert not fleet.would_wake(fleet.devices[0].push_token_hex, {"mdm": "wrong magic"})
+            fleet.wake(fleet.devices[0].push_token_hex, {"mdm": "wrong magic"})
 
         thread = threading.Thread(target=pusher)
         thread.start()
@@ -229,7 +232,8 @@ def test_a_wake_during_a_session_runs_one_more_session(device_ca: Issued) -> Non
 
 def test_wake_before_attach_is_ignored() -> None:
     fleet = SimFleet(2, seed=1)
-    assert fleet.wake(fleet.devices[0].push_token_hex) is False
+    assert not fleet.would_wake(fleet.devices[0].push_token_hex)
+    fleet.wake(fleet.devices[0].push_token_hex)
     assert fleet.stats.wakes_unattached == 1
 
 
