@@ -417,8 +417,7 @@ class SimDevice:
         if identity is None:
             if ca is None:
                 raise ValueError("give ca or identity")
-            device_ca = ca
-            identity = functools.partial(_issue_from_ca, device_ca)
+            identity = functools.partial(issue_device_identity, ca)
         kwargs.setdefault("serial", serial)
         kwargs.setdefault("push_token", token)
         kwargs.setdefault("push_magic", magic)
@@ -759,7 +758,3 @@ class SimDevice:
             result.ended, result.error = "transport_error", f"{type(exc).__name__}: {exc}"
         result.elapsed_s = time.perf_counter() - started
         return result
-
-
-def _issue_from_ca(ca: Issued, udid: str) -> Issued:
-    return issue_device_identity(ca, udid)
