@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from functools import lru_cache
 from pathlib import Path
@@ -81,16 +82,26 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=60.0, description="Time-out sweep period (beat).")
     fast: bool = Field(default=False, description="Short time-outs (demo and tests).")
 
+    dispatch_grace_s: float = Field(
+        default=120.0, description="Re-dispatch a queued batch no worker pushed by then."
+    )
+
     def engine_policy(self) -> EnginePolicy:
-        """The engine's policy from these settings."""
-        if self.fast:
-            return EnginePolicy.fast()
-        return EnginePolicy(
-            batch_size=self.batch_size,
-            response_timeout=dt.timedelta(seconds=self.response_timeout_s),
-            max_pushes=self.max_pushes,
-            notnow_backoff=dt.timedelta(seconds=self.notnow_backoff_s),
-        )
+        """The engine's policy: the defaults (or the fast ones), then what was set explicitly."""
+        base = EnginePolicy.fast() if self.fast else EnginePolicy()
+        given = self.model_fields_set
+        changes: dict[str, object] = {}
+        if "batch_size" in given:
+            changes["batch_size"] = self.batch_size
+        if "response_timeout_s" in given:
+            changes["response_timeout"] = dt.timedelta(seconds=self.response_timeout_s)
+        if "max_pushes" in given:
+            changes["max_pushes"] = self.max_pushes
+        if "notnow_backoff_s" in given:
+            changes["notnow_backoff"] = dt.timedelta(seconds=self.notnow_backoff_s)
+        if "dispatch_grace_s" in given:
+            changes["dispatch_grace"] = dt.timedelta(seconds=self.dispatch_grace_s)
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
     def shared_redis_url(self) -> str | None:
         """The Redis that workers share for the push rate limit and breaker, if any."""

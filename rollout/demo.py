@@ -1,174 +1,112 @@
-"""The demo: the product at work on a simulated fleet, on the embedded default.
+"""The demo: a renewal rollout over a simulated fleet, end to end, on the embedded default.
 
-Today it shows the profile library and the device registry: it makes a test signing chain
-shaped like Apple's, an enterprise profile about to expire and its renewal, inspects and
-verifies them (a tampered copy is refused), keeps them in the ledger, imports a generated
-inventory, and reports what a renewal would have to reach.
+It signs a renewed in-house profile with a test chain shaped like Apple's, enrolls a simulated
+fleet through the real MDM check-in endpoint, starts a rollout, and lets real Celery worker and
+beat processes fan it out through the APNs stand-in while the devices answer over HTTP: most
+acknowledge, some answer NotNow first, some fail with a real-looking ErrorChain, some stay
+offline until they time out, and some have dead tokens. It ends with the ledger's summary.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
-import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from rollout.profiles import parse_profile, render_text
+from rollout.sim.world import World, WorldConfig
 
-from rollout.inventory import read_inventory
-from rollout.ledger import db
-from rollout.ledger.devices import import_devices
-from rollout.ledger.models import DeviceRow, InstalledProfileRow, ProfileRow
-from rollout.ledger.profiles import add_profile
-from rollout.profiles import (
-    Profile,
-    ProfileError,
-    ensure_installable,
-    parse_profile,
-    render_text,
-)
-from rollout.sim.profiles import make_apple_like_chain, make_profile, tamper
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo builds."""
+    """What the demo runs."""
 
+    home: Path
     devices: int = 2000
     seed: int = 7
-    home: Path = Path("var")
+    fast: bool = False
+    database_url: str | None = None
+    broker_url: str | None = None
+    workers: int = 1
+    timeout: float = 600.0
 
 
-def _fleet_csv(n: int, rng: random.Random, profile_uuid: str) -> bytes:
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["udid", "enrollment_id", "platform", "os_version", "push_token", "push_magic",
-                "tags", "profiles"])  # fmt: skip
-    for i in range(n):
-        roll = rng.random()
-        platform = rng.choice(["iOS", "iOS", "iOS", "iPadOS", "macOS"])
-        tags = rng.choice(["store", "warehouse", "office", "field"])
-        token = f"{rng.getrandbits(256):064x}"
-        magic = f"{rng.getrandbits(128):032X}"
-        udid = f"00008{rng.randint(100, 999):03d}-{i:016X}"
-        os_version = {"macOS": "14.6", "iPadOS": "17.6"}.get(platform, "17.5")
-        if roll < 0.02:  # a damaged row, as real exports have
-            w.writerow([f"bad-{i}", "", platform, "17.5", "", "", tags, profile_uuid])
-        elif roll < 0.07:  # User Enrollment (BYOD): identified by EnrollmentID
-            w.writerow(["", f"ENR-{i:08d}", "iOS", "17.5", token, magic, "byod", profile_uuid])
-        elif roll < 0.12:  # never sent a TokenUpdate: cannot be woken
-            w.writerow([udid, "", platform, os_version, "", "", tags, profile_uuid])
-        else:
-            w.writerow([udid, "", platform, os_version, token, magic, tags, profile_uuid])
-    return out.getvalue().encode()
-
-
-def run_demo(engine: Engine, cfg: DemoConfig, say: Any = print) -> dict[str, Any]:
-    """Run the demo against ``engine`` (a migrated ledger); return its summary."""
-    rng = random.Random(cfg.seed)
-    work = cfg.home / "demo"
-    work.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-    say("1. A test signing chain shaped like Apple's (root, intermediate, profile signer)")
-    chain = make_apple_like_chain(not_before=now - dt.timedelta(days=400))
-    (work / "test-apple-root.der").write_bytes(chain.root.cert_der())
-
-    say("2. An in-house profile that expires in 21 days, and its renewal")
-    current = make_profile(
-        chain, name="Field App In-House", created_at=now - dt.timedelta(days=344),
-        expires_at=now + dt.timedelta(days=21),
-    )  # fmt: skip
-    renewal = make_profile(
-        chain, name="Field App In-House", created_at=now, expires_at=now + dt.timedelta(days=365)
+def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
+    """Run the whole demo and return its summary (the ``--json`` object)."""
+    world = World(
+        WorldConfig(
+            home=cfg.home,
+            devices=cfg.devices,
+            seed=cfg.seed,
+            fast=cfg.fast,
+            database_url=cfg.database_url,
+            broker_url=cfg.broker_url,
+        )
     )
-    files = {"current": current, "renewal": renewal, "tampered": tamper(renewal)}
-    for label, data in files.items():
-        (work / f"{label}.mobileprovision").write_bytes(data)
-
-    say("3. Inspect and verify each file")
-    parsed: dict[str, Profile] = {}
-    for label, data in files.items():
-        profile = parse_profile(data, trust_anchors=chain.anchors)
-        parsed[label] = profile
-        say(f"--- {label}.mobileprovision")
-        say(render_text(profile, now=now))
-
-    say("4. Keep the good ones in the library; the tampered copy is refused")
-    refused: list[str] = []
-    with db.transaction(engine) as session:
-        for label in ("current", "renewal", "tampered"):
-            try:
-                ensure_installable(parsed[label], require_trusted_chain=True)
-            except ProfileError as exc:
-                refused.append(label)
-                say(f"   refused {label}: {exc}")
-                continue
-            row, created = add_profile(session, parsed[label], files[label])
-            say(f"   {'added' if created else 'kept'} {label}: {row.uuid}")
-
-    say(f"5. Import an inventory of {cfg.devices} devices holding the expiring profile")
-    report = read_inventory(_fleet_csv(cfg.devices, rng, parsed["current"].uuid), fmt="csv")
-    for error in report.errors[:3]:
-        say(f"   invalid row, {error}")
-    if len(report.errors) > 3:
-        say(f"   … and {len(report.errors) - 3} more invalid rows")
-    with db.transaction(engine) as session:
-        result = import_devices(session, report.records)
-    say(f"   {result.created} created, {result.updated} updated, {len(report.errors)} invalid")
-
-    say("6. What a renewal has to reach")
-    cur = parsed["current"]
-    with db.transaction(engine) as session:
-        holders = session.scalar(
-            select(func.count())
-            .select_from(InstalledProfileRow)
-            .where(InstalledProfileRow.profile_uuid == cur.uuid)
-        )
-        pushable = session.scalar(
-            select(func.count())
-            .select_from(InstalledProfileRow)
-            .join(DeviceRow, DeviceRow.id == InstalledProfileRow.device_id)
-            .where(InstalledProfileRow.profile_uuid == cur.uuid, DeviceRow.token_state == "active")
-        )
-        replacement = session.scalar(
-            select(ProfileRow.uuid)
-            .where(
-                ProfileRow.app_id == cur.app_id,
-                ProfileRow.team_id == cur.team_id,
-                ProfileRow.expires_at > cur.expires_at,
+    started = time.monotonic()
+    with world:
+        assert world.fleet is not None and world.chain is not None
+        where = world.database_url.split("@")[-1]
+        say(f"ledger {where}; broker {world.broker_url or 'embedded (filesystem)'}")
+        say(f"1. Enrolling {cfg.devices} simulated devices through /mdm/checkin …")
+        enrolled = world.enroll()
+        say(f"   {enrolled} enrolled (Authenticate + TokenUpdate, signed with their identities)")
+        rollout_id = world.open_rollout()
+        summary = world.summary(rollout_id)
+        say("2. The renewed profile in the library:")
+        say(
+            _indent(
+                render_text(parse_profile(_profile_bytes(world), trust_anchors=world.chain.anchors))
             )
-            .order_by(ProfileRow.expires_at.desc())
         )
-        library = session.scalar(select(func.count()).select_from(ProfileRow))
-        by_platform = dict(
-            session.execute(
-                select(DeviceRow.platform, func.count()).group_by(DeviceRow.platform)
-            ).all()
-        )
-    summary = {
+        say(f"3. Rollout {rollout_id} started; {cfg.workers} Celery worker process(es) and beat")
+        for i in range(cfg.workers):
+            world.start_worker(name=f"w{i + 1}")
+        world.start_beat()
+        last = [""]
+
+        def progress(s: dict[str, Any]) -> None:
+            line = "  ".join(f"{k} {v}" for k, v in s["states"].items())
+            if line != last[0]:
+                say(f"   {time.monotonic() - started:6.1f}s  {line}")
+                last[0] = line
+
+        summary = world.wait(rollout_id, cfg.timeout, progress)
+        fleet = world.fleet.summary()
+    elapsed = time.monotonic() - started
+    say(f"4. Rollout {summary['rollout']['state']} in {elapsed:.1f}s")
+    for key in ("unreachable", "timed_out"):
+        if summary[key]:
+            say(f"   {key}: " + ", ".join(f"{r} {n}" for r, n in summary[key].items()))
+    return {
         "devices": cfg.devices,
-        "library": {"profiles": library, "refused": refused},
-        "expiring": {
-            "uuid": cur.uuid,
-            "expires_at": cur.to_json()["expires_at"],
-            "days_left": cur.days_left(now),
-            "held_by": holders,
-            "pushable": pushable,
-            "replacement": replacement,
-        },
-        "import": {
-            "created": result.created,
-            "updated": result.updated,
-            "invalid": len(report.errors),
-        },
-        "platforms": {str(k): v for k, v in sorted(by_platform.items(), key=lambda kv: str(kv[0]))},
+        "rollout": {"id": summary["rollout"]["id"], "state": summary["rollout"]["state"]},
+        "states": summary["states"],
+        "stages": summary["stages"],
+        "ineligible": summary["ineligible"],
+        "unreachable": summary["unreachable"],
+        "timed_out": summary["timed_out"],
+        "fleet": fleet["behaviors"],
+        "seconds": round(elapsed, 1),
     }
-    say(
-        f"   {holders} devices hold {cur.uuid} (expires in {cur.days_left(now)} days); "
-        f"{pushable} can be woken by APNs; replacement in the library: {replacement}"
-    )
-    return summary
+
+
+def _profile_bytes(world: World) -> bytes:
+    from sqlalchemy import select
+
+    from rollout.ledger import db
+    from rollout.ledger.models import ProfileRow
+
+    assert world.engine is not None
+    with db.transaction(world.engine) as session:
+        content = session.scalar(select(ProfileRow.content).order_by(ProfileRow.added_at.desc()))
+    assert content is not None
+    return content
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.splitlines())

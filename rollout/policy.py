@@ -40,7 +40,7 @@ class EnginePolicy:
         """Short time-outs for the demo and tests."""
         return cls(
             batch_size=200,
-            response_timeout=dt.timedelta(seconds=3),
+            response_timeout=dt.timedelta(seconds=5),
             max_pushes=2,
             dispatch_grace=dt.timedelta(seconds=5),
             transient_retry=dt.timedelta(seconds=1),

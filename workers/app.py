@@ -39,12 +39,15 @@ def embedded_broker(home: Path) -> tuple[str, dict[str, Any]]:
 def make_app(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings`` (the environment by default)."""
     settings = settings or get_settings()
+    transport: str | None = None
     if settings.broker_url:
         broker, options = settings.broker_url, dict[str, Any]()
     else:
         broker, options = embedded_broker(settings.home)
+        transport = "workers.fstransport:Transport"
     app = Celery("rollout", broker=broker, include=["workers.tasks"])
     app.conf.update(
+        broker_transport=transport,
         broker_transport_options={**options, "visibility_timeout": 3600},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

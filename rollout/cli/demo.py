@@ -1,27 +1,43 @@
-"""``rollout demo``: the product at work on a simulated fleet."""
+"""``rollout demo``: a renewal rollout over a simulated fleet, end to end."""
 
 from __future__ import annotations
 
 import typer
 
-from rollout.cli.common import ledger, print_json
+from rollout.cli.common import fail, print_json
 from rollout.config import get_settings
 from rollout.demo import DemoConfig, run_demo
 
 
 def demo(
     devices: int = typer.Option(2000, "--devices", min=1, max=1_000_000, help="Fleet size."),
-    seed: int = typer.Option(7, "--seed", help="Random seed for the fleet's mix."),
+    seed: int = typer.Option(7, "--seed", help="Random seed for the fleet and its mix."),
+    fast: bool = typer.Option(False, "--fast", help="Short time-outs (seconds, not hours)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=8, help="Celery worker processes."),
+    timeout: float = typer.Option(900, "--timeout", help="Give up after this many seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print only the summary, as JSON."),
 ) -> None:
-    """Run the demo on the configured ledger (default: a SQLite file under ROLLOUT_HOME)."""
-    cfg = DemoConfig(devices=devices, seed=seed, home=get_settings().home)
+    """Run the demo: on the embedded default (SQLite + filesystem broker) unless
+    ROLLOUT_DATABASE_URL / ROLLOUT_BROKER_URL point at PostgreSQL / Redis."""
+    settings = get_settings()
+    cfg = DemoConfig(
+        home=settings.home / "demo",
+        devices=devices,
+        seed=seed,
+        fast=fast,
+        database_url=settings.database_url or None,
+        broker_url=settings.broker_url or None,
+        workers=workers,
+        timeout=timeout,
+    )
 
     def say(line: str) -> None:
         if not as_json:
             typer.echo(line)
 
-    with ledger() as engine:
-        summary = run_demo(engine, cfg, say=say)
+    try:
+        summary = run_demo(cfg, say)
+    except TimeoutError as exc:
+        fail(str(exc))
     if as_json:
         print_json(summary)

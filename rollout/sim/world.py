@@ -1,0 +1,289 @@
+"""A whole simulated world: ledger, web app, APNs stand-in, fleet, Celery workers and beat.
+
+The demo, the fault tests and the fan-out benchmark all need the same parts wired the same
+way, so they are put together here once. The web app, the stand-in and the fleet run in this
+process (threads); the Celery workers and beat run as real separate processes, reached through
+the configured broker (kombu's filesystem transport by default, so nothing needs a server).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from rollout.config import Settings
+from rollout.ledger import db
+from rollout.ledger.devices import device_ids
+from rollout.ledger.models import RolloutRow
+from rollout.ledger.profiles import add_profile
+from rollout.ledger.reports import rollout_summary
+from rollout.ledger.rollouts import create_rollout, start_rollout
+from rollout.profiles import parse_profile
+from rollout.sim.apns_server import ApnsStandIn
+from rollout.sim.fleet import FleetMix, SimFleet
+from rollout.sim.http11 import Http11Client
+from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile
+from rollout.web.app import create_app
+from rollout.web.server import BackgroundServer
+
+TOPIC = "com.apple.mgmt.External.7d5e1c9a-2b4f-4e8d-9a61-3c0f5b2d8e47"
+
+
+@dataclass
+class WorldConfig:
+    """What to build."""
+
+    home: Path
+    devices: int = 2000
+    seed: int = 7
+    mix: FleetMix | None = None
+    database_url: str | None = None  # None: a fresh SQLite file under home
+    broker_url: str | None = None  # None: kombu's filesystem transport under home
+    fast: bool = False
+    engine_env: dict[str, str] = field(default_factory=dict)  # extra ROLLOUT_* for workers
+    slow_fraction: float = 0.0
+
+
+class World:
+    """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager)."""
+
+    def __init__(self, cfg: WorldConfig) -> None:
+        self.cfg = cfg
+        self.home = cfg.home.resolve()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.engine: Engine | None = None
+        self.standin: ApnsStandIn | None = None
+        self.server: BackgroundServer | None = None
+        self.fleet: SimFleet | None = None
+        self.transport: Http11Client | None = None
+        self.chain: AppleLikeChain | None = None
+        self.database_url = ""
+        self.broker_url = ""
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> World:
+        """Ledger, stand-in, web app and fleet (workers are started separately)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.cfg.database_url:
+            self.database_url = self.cfg.database_url
+        else:
+            for stale in self.home.glob("ledger.sqlite3*"):
+                stale.unlink()
+            self.database_url = f"sqlite:///{self.home / 'ledger.sqlite3'}"
+        if self.cfg.broker_url:
+            self.broker_url = self.cfg.broker_url
+        else:
+            shutil.rmtree(self.home / "broker", ignore_errors=True)
+        db.upgrade(self.database_url)
+        self.engine = db.make_engine(self.database_url)
+
+        self.chain = make_apple_like_chain(
+            not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+        )
+        self.fleet = SimFleet(
+            self.cfg.devices,
+            seed=self.cfg.seed,
+            mix=self.cfg.mix,
+            topic=TOPIC,
+            trust_anchors=self.chain.anchors,
+            slow_fraction=self.cfg.slow_fraction,
+            slow_delay_s=0.2,
+        )
+        self.standin = ApnsStandIn(topic=TOPIC, on_push=self._on_push).start()
+        for token in self.fleet.dead_tokens():
+            self.standin.unregister(token)
+        push = self.standin.issue_push_certificate(TOPIC)
+        (self.home / "push.pem").write_bytes(push.cert_pem() + push.key_pem())
+        (self.home / "device-ca.pem").write_bytes(self.fleet.ca.cert_pem())
+
+        settings = Settings(
+            home=self.home,
+            database_url=self.database_url,
+            device_ca=str(self.home / "device-ca.pem"),
+            identity_mode="strict",
+            notnow_backoff_s=1.0 if self.cfg.fast else 2.0,
+        )
+        self.server = BackgroundServer(create_app(settings, self.engine)).start()
+        self.transport = Http11Client(self.server.base_url, connections=32)
+        self.fleet.start_in_thread(self.transport)
+        return self
+
+    def _on_push(self, token_hex: str, payload: Any) -> None:
+        if self.fleet is not None:
+            self.fleet.wake(token_hex, payload)
+
+    def stop(self) -> None:
+        """Stop every part, workers first."""
+        self.stop_processes()
+        if self.fleet is not None:
+            self.fleet.stop()
+        if self.server is not None:
+            self.server.stop()
+        if self.standin is not None:
+            self.standin.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+
+    def __enter__(self) -> World:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- the fleet and the rollout -------------------------------------------------------
+
+    def enroll(self, concurrency: int = 64) -> int:
+        """Enroll every device through the real check-in endpoint; returns how many enrolled."""
+        assert self.fleet is not None and self.transport is not None
+        results = self.fleet.submit(self.fleet.enroll_all(self.transport, concurrency)).result()
+        return sum(1 for r in results if r.ok)
+
+    def open_rollout(self, name: str = "Field App renewal") -> int:
+        """Put a freshly signed renewal in the library and start a rollout to the fleet."""
+        assert self.engine is not None and self.chain is not None and self.fleet is not None
+        data = make_profile(self.chain, name="Field App In-House")
+        profile = parse_profile(data, trust_anchors=self.chain.anchors)
+        with db.transaction(self.engine) as session:
+            add_profile(session, profile, data)
+            ids = device_ids(session, [d.udid for d in self.fleet.devices])
+            rollout = create_rollout(
+                session, name=name, profile_uuid=profile.uuid, device_ids=list(ids.values())
+            )
+            start_rollout(session, rollout.id)
+            return rollout.id
+
+    def summary(self, rollout_id: int) -> dict[str, Any]:
+        """The ledger's summary of the rollout."""
+        assert self.engine is not None
+        with db.transaction(self.engine) as session:
+            out = rollout_summary(session, rollout_id)
+        assert out is not None
+        return out
+
+    def rollout_state(self, rollout_id: int) -> str:
+        """The rollout's state in the ledger."""
+        assert self.engine is not None
+        with db.transaction(self.engine) as session:
+            return str(session.scalar(select(RolloutRow.state).where(RolloutRow.id == rollout_id)))
+
+    def wait(
+        self,
+        rollout_id: int,
+        timeout: float,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        every: float = 0.5,
+    ) -> dict[str, Any]:
+        """Poll the ledger until the rollout leaves running (or ``timeout``); the summary."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_processes()
+            summary = self.summary(rollout_id)
+            if progress:
+                progress(summary)
+            if summary["rollout"]["state"] not in ("running", "draft"):
+                return summary
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rollout {rollout_id} still running after {timeout} s")
+            time.sleep(every)
+
+    # ---- Celery processes ----------------------------------------------------------------
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment the worker and beat processes run with."""
+        assert self.standin is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
+        env.update(
+            {
+                "ROLLOUT_HOME": str(self.home),
+                "ROLLOUT_DATABASE_URL": self.database_url,
+                "ROLLOUT_BROKER_URL": self.broker_url,
+                "ROLLOUT_APNS_CERT": str(self.home / "push.pem"),
+                "ROLLOUT_APNS_URL": self.standin.base_url,
+                "ROLLOUT_APNS_CA": self.standin.ca_file,
+                "ROLLOUT_TICK_INTERVAL_S": "0.5" if self.cfg.fast else "1",
+                "ROLLOUT_SWEEP_INTERVAL_S": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.cfg.fast:
+            env["ROLLOUT_FAST"] = "1"
+        else:
+            env.setdefault("ROLLOUT_RESPONSE_TIMEOUT_S", "8")
+            env.setdefault("ROLLOUT_MAX_PUSHES", "2")
+            env.setdefault("ROLLOUT_NOTNOW_BACKOFF_S", "2")
+            env.setdefault("ROLLOUT_DISPATCH_GRACE_S", "10")
+        env.update(self.cfg.engine_env)
+        return env
+
+    def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", *args],
+            env=self.worker_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start_worker(
+        self, name: str = "w1", concurrency: int = 2, queues: str = "control,fanout",
+        pool: str = "prefork",
+    ) -> subprocess.Popen[bytes]:  # fmt: skip
+        """A real Celery worker process."""
+        return self._spawn(
+            ["worker", "-n", f"{name}@%h", "-Q", queues, "-c", str(concurrency), "-P", pool,
+             "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "WARNING"],
+            name,
+        )  # fmt: skip
+
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        """Celery beat, sending the controller tick and the sweep on schedule."""
+        schedule = self.home / "beat-schedule"
+        return self._spawn(["beat", "-s", str(schedule), "-l", "WARNING"], "beat")
+
+    def check_processes(self) -> None:
+        """Raise if a worker or beat process died on its own (a killed one is removed)."""
+        for proc in self.procs:
+            code = proc.poll()
+            if code is not None and code not in (0, -signal.SIGKILL, -signal.SIGTERM):
+                raise RuntimeError(
+                    f"a Celery process exited with {code}; see the logs in {self.home}"
+                )
+
+    def stop_processes(self) -> None:
+        """Stop the worker and beat processes (TERM, then KILL)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with _quiet():
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with _quiet():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, e: Any, tb: Any) -> bool:
+        return et is not None and issubclass(et, ProcessLookupError)
