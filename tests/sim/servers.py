@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import threading
 import time
 import uuid
@@ -47,14 +48,17 @@ from rollout.sim.pki import Issued
 class RawHTTPServer:
     """HTTP/1.1 on a real socket; routes by path (see the module docs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.connections = 0
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self._server: asyncio.Server | None = None
         self.port = 0
 
     async def __aenter__(self) -> RawHTTPServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", 0, ssl=self.ssl_context
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -70,7 +74,8 @@ class RawHTTPServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

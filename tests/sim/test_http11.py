@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
+from pathlib import Path
 
 import pytest
 
 from rollout.sim.device import TransportError
 from rollout.sim.http11 import Http11Client, Http11Error, Http11Timeout, HttpxTransport
+from rollout.sim.pki import issue_leaf, make_ca
 from tests.sim.servers import MiniMDM, RawHTTPServer
 
 HEADERS = {"Content-Type": "application/x-apple-aspen-mdm; charset=UTF-8"}
@@ -118,6 +121,30 @@ def test_refused_connection_and_timeout_raise_transport_errors() -> None:
             assert slow.idle_connections == 0
             assert await slow.put("/echo", b"ok", {}) == (200, b"ok")
             await slow.aclose()
+
+    asyncio.run(main())
+
+
+def test_tls_with_a_given_context(tmp_path: Path) -> None:
+    ca = make_ca("Sim Test TLS CA", key_kind="ec")
+    leaf = issue_leaf(ca, "localhost", key_kind="ec", server_auth=True, ip_addresses=("127.0.0.1",))
+    (tmp_path / "server.pem").write_bytes(leaf.cert_pem() + leaf.key_pem())
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "server.pem")
+    client_ctx = ssl.create_default_context(cadata=ca.cert_pem().decode())
+
+    async def main() -> None:
+        async with RawHTTPServer(server_ctx) as server:
+            async with Http11Client(server.base_url, ssl_context=client_ctx) as client:
+                for i in range(3):
+                    assert await client.put("/echo", b"secret %d" % i, {}) == (
+                        200,
+                        b"secret %d" % i,
+                    )
+                assert client.stats.connections_opened == 1
+            async with Http11Client(server.base_url) as untrusting:  # system trust store
+                with pytest.raises(Http11Error):
+                    await untrusting.put("/echo", b"x", {})
 
     asyncio.run(main())
 
