@@ -76,7 +76,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
                 last[0] = line
 
         summary = world.wait(rollout_id, cfg.timeout, progress)
-        fleet = world.fleet.summary()
+        fleet = world.fleet.mix.counts(cfg.devices)
     elapsed = time.monotonic() - started
     say(f"4. Rollout {summary['rollout']['state']} in {elapsed:.1f}s")
     for key in ("unreachable", "timed_out"):
@@ -90,7 +90,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "ineligible": summary["ineligible"],
         "unreachable": summary["unreachable"],
         "timed_out": summary["timed_out"],
-        "fleet": fleet["behaviors"],
+        "fleet": fleet,
         "seconds": round(elapsed, 1),
     }
 

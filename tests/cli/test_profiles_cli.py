@@ -146,15 +146,3 @@ def test_a_server_ledger_must_be_migrated_first(tmp_path: Path, postgres_url: st
     assert res.returncode == 0 and "revision 0001" in res.stdout
     res = rollout("profiles", "list", "--json", home=tmp_path, db_url=postgres_url)
     assert res.returncode == 0 and json.loads(res.stdout) == []
-
-
-def test_demo_json_summary_adds_up(tmp_path: Path) -> None:
-    res = rollout("demo", "--devices", "200", "--json", home=tmp_path)
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
-    assert out["devices"] == 200
-    assert out["library"] == {"profiles": 2, "refused": ["tampered"]}
-    assert out["import"]["created"] + out["import"]["invalid"] == 200
-    assert out["expiring"]["held_by"] == out["import"]["created"]
-    assert 0 < out["expiring"]["pushable"] < out["expiring"]["held_by"]
-    assert out["expiring"]["replacement"] is not None
