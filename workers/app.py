@@ -24,12 +24,13 @@ FANOUT_QUEUE = "fanout"
 def embedded_broker(home: Path) -> tuple[str, dict[str, Any]]:
     """The broker the embedded default uses: kombu's filesystem transport under ``home``."""
     folder = (home / "broker").resolve()
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     options = {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }
