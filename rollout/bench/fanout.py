@@ -1,0 +1,597 @@
+"""Fan-out benchmark: one rollout of N devices on PostgreSQL, Redis and two Celery workers.
+
+Set-up (not timed): a database of its own on the local PostgreSQL (dropped afterwards), a Redis
+database number of its own (flushed before and after), N devices with push tokens imported and a
+started rollout created through the ledger API, an APNs endpoint, and two real ``celery worker``
+processes (prefork) on the ``control`` and ``fanout`` queues.
+
+Timed: from sending ``rollout.tick`` by name until every target is pushed or beyond
+(``seconds_to_pushed``: its command queued and its push accepted), and until every target is
+acknowledged in the ledger (``seconds_to_acknowledged``). Ticks are sent again, beat-like, while
+planned targets remain and no tick is waiting in the control queue.
+
+The APNs endpoint is nginx when ``/usr/sbin/nginx`` exists (HTTP/2 + TLS + client certificate,
+``return 200``; it writes each pushed URI to a log the responder tails), because the Python
+stand-in tops out near 3,500 pushes/s here and would measure itself; otherwise the stand-in runs
+in this process and its ``on_push`` hook feeds the responder (``metrics.apns_server``).
+
+Devices answer instantly: for each pushed token the responder reports ``Idle`` (which serves the
+queued command and marks it delivered) and then ``Acknowledged`` for that command, in batches,
+through :func:`rollout.ledger.queue.process_reports` (``metrics.ack_path == "ledger"``). The real
+MDM endpoint costs about 1,200-1,800 requests/s per process here (two requests per device), so
+it cannot keep up with a fan-out of tens of thousands of devices per second on two cores.
+
+``peak_rss_mb`` is the highest VmHWM (peak resident set) of any worker process or its pool
+children, read from ``/proc/<pid>/status`` after the run; ``rss_mb`` lists them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.engine import make_url
+
+from rollout.bench.push import NGINX, TOPIC, _free_port, _make_pki, _Pki, _wait_port
+from rollout.inventory import DeviceRecord
+from rollout.ledger import db
+from rollout.ledger.devices import import_devices
+from rollout.ledger.models import DeviceRow
+from rollout.ledger.profiles import add_profile
+from rollout.ledger.queue import IdentityPolicy, Report, process_reports
+from rollout.ledger.rollouts import create_rollout, start_rollout
+from rollout.ledger.targets import counts
+from rollout.states import TargetState
+
+PG_ADMIN_URL = os.environ.get(
+    "ROLLOUT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+WORKERS = 2
+CONCURRENCY = int(os.environ.get("ROLLOUT_BENCH_CONCURRENCY", "1"))
+RESPONDER_BATCH = 2000
+CONTROL_QUEUE = (
+    "control"  # the queue workers.app routes rollout.tick to (rollout never imports workers)
+)
+IMPORT_CHUNK = 20_000
+
+_NOT_YET_PUSHED = (TargetState.PLANNED.value, TargetState.QUEUED.value)
+
+_NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format pushed '$uri';
+    access_log {dir}/pushed.log pushed buffer=256k flush=50ms;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {dir}/server.crt;
+        ssl_certificate_key {dir}/server.key;
+        ssl_client_certificate {dir}/client-ca.pem;
+        ssl_verify_client on;
+        http2_max_concurrent_streams 1000;
+        location /3/device/ {{
+            add_header apns-id $http_apns_id always;
+            return 200;
+        }}
+    }}
+}}
+"""
+
+
+def udid(n: int) -> str:
+    """The bench device number ``n``'s UDID (also its enrollment id)."""
+    return f"00008030-{n:016X}"
+
+
+def token(n: int) -> str:
+    """The bench device number ``n``'s push token: the number itself, so no map is kept."""
+    return f"{n:064x}"
+
+
+# ---- services ------------------------------------------------------------------------------
+
+
+def check_postgres(admin_url: str) -> str:
+    """A psycopg conninfo for the maintenance database, or RuntimeError saying why not."""
+    import psycopg
+
+    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(conninfo, connect_timeout=3) as conn:
+            conn.execute("select 1")
+    except psycopg.Error as exc:
+        raise RuntimeError(f"PostgreSQL is not reachable at {admin_url}: {exc}") from exc
+    return conninfo
+
+
+def check_redis(url: str) -> None:
+    """RuntimeError unless Redis answers at ``url``."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(f"Redis is not reachable at {url}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def scratch_database(admin_conninfo: str, prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database (SQLAlchemy URL), migrated, dropped on the way out."""
+    import psycopg
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_conninfo).set(drivername="postgresql+psycopg", database=name)
+    rendered = url.render_as_string(hide_password=False)
+    try:
+        db.upgrade(rendered)
+        yield rendered
+    finally:
+        with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _flushed_redis(url: str) -> Iterator[None]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# ---- the APNs endpoint and the pushed-token feed -------------------------------------------
+
+
+@dataclass
+class _Endpoint:
+    base_url: str
+    ca_file: str
+    cert_file: str
+    kind: str
+
+
+class _LogTail:
+    """Tokens nginx logged (one ``/3/device/<token>`` line per accepted push)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = None
+        self._rest = b""
+
+    def read(self) -> list[str]:
+        if self._fh is None:
+            if not self.path.exists():
+                return []
+            self._fh = self.path.open("rb")
+        data = self._rest + self._fh.read()
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        return [ln.rsplit(b"/", 1)[-1].decode() for ln in lines if ln]
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+@contextlib.contextmanager
+def _nginx_endpoint(pki: _Pki) -> Iterator[tuple[_Endpoint, Callable[[], list[str]]]]:
+    port = _free_port()
+    conf = pki.dir / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=pki.dir, port=port))
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(pki.dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    tail = _LogTail(pki.dir / "pushed.log")
+    try:
+        _wait_port(port, proc)
+        yield (
+            _Endpoint(f"https://127.0.0.1:{port}", pki.ca_file, pki.client_pem, "nginx"),
+            tail.read,
+        )
+    finally:
+        tail.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _standin_endpoint(workdir: Path) -> Iterator[tuple[_Endpoint, Callable[[], list[str]]]]:
+    from rollout.sim.apns_server import ApnsStandIn
+
+    pushed: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def on_push(token_hex: str, _payload: Any) -> None:
+        pushed.put(token_hex)
+
+    def drain() -> list[str]:
+        out: list[str] = []
+        with contextlib.suppress(queue.Empty):
+            while len(out) < 100_000:
+                out.append(pushed.get_nowait())
+        return out
+
+    with ApnsStandIn(topic=TOPIC, on_push=on_push) as server:
+        issued = server.issue_push_certificate(TOPIC)
+        cert = workdir / "push.pem"
+        cert.write_bytes(issued.cert_pem() + issued.key_pem())
+        yield _Endpoint(server.base_url, server.ca_file, str(cert), "stand-in"), drain
+
+
+def _endpoint(workdir: Path) -> Any:
+    if Path(NGINX).exists():
+        return _nginx_endpoint(_make_pki(workdir))
+    return _standin_endpoint(workdir)
+
+
+# ---- the fleet in the ledger ---------------------------------------------------------------
+
+
+def seed_rollout(engine: Engine, size: int) -> int:
+    """Import ``size`` pushable devices and start a rollout to all of them; its id."""
+    from rollout.profiles import parse_profile
+    from rollout.sim.profiles import make_apple_like_chain, make_profile
+
+    chain = make_apple_like_chain(not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    data = make_profile(chain, name="Fan-out bench")
+    profile = parse_profile(data, trust_anchors=chain.anchors)
+    for start in range(0, size, IMPORT_CHUNK):
+        records = [
+            DeviceRecord(
+                line=i + 1,
+                enrollment_id=udid(i),
+                udid=udid(i),
+                enrollment_type="device",
+                platform="iOS",
+                topic=TOPIC,
+                push_token=token(i),
+                push_magic=f"magic-{i}",
+            )
+            for i in range(start, min(size, start + IMPORT_CHUNK))
+        ]
+        with db.transaction(engine) as session:
+            import_devices(session, records)
+    with db.transaction(engine) as session:
+        add_profile(session, profile, data)
+        ids = list(session.scalars(select(DeviceRow.id).order_by(DeviceRow.id)))
+        rollout = create_rollout(
+            session, name="fan-out bench", profile_uuid=profile.uuid, device_ids=ids
+        )
+        start_rollout(session, rollout.id)
+        return rollout.id
+
+
+# ---- devices that answer instantly ---------------------------------------------------------
+
+
+@dataclass
+class Responder:
+    """Acknowledges every pushed token through the ledger, in batches, on a thread."""
+
+    engine: Engine
+    feed: Callable[[], list[str]]
+    batch: int = RESPONDER_BATCH
+    acknowledged: int = 0
+    reports: int = 0
+    error: BaseException | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Responder:
+        self._thread = threading.Thread(target=self._run, name="bench-responder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        pending: list[str] = []
+        policy = IdentityPolicy(required=False)
+        try:
+            while not self._stop.is_set():
+                pending.extend(self.feed())
+                if not pending:
+                    time.sleep(0.02)
+                    continue
+                chunk, pending = pending[: self.batch], pending[self.batch :]
+                self._answer(chunk, policy)
+        except BaseException as exc:  # reported by the bench, not lost in a thread
+            self.error = exc
+
+    def _answer(self, tokens: list[str], policy: IdentityPolicy) -> None:
+        keys = [udid(int(t, 16)) for t in tokens]
+        with db.transaction(self.engine) as session:
+            served = process_reports(session, [Report(k, "Idle") for k in keys], identity=policy)
+        acks = [
+            Report(k, "Acknowledged", command_uuid=o.served.command_uuid)
+            for k, o in zip(keys, served, strict=True)
+            if o.served is not None
+        ]
+        if acks:
+            with db.transaction(self.engine) as session:
+                process_reports(session, acks, identity=policy)
+        self.reports += len(keys) + len(acks)
+        self.acknowledged += len(acks)
+
+
+# ---- worker processes ----------------------------------------------------------------------
+
+
+def _worker_env(database_url: str, broker_url: str, ep: _Endpoint, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
+    env.update(
+        {
+            "ROLLOUT_HOME": str(home),
+            "ROLLOUT_DATABASE_URL": database_url,
+            "ROLLOUT_BROKER_URL": broker_url,
+            "ROLLOUT_APNS_CERT": ep.cert_file,
+            "ROLLOUT_APNS_URL": ep.base_url,
+            "ROLLOUT_APNS_CA": ep.ca_file,
+            # Nothing is re-pushed or timed out while the bench runs: it measures the first wave.
+            "ROLLOUT_DISPATCH_GRACE_S": "3600",
+            "ROLLOUT_RESPONSE_TIMEOUT_S": "3600",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for key in ("ROLLOUT_BATCH_SIZE",):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def _start_workers(
+    env: dict[str, str], home: Path, concurrency: int
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(WORKERS):
+        log = open(home / f"worker{i + 1}.log", "ab")  # noqa: SIM115 - lives with the process
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                 "-n", f"bench{i + 1}@%h", "-Q", "control,fanout", "-c", str(concurrency),
+                 "-P", "prefork", "--without-mingle", "--without-gossip",
+                 "--without-heartbeat", "-l", "WARNING"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )  # fmt: skip
+    return procs
+
+
+def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _vm_hwm_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def worker_peak_rss(pids: list[int]) -> dict[int, float]:
+    """VmHWM in MB of every process in ``pids`` and of all their descendants."""
+    tree = _children()
+    out: dict[int, float] = {}
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        hwm = _vm_hwm_mb(pid)
+        if hwm is not None:
+            out[pid] = hwm
+        todo.extend(tree.get(pid, []))
+    return out
+
+
+def _wait_ready(app: Any, procs: list[subprocess.Popen[bytes]], home: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a Celery worker exited with {proc.returncode}; see {home}")
+        replies = app.control.ping(timeout=0.5)
+        if len(replies) >= len(procs):
+            return
+    raise RuntimeError(f"Celery workers did not answer a ping within 60 s; see {home}")
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+def _progress(engine: Engine, rollout_id: int) -> tuple[int, int, int]:
+    """(planned, not yet pushed, acknowledged) from the kept counters."""
+    with db.transaction(engine) as session:
+        per_stage = counts(session, rollout_id)
+    planned = waiting = acked = 0
+    for states in per_stage.values():
+        planned += states.get(TargetState.PLANNED.value, 0)
+        waiting += sum(states.get(s, 0) for s in _NOT_YET_PUSHED)
+        acked += states.get(TargetState.ACKNOWLEDGED.value, 0)
+    return planned, waiting, acked
+
+
+def run_fanout_bench(
+    size: int,
+    *,
+    postgres_admin: str | None = None,
+    redis_url: str | None = None,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Fan a rollout of ``size`` devices out and return ``{"bench", "size", "metrics"}``."""
+    if size < 1:
+        raise ValueError("size must be >= 1")
+    from celery import Celery
+
+    admin = check_postgres(postgres_admin or PG_ADMIN_URL)
+    broker = redis_url or REDIS_URL
+    check_redis(broker)
+    concurrency = concurrency or CONCURRENCY
+    timeout = timeout or max(120.0, size / 500)
+    workdir = Path(tempfile.mkdtemp(prefix="rollout-bench-fanout-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with (
+            scratch_database(admin, "rollout_bench_fanout") as url,
+            _flushed_redis(broker),
+            _endpoint(workdir) as (ep, feed),
+        ):
+            engine = db.make_engine(url)
+            app = Celery("rollout-bench", broker=broker)
+            try:
+                t_seed = time.perf_counter()
+                rollout_id = seed_rollout(engine, size)
+                seed_s = time.perf_counter() - t_seed
+                procs = _start_workers(_worker_env(url, broker, ep, workdir), workdir, concurrency)
+                _wait_ready(app, procs, workdir)
+                responder = Responder(engine, feed).start()
+                try:
+                    timings = _drive(app, broker, engine, rollout_id, size, procs, responder,
+                                     timeout, workdir)  # fmt: skip
+                finally:
+                    responder.stop()
+                rss = worker_peak_rss([p.pid for p in procs])
+            finally:
+                _stop_workers(procs)
+                with contextlib.suppress(Exception):
+                    app.close()
+                engine.dispose()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    pushed_s, acked_s, ticks = timings
+    return {
+        "bench": "fanout",
+        "size": size,
+        "metrics": {
+            "seconds_to_pushed": round(pushed_s, 2),
+            "seconds_to_acknowledged": round(acked_s, 2),
+            "devices_per_s": round(size / pushed_s, 1),
+            "peak_rss_mb": round(max(rss.values()), 1) if rss else None,
+            "rss_mb": sorted(round(v, 1) for v in rss.values()),
+            "acknowledged": size,
+            "ack_path": "ledger",
+            "apns_server": ep.kind,
+            "workers": WORKERS,
+            "concurrency": concurrency,
+            "batch_size": int(os.environ.get("ROLLOUT_BATCH_SIZE", "500")),
+            "ticks_sent": ticks,
+            "cores": os.cpu_count(),
+            "seed_seconds": round(seed_s, 1),
+        },
+    }
+
+
+def _drive(
+    app: Any,
+    broker: str,
+    engine: Engine,
+    rollout_id: int,
+    size: int,
+    procs: list[subprocess.Popen[bytes]],
+    responder: Responder,
+    timeout: float,
+    home: Path,
+) -> tuple[float, float, int]:
+    import redis
+
+    r = redis.Redis.from_url(broker)
+    t0 = time.perf_counter()
+    app.send_task("rollout.tick", queue=CONTROL_QUEUE)
+    ticks, last_tick = 1, t0
+    pushed_at: float | None = None
+    try:
+        while True:
+            now = time.perf_counter()
+            if now - t0 > timeout:
+                raise RuntimeError(
+                    f"fan-out of {size} not done after {timeout:.0f} s "
+                    f"(pushed {'yes' if pushed_at else 'no'}, "
+                    f"acknowledged {responder.acknowledged}); see the logs in {home}"
+                )
+            if responder.error is not None:
+                raise RuntimeError(f"the bench responder failed: {responder.error!r}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a Celery worker exited with {proc.returncode}")
+            planned, waiting, acked = _progress(engine, rollout_id)
+            if pushed_at is None and waiting == 0:
+                pushed_at = now
+            if acked >= size:
+                return (pushed_at or now) - t0, now - t0, ticks
+            if planned and now - last_tick >= 1.0 and not r.llen(CONTROL_QUEUE):
+                app.send_task("rollout.tick", queue=CONTROL_QUEUE)
+                ticks, last_tick = ticks + 1, now
+            time.sleep(0.05)
+    finally:
+        r.close()
