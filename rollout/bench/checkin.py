@@ -610,7 +610,7 @@ def _baseline_bodies(devices: Sequence[_Device], count: int) -> list[bytes]:
 
 
 def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str, Any]:
-    """Run ``size`` device cycles against the product and ``2 × size`` baseline requests.
+    """Run ``size`` device cycles against the product and ``2 x size`` baseline requests.
 
     Returns ``{"bench": "checkin", "size": N, "metrics": {...}}``. Raises ``RuntimeError``
     when PostgreSQL is unreachable or when the ledger does not end with every target

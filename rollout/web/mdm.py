@@ -34,11 +34,11 @@ from rollout.mdm import (
     MDMProtocolError,
     TokenUpdate,
     checkin_reply,
-    identify,
     parse_checkin,
     parse_result,
 )
 from rollout.web.batcher import LedgerBatcher
+from rollout.web.identity import IdentityVerifier
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class MDMEndpoint:
     def __init__(self, batcher: LedgerBatcher, config: MDMConfig) -> None:
         self.batcher = batcher
         self.config = config
+        self.verifier = IdentityVerifier(config.identity)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"].rstrip("/") or "/"
@@ -129,7 +130,7 @@ class MDMEndpoint:
         self, send: Send, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[bool, str | None]:
         try:
-            verified = identify(headers, body, self.config.identity)
+            verified = self.verifier.identify(headers, body)
         except IdentityError as exc:
             await self._refuse(send, 403, path, f"identity_{exc.reason}", str(exc), headers, body)
             return False, None
