@@ -14,17 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from rollout.apns import PushResult
 from rollout.apns.errors import Outcome
 from rollout.ledger.events import record_event
 from rollout.ledger.models import DeviceRow, RolloutCountRow, RolloutRow, TargetRow
-from rollout.ledger.rollouts import queue_commands
-from rollout.ledger.targets import Move, move_targets
+from rollout.ledger.rollouts import INSTALL_REQUEST_TYPE, queue_commands
+from rollout.ledger.targets import Move, bump_counters, move_targets
+from rollout.ledger.types import UTCDateTime, utcnow
 from rollout.policy import EnginePolicy
-from rollout.states import EnrollmentState, RolloutState, TargetState, TokenState
+from rollout.states import CommandStatus, EnrollmentState, RolloutState, TargetState, TokenState
 from rollout.transitions import OPEN_STATES
 
 _PUSHABLE_STATES = (
@@ -95,10 +96,80 @@ def mark_unpushable(session: Session, rollout: RunningRollout, limit: int = 5000
     return len(move_targets(session, moves))
 
 
+# PostgreSQL claims a batch in one statement: lock the planned targets, queue them with a fresh
+# CommandUUID, insert their command rows, return (id, stage) for the kept counters. The pick
+# orders by stage, which the (rollout_id, state, stage) index gives for free, so a claim reads
+# only the rows it takes; ORDER BY id would sort every planned target of the rollout on every
+# batch (157 ms per batch at 100,000 planned, quadratic over a rollout).
+_CLAIM_PG = text(
+    """
+    WITH picked AS (
+        SELECT t.id, t.command_uuid
+        FROM targets t JOIN devices d ON d.id = t.device_id
+        WHERE t.rollout_id = :rid AND t.state = :planned AND t.stage <= :stage
+          AND NOT t.requeue_after_token_update
+          AND d.token_state = :active AND d.enrollment_state <> :checked_out
+          AND d.push_magic IS NOT NULL
+        ORDER BY t.stage
+        LIMIT :n
+        FOR UPDATE OF t SKIP LOCKED
+    ), moved AS (
+        UPDATE targets t
+        SET state = :queued,
+            command_uuid = COALESCE(p.command_uuid, upper(gen_random_uuid()::text)),
+            next_push_at = :next_push_at,
+            updated_at = :now
+        FROM picked p
+        WHERE t.id = p.id
+        RETURNING t.id, t.device_id, t.stage, t.command_uuid, p.command_uuid IS NULL AS fresh
+    ), commands AS (
+        INSERT INTO commands (command_uuid, device_id, rollout_id, request_type, status,
+                              priority, notnow_count, created_at)
+        SELECT command_uuid, device_id, :rid, :request_type, :command_status, 0, 0, :now
+        FROM moved WHERE fresh
+    )
+    SELECT id, stage FROM moved
+    """
+).bindparams(
+    bindparam("next_push_at", type_=UTCDateTime()),
+    bindparam("now", type_=UTCDateTime()),
+)
+
+
+def _claim_planned_pg(
+    session: Session, rollout: RunningRollout, policy: EnginePolicy, now: dt.datetime
+) -> list[int]:
+    rows = session.execute(
+        _CLAIM_PG,
+        {
+            "rid": rollout.id,
+            "stage": rollout.stage,
+            "n": policy.batch_size,
+            "planned": TargetState.PLANNED.value,
+            "queued": TargetState.QUEUED.value,
+            "active": TokenState.ACTIVE.value,
+            "checked_out": EnrollmentState.CHECKED_OUT.value,
+            "next_push_at": now + policy.dispatch_grace,
+            "now": utcnow(),
+            "request_type": INSTALL_REQUEST_TYPE,
+            "command_status": CommandStatus.QUEUED.value,
+        },
+    ).all()
+    per_stage = Counter(stage for _, stage in rows)
+    deltas: Counter[tuple[int, int, str]] = Counter()
+    for stage, n in per_stage.items():
+        deltas[(rollout.id, stage, TargetState.PLANNED.value)] -= n
+        deltas[(rollout.id, stage, TargetState.QUEUED.value)] += n
+    bump_counters(session, deltas)
+    return sorted(tid for tid, _ in rows)
+
+
 def claim_planned(
     session: Session, rollout: RunningRollout, policy: EnginePolicy, now: dt.datetime
 ) -> list[int]:
     """Take up to ``batch_size`` planned, pushable targets; give them commands; queue them."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _claim_planned_pg(session, rollout, policy, now)
     ids = session.scalars(
         select(TargetRow.id)
         .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
