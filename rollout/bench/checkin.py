@@ -75,6 +75,29 @@ def _proc_cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every local PostgreSQL process (the server and its backends)."""
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if raw[raw.index(b"(") + 1 : raw.rindex(b")")] != b"postgres":
+            continue
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        out[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def _postgres_cpu_since(before: dict[int, float]) -> float:
+    after = _postgres_cpu()
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
 def _admin_url() -> str:
     return os.environ.get("ROLLOUT_BENCH_POSTGRES_URL") or os.environ.get(
         "ROLLOUT_TEST_POSTGRES_URL", DEFAULT_ADMIN_URL
@@ -270,10 +293,12 @@ async def _generate_product(job: dict[str, Any]) -> dict[str, Any]:
                 latencies.append(t2 - t1)
 
         server_cpu0, client_cpu0 = _proc_cpu_s(job["server_pid"]), time.process_time()
+        pg_cpu0 = _postgres_cpu()
         t_start = perf()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = perf() - t_start
         server_cpu = _proc_cpu_s(job["server_pid"]) - server_cpu0
+        pg_cpu = _postgres_cpu_since(pg_cpu0)
         client_cpu = time.process_time() - client_cpu0
         health = await client.request("GET", "/healthz")
         stats = json.loads(health.body)
@@ -299,6 +324,7 @@ async def _generate_product(job: dict[str, Any]) -> dict[str, Any]:
         "first_failure": failures[0] if failures else None,
         "latencies_ms": _percentiles(latencies),
         "server_cpu_s": server_cpu,
+        "postgres_cpu_s": pg_cpu,
         "client_cpu_s": client_cpu,
         "sampled": len(samples),
         "sample_ok": sample_ok,
@@ -335,10 +361,12 @@ async def _generate_baseline(job: dict[str, Any]) -> dict[str, Any]:
                     failures.append(f"request {i}: {status}")
 
         server_cpu0 = _proc_cpu_s(job["server_pid"])
+        pg_cpu0 = _postgres_cpu()
         t_start = perf()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = perf() - t_start
         server_cpu = _proc_cpu_s(job["server_pid"]) - server_cpu0
+        pg_cpu = _postgres_cpu_since(pg_cpu0)
     finally:
         await client.aclose()
     return {
@@ -348,6 +376,7 @@ async def _generate_baseline(job: dict[str, Any]) -> dict[str, Any]:
         "first_failure": failures[0] if failures else None,
         "latencies_ms": _percentiles(latencies),
         "server_cpu_s": server_cpu,
+        "postgres_cpu_s": pg_cpu,
     }
 
 
@@ -674,12 +703,16 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
         "baseline_checkins_per_s": round(theirs["requests"] / theirs["wall_s"], 1),
         "requests_per_s": round(requests / ours["wall_s"], 1),
         "server_cpu_us_per_request": round(ours["server_cpu_s"] / max(1, requests) * 1e6, 1),
+        "postgres_cpu_us_per_request": round(ours["postgres_cpu_s"] / max(1, requests) * 1e6, 1),
         "client_cpu_us_per_request": round(ours["client_cpu_s"] / max(1, requests) * 1e6, 1),
         "baseline_server_cpu_us_per_request": round(
             theirs["server_cpu_s"] / max(1, theirs["requests"]) * 1e6, 1
         ),
         "p50_ms": ours["latencies_ms"]["p50"],
         "p99_ms": ours["latencies_ms"]["p99"],
+        "baseline_postgres_cpu_us_per_request": round(
+            theirs["postgres_cpu_s"] / max(1, theirs["requests"]) * 1e6, 1
+        ),
         "baseline_p50_ms": theirs["latencies_ms"]["p50"],
         "baseline_p99_ms": theirs["latencies_ms"]["p99"],
         "batches": ours["server_batches"],

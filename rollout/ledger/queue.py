@@ -9,11 +9,12 @@ and marked as sent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, case, literal, select, update
 from sqlalchemy.orm import Session
 
 from rollout.ledger.events import record_events
@@ -29,6 +30,7 @@ _STATUS_TO_COMMAND = {
     "NotNow": CommandStatus.NOT_NOW,
 }
 _OPEN = (CommandStatus.QUEUED.value, CommandStatus.SENT.value, CommandStatus.NOT_NOW.value)
+_CHUNK = 5000  # ids per IN list
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def process_reports(
     events: list[dict[str, Any]] = []
     command_updates: list[dict[str, Any]] = []
     moves: list[Move] = []
-    seen: list[dict[str, Any]] = []
+    seen: list[int] = []  # device ids
     binds: list[dict[str, Any]] = []
     answered: dict[int, str | None] = {}  # report index -> the CommandUUID it answered
     serve_for: dict[int, int] = {}  # report index -> device id
@@ -166,7 +168,7 @@ def process_reports(
             continue
         if device_sha is None and r.cert_sha256 is not None and identity.bind_on_first_sight:
             binds.append({"b_id": device_id, "v_sha": r.cert_sha256})
-        seen.append({"b_id": device_id, "v_seen": now})
+        seen.append(device_id)
         answered[i] = r.command_uuid
         if state != EnrollmentState.CHECKED_OUT:
             serve_for[i] = device_id
@@ -230,20 +232,7 @@ def process_reports(
                 )
             )
 
-    if command_updates:
-        conn.execute(
-            update(CommandRow)
-            .where(CommandRow.id == bindparam("b_id"))
-            .values(
-                status=bindparam("v_status"),
-                result_at=bindparam("v_result_at"),
-                notnow_count=bindparam("v_notnow"),
-                first_notnow_at=_first_notnow(),
-                error_chain=bindparam("v_chain", type_=CommandRow.__table__.c.error_chain.type),
-                result=bindparam("v_result", type_=CommandRow.__table__.c.result.type),
-            ),
-            [{**u, "v_now": now} for u in command_updates],
-        )
+    _update_results(conn, command_updates, now)
     move_targets(session, moves)
 
     # Choose each device's next command: open, not the one it just answered, and a NotNow'd
@@ -254,12 +243,14 @@ def process_reports(
             outcomes[i] = Outcome(200, served=served.get(i))
 
     if seen:
-        conn.execute(
-            update(DeviceRow)
-            .where(DeviceRow.id == bindparam("b_id"))
-            .values(last_seen_at=bindparam("v_seen")),
-            seen,
-        )
+        # Every device of the batch was seen at ``now``: one statement, whatever the batch.
+        ids = sorted(set(seen))
+        for start in range(0, len(ids), _CHUNK):
+            conn.execute(
+                update(DeviceRow)
+                .where(DeviceRow.id.in_(ids[start : start + _CHUNK]))
+                .values(last_seen_at=now)
+            )
     if binds:
         conn.execute(
             update(DeviceRow)
@@ -271,16 +262,46 @@ def process_reports(
     return [o for o in outcomes if o is not None]
 
 
-def _first_notnow() -> Any:
-    from sqlalchemy import case
+def _update_results(conn: Any, updates: list[dict[str, Any]], now: dt.datetime) -> None:
+    """Store the batch's results: rows that get the same values share one UPDATE … IN.
 
-    return case(
-        (
-            and_(CommandRow.first_notnow_at.is_(None), bindparam("v_status") == "not_now"),
-            bindparam("v_now", type_=CommandRow.__table__.c.result_at.type),
-        ),
-        else_=CommandRow.first_notnow_at,
-    )
+    A batch is mostly the same answer (Acknowledged, no chain, no extra keys), so this is one
+    statement for the whole batch in the common case instead of one per row.
+    """
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for u in updates:
+        key = json.dumps(
+            [u["v_status"], u["v_notnow"], u["v_chain"], u["v_result"]],
+            sort_keys=True,
+            default=str,
+        )
+        groups.setdefault(key, (u, []))[1].append(u["b_id"])
+    chain_type = CommandRow.__table__.c.error_chain.type
+    result_type = CommandRow.__table__.c.result.type
+    for first, ids in groups.values():
+        status = first["v_status"]
+        first_notnow: Any = CommandRow.first_notnow_at
+        if status == CommandStatus.NOT_NOW.value:
+            first_notnow = case(
+                (CommandRow.first_notnow_at.is_(None), literal(now, CommandRow.result_at.type)),
+                else_=CommandRow.first_notnow_at,
+            )
+        stmt = (
+            update(CommandRow)
+            .where(CommandRow.id.in_(bindparam("ids", expanding=True)))
+            .values(
+                status=status,
+                result_at=now,
+                notnow_count=first["v_notnow"],
+                first_notnow_at=first_notnow,
+                error_chain=bindparam("v_chain", type_=chain_type),
+                result=bindparam("v_result", type_=result_type),
+            )
+        )
+        for start in range(0, len(ids), _CHUNK):
+            params = {"ids": ids[start : start + _CHUNK]}
+            params.update(v_chain=first["v_chain"], v_result=first["v_result"])
+            conn.execute(stmt, params)
 
 
 def _choose_next(
@@ -321,7 +342,7 @@ def _choose_next(
         queue.setdefault(row.device_id, []).append(row)
     chosen: dict[int, Served] = {}
     taken: set[int] = set()
-    marks: list[dict[str, Any]] = []
+    marks: list[int] = []  # command ids served now
     moves: list[Move] = []
     for i, device_id in serve_for.items():
         idle = reports[i].status == "Idle"
@@ -332,16 +353,15 @@ def _choose_next(
                 continue
             taken.add(row.id)
             chosen[i] = Served(row.command_uuid, row.request_type, row.rollout_id, row.body)
-            marks.append({"b_id": row.id, "v_sent": now})
+            marks.append(row.id)
             if row.target_id is not None:
                 moves.append(Move(row.target_id, TargetState.DELIVERED, {"delivered_at": now}))
             break
-    if marks:
+    for start in range(0, len(marks), _CHUNK):
         conn.execute(
             update(CommandRow)
-            .where(CommandRow.id == bindparam("b_id"))
-            .values(status=CommandStatus.SENT.value, sent_at=bindparam("v_sent")),
-            marks,
+            .where(CommandRow.id.in_(marks[start : start + _CHUNK]))
+            .values(status=CommandStatus.SENT.value, sent_at=now)
         )
     move_targets(session, moves)
     return chosen
