@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rollout.cli import bench, db, devices, profiles
+from rollout.cli import bench, db, devices, profiles, rollouts
 from rollout.cli.demo import demo
 from rollout.cli.serve import serve
 
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(devices.app, name="devices")
+app.add_typer(rollouts.app, name="rollouts")
 app.add_typer(db.app, name="db")
 app.add_typer(bench.app, name="bench")
 app.command()(demo)

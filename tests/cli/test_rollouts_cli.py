@@ -1,0 +1,51 @@
+"""``rollout rollouts`` through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rollout.sim.profiles import make_apple_like_chain, make_profile
+from tests.cli.test_profiles_cli import rollout
+
+UUID = "0f0e0d0c-0b0a-4909-8807-060504030201"
+
+
+def test_create_start_show_a_rollout_to_the_holders_of_a_profile(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    chain = make_apple_like_chain()
+    renewal = tmp_path / "renewal.mobileprovision"
+    renewal.write_bytes(make_profile(chain, name="Renewal"))
+    root = tmp_path / "root.der"
+    root.write_bytes(chain.root.cert_der())
+    inv = tmp_path / "fleet.csv"
+    inv.write_text(
+        "udid,push_token,push_magic,profiles\n"
+        f"00008020-000915083C80012E,{'ab' * 32},m1,{UUID}\n"
+        f"00008020-000915083C80012F,{'cd' * 32},m2,{UUID}\n"
+        "00008020-000915083C800130,,,\n"
+    )
+    run = lambda *a: rollout(*a, home=tmp_path, db_url=ledger_url)  # noqa: E731
+    assert run("devices", "import", str(inv)).returncode == 0
+    res = run("profiles", "add", str(renewal), "--trust-anchor", str(root))
+    assert res.returncode == 0, res.stderr
+    uuid = res.stdout.split()[1]
+
+    res = run("rollouts", "create", "--profile", uuid, "--holders-of", UUID, "--json")
+    assert res.returncode == 0, res.stderr
+    created = json.loads(res.stdout)
+    assert created["rollout"]["state"] == "draft"
+    assert created["states"] == {"planned": 2}
+    rid = str(created["rollout"]["id"])
+
+    assert run("rollouts", "start", rid).returncode == 0
+    again = run("rollouts", "start", rid)
+    assert again.returncode == 1 and "not draft" in again.stderr
+    shown = json.loads(run("rollouts", "show", rid, "--json").stdout)
+    assert shown["rollout"]["state"] == "running"
+    assert [r["id"] for r in json.loads(run("rollouts", "list", "--json").stdout)] == [int(rid)]
+
+    res = run("rollouts", "create", "--profile", uuid, "--holders-of", UUID, "--all")
+    assert res.returncode == 1 and "exactly one" in res.stderr
+    assert run("rollouts", "show", "999").returncode == 1
