@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import BigInteger, ColumnElement, any_, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from rollout.apns import PushResult
@@ -241,6 +242,15 @@ def claim_due(
     return dict(again), timed_out
 
 
+def _id_in(session: Session, target_ids: Sequence[int]) -> ColumnElement[bool]:
+    """``targets.id`` in ``target_ids``: one array parameter on PostgreSQL (a 500-value IN
+    list costs about 3x more to compile and bind than the whole query), an IN list elsewhere."""
+    if session.get_bind().dialect.name == "postgresql":
+        ids = bindparam("target_ids", list(target_ids), type_=ARRAY(BigInteger))
+        return TargetRow.id == any_(ids)
+    return TargetRow.id.in_(list(target_ids))
+
+
 def push_jobs(session: Session, target_ids: Sequence[int]) -> tuple[list[PushJob], int]:
     """The devices to wake for ``target_ids``; targets no longer pushable are skipped.
 
@@ -260,7 +270,7 @@ def push_jobs(session: Session, target_ids: Sequence[int]) -> tuple[list[PushJob
             DeviceRow.enrollment_state,
         )
         .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
-        .where(TargetRow.id.in_(list(target_ids)))
+        .where(_id_in(session, target_ids))
         .order_by(TargetRow.id)
     ).all()
     jobs: list[PushJob] = []
