@@ -6,7 +6,6 @@ import typer
 
 from rollout.cli.common import fail, print_json
 from rollout.config import get_settings
-from rollout.demo import DemoConfig, run_demo
 
 
 def demo(
@@ -19,6 +18,8 @@ def demo(
 ) -> None:
     """Run the demo: on the embedded default (SQLite + filesystem broker) unless
     ROLLOUT_DATABASE_URL / ROLLOUT_BROKER_URL point at PostgreSQL / Redis."""
+    from rollout.demo import DemoConfig, run_demo
+
     settings = get_settings()
     cfg = DemoConfig(
         home=settings.home / "demo",
