@@ -65,6 +65,16 @@ def tick(
             dispatcher.push_batches([(rollout.id, ids)])
             report.claimed += len(ids)
             report.batches += 1
+    return _due_and_finish(engine, dispatcher, policy, now, report)
+
+
+def _due_and_finish(
+    engine: Engine,
+    dispatcher: Dispatcher,
+    policy: EnginePolicy,
+    now: dt.datetime,
+    report: TickReport,
+) -> TickReport:
     report_due(engine, dispatcher, policy, now, report)
     with db.transaction(engine) as session:
         report.completed = ledger_fanout.finish_rollouts(session, now)
@@ -103,13 +113,9 @@ def sweep(
     now: dt.datetime | None = None,
 ) -> TickReport:
     """Only the waiting part of a tick: re-push, time out, complete (the beat's sweep)."""
-    policy = policy or EnginePolicy()
-    now = now or utcnow()
-    report = TickReport()
-    report_due(engine, dispatcher, policy, now, report)
-    with db.transaction(engine) as session:
-        report.completed = ledger_fanout.finish_rollouts(session, now)
-    return report
+    return _due_and_finish(
+        engine, dispatcher, policy or EnginePolicy(), now or utcnow(), TickReport()
+    )
 
 
 def push_batch(

@@ -61,6 +61,25 @@ def _refuse(session: Session, enrollment_id: str, reason: str, kind: str) -> Che
     return CheckinResult(403 if "identity" in reason or "certificate" in reason else 400, reason)
 
 
+def _known_device(
+    session: Session,
+    enrollment_id: str,
+    cert_sha256: str | None,
+    policy: IdentityPolicy | None,
+    kind: str,
+) -> DeviceRow | CheckinResult:
+    """The enrolled device, locked, when its certificate fits; else the refusal to answer."""
+    device = session.scalar(
+        select(DeviceRow).where(DeviceRow.enrollment_id == enrollment_id).with_for_update()
+    )
+    if device is None:
+        return _refuse(session, enrollment_id, "unknown_enrollment", kind)
+    refusal = identity_refusal(device.identity_sha256, cert_sha256, policy or IdentityPolicy())
+    if refusal:
+        return _refuse(session, enrollment_id, refusal, kind)
+    return device
+
+
 def authenticate(
     session: Session,
     auth: Authentication,
@@ -130,16 +149,10 @@ def token_update(
     now: dt.datetime | None = None,
 ) -> CheckinResult:
     """Store the push token and PushMagic; the device becomes pushable and its targets resume."""
-    policy = policy or IdentityPolicy()
     now = now or utcnow()
-    device = session.scalar(
-        select(DeviceRow).where(DeviceRow.enrollment_id == enrollment_id).with_for_update()
-    )
-    if device is None:
-        return _refuse(session, enrollment_id, "unknown_enrollment", "TokenUpdate")
-    refusal = identity_refusal(device.identity_sha256, cert_sha256, policy)
-    if refusal:
-        return _refuse(session, enrollment_id, refusal, "TokenUpdate")
+    device = _known_device(session, enrollment_id, cert_sha256, policy, "TokenUpdate")
+    if isinstance(device, CheckinResult):
+        return device
     if device.identity_sha256 is None and cert_sha256 is not None:
         device.identity_sha256 = cert_sha256
     first = device.enrolled_at is None or device.enrollment_state != EnrollmentState.ENROLLED
@@ -188,16 +201,10 @@ def check_out(
     now: dt.datetime | None = None,
 ) -> CheckinResult:
     """Mark the device gone, drop its open commands and cancel its open targets."""
-    policy = policy or IdentityPolicy()
     now = now or utcnow()
-    device = session.scalar(
-        select(DeviceRow).where(DeviceRow.enrollment_id == enrollment_id).with_for_update()
-    )
-    if device is None:
-        return _refuse(session, enrollment_id, "unknown_enrollment", "CheckOut")
-    refusal = identity_refusal(device.identity_sha256, cert_sha256, policy)
-    if refusal:
-        return _refuse(session, enrollment_id, refusal, "CheckOut")
+    device = _known_device(session, enrollment_id, cert_sha256, policy, "CheckOut")
+    if isinstance(device, CheckinResult):
+        return device
     device.enrollment_state = EnrollmentState.CHECKED_OUT
     device.checked_out_at = now
     device.last_seen_at = now
