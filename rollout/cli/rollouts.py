@@ -134,10 +134,15 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
     with ledger() as engine, db.transaction(engine) as session:
         rows = session.scalars(select(RolloutRow).order_by(RolloutRow.id.desc())).all()
         items = [
-            {"id": r.id, "name": r.name, "state": r.state, "profile": r.profile_uuid,
-             "created_at": r.created_at.isoformat()}
+            {
+                "id": r.id,
+                "name": r.name,
+                "state": r.state,
+                "profile": r.profile_uuid,
+                "created_at": r.created_at.isoformat(),
+            }
             for r in rows
-        ]  # fmt: skip
+        ]
     if as_json:
         print_json(items)
         return

@@ -240,15 +240,32 @@ class World:
         return proc
 
     def start_worker(
-        self, name: str = "w1", concurrency: int = 2, queues: str = "control,fanout",
+        self,
+        name: str = "w1",
+        concurrency: int = 2,
+        queues: str = "control,fanout",
         pool: str = "prefork",
-    ) -> subprocess.Popen[bytes]:  # fmt: skip
+    ) -> subprocess.Popen[bytes]:
         """A real Celery worker process."""
         return self._spawn(
-            ["worker", "-n", f"{name}@%h", "-Q", queues, "-c", str(concurrency), "-P", pool,
-             "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "WARNING"],
+            [
+                "worker",
+                "-n",
+                f"{name}@%h",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-P",
+                pool,
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+            ],
             name,
-        )  # fmt: skip
+        )
 
     def start_beat(self) -> subprocess.Popen[bytes]:
         """Celery beat, sending the controller tick and the sweep on schedule."""

@@ -66,8 +66,15 @@ def files(tmp_path: Path, chain: AppleLikeChain) -> dict[str, Path]:
 
 
 def test_inspect_json_has_the_stable_keys_and_the_chain_verdict(files: dict[str, Path]) -> None:
-    res = rollout("profiles", "inspect", str(files["good"]), "--json",
-                  "--trust-anchor", str(files["root"]), home=files["root"].parent)  # fmt: skip
+    res = rollout(
+        "profiles",
+        "inspect",
+        str(files["good"]),
+        "--json",
+        "--trust-anchor",
+        str(files["root"]),
+        home=files["root"].parent,
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert set(data) == STABLE_KEYS
@@ -106,8 +113,9 @@ def test_add_list_show_on_the_ledger(files: dict[str, Path], ledger_url: str) ->
         "profiles", "show", items[0]["uuid"].upper(), "--json", home=home, db_url=ledger_url
     )
     assert json.loads(res.stdout)["sha256"] == items[0]["sha256"]
-    res = rollout("profiles", "show", "00000000-0000-0000-0000-000000000000", home=home,
-                  db_url=ledger_url)  # fmt: skip
+    res = rollout(
+        "profiles", "show", "00000000-0000-0000-0000-000000000000", home=home, db_url=ledger_url
+    )
     assert res.returncode == 1 and "no profile" in res.stderr
 
 
@@ -115,8 +123,9 @@ def test_untrusted_profiles_need_an_explicit_flag(files: dict[str, Path], sqlite
     home = files["root"].parent
     res = rollout("profiles", "add", str(files["good"]), home=home, db_url=sqlite_url)
     assert res.returncode == 1 and "--allow-untrusted" in res.stderr
-    res = rollout("profiles", "add", str(files["good"]), "--allow-untrusted", home=home,
-                  db_url=sqlite_url)  # fmt: skip
+    res = rollout(
+        "profiles", "add", str(files["good"]), "--allow-untrusted", home=home, db_url=sqlite_url
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -128,8 +137,9 @@ def test_devices_import_reports_bad_lines_and_keeps_good_rows(
         "udid,platform,tags\n00008020-000915083C80012E,iOS,a\nnot-a-udid,iOS,\n"
         "663b07bb783e9ade1dae4fbb92ea12afc0ce5b69,iPadOS,b\n"
     )
-    res = rollout("devices", "import", str(inv), "--all-or-nothing", home=tmp_path,
-                  db_url=ledger_url)  # fmt: skip
+    res = rollout(
+        "devices", "import", str(inv), "--all-or-nothing", home=tmp_path, db_url=ledger_url
+    )
     assert res.returncode == 1 and "line 3:" in res.stderr and "nothing written" in res.stdout
     res = rollout("devices", "import", str(inv), "--json", home=tmp_path, db_url=ledger_url)
     assert res.returncode == 1

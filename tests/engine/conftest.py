@@ -7,16 +7,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from rollout.apns import PushClient, PushConfig, load_pem
 from rollout.inventory import read_inventory
 from rollout.ledger import db
 from rollout.ledger.devices import device_ids, import_devices
-from rollout.ledger.models import ProfileRow, TargetRow
 from rollout.ledger.rollouts import create_rollout, start_rollout
-from rollout.ledger.targets import counts
 from rollout.sim.apns_server import ApnsStandIn
+from tests.helpers import seed_profile, target_states
 
 TOPIC = "com.apple.mgmt.External.0c0ffee0-1111-2222-3333-444455556666"
 NOW = dt.datetime.now(dt.UTC)  # push results are stamped with the real clock
@@ -74,27 +73,8 @@ def make_fleet(engine: Engine, n: int, *, no_token: set[int] = frozenset()) -> F
     with db.transaction(engine) as s:
         import_devices(s, report.records)
         ids = device_ids(s, [udid(i) for i in range(n)])
-        s.add(
-            ProfileRow(
-                uuid="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-                sha256="0" * 64,
-                name="p",
-                kind="enterprise",
-                created_at=NOW,
-                expires_at=NOW + dt.timedelta(days=365),
-                signature_valid=True,
-                chain_trusted=True,
-                size=1,
-                content=b"0",
-            )
-        )
-        s.flush()
-        r = create_rollout(
-            s,
-            name="t",
-            profile_uuid="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-            device_ids=list(ids.values()),
-        )
+        profile = seed_profile(s)
+        r = create_rollout(s, name="t", profile_uuid=profile.uuid, device_ids=list(ids.values()))
         start_rollout(s, r.id)
         return Fleet(engine, r.id, {i: ids[udid(i)] for i in range(n)})
 
@@ -102,13 +82,4 @@ def make_fleet(engine: Engine, n: int, *, no_token: set[int] = frozenset()) -> F
 def states(engine: Engine, rollout_id: int) -> dict[str, int]:
     """The kept counters, checked against a GROUP BY of the targets."""
     with db.transaction(engine) as s:
-        kept = counts(s, rollout_id).get(0, {})
-        actual = dict(
-            s.execute(
-                select(TargetRow.state, func.count())
-                .where(TargetRow.rollout_id == rollout_id)
-                .group_by(TargetRow.state)
-            ).all()
-        )
-    assert kept == actual, (kept, actual)
-    return kept
+        return target_states(s, rollout_id)

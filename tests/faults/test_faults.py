@@ -141,8 +141,9 @@ def test_concurrent_ticks_on_two_workers_dispatch_each_batch_once(
     from workers.app import make_app
 
     # long answer time-out: any second push of a target would be a double dispatch
-    with make_world(tmp_path, postgres_url, redis_server.url,
-                    ROLLOUT_RESPONSE_TIMEOUT_S="120") as world:  # fmt: skip
+    with make_world(
+        tmp_path, postgres_url, redis_server.url, ROLLOUT_RESPONSE_TIMEOUT_S="120"
+    ) as world:
         assert world.standin is not None and world.engine is not None
         world.standin.set_delay(0.1)
         world.enroll()

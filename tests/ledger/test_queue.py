@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from rollout.ledger import db
 from rollout.ledger.enrollment import Authentication, authenticate, check_out, token_update
 from rollout.ledger.events import list_events
-from rollout.ledger.models import CommandRow, DeviceRow, ProfileRow, TargetRow
+from rollout.ledger.models import CommandRow, DeviceRow, TargetRow
 from rollout.ledger.queue import IdentityPolicy, Report, process_reports
 from rollout.ledger.rollouts import create_rollout, queue_commands, start_rollout
-from rollout.ledger.targets import counts
+from tests.helpers import seed_profile, target_states
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 PROFILE = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
@@ -42,22 +42,7 @@ def enroll(engine: Engine, n: int) -> int:
 
 def rollout_for(engine: Engine, device_ids: list[int]) -> tuple[int, dict[int, str]]:
     with db.transaction(engine) as s:
-        if s.get(ProfileRow, PROFILE) is None:
-            s.add(
-                ProfileRow(
-                    uuid=PROFILE,
-                    sha256="0" * 64,
-                    name="p",
-                    kind="enterprise",
-                    created_at=NOW,
-                    expires_at=NOW + dt.timedelta(days=365),
-                    signature_valid=True,
-                    chain_trusted=True,
-                    size=1,
-                    content=b"x",
-                )
-            )
-            s.flush()
+        seed_profile(s, PROFILE)
         r = create_rollout(s, name="t", profile_uuid=PROFILE, device_ids=device_ids)
         start_rollout(s, r.id)
         targets = s.scalars(select(TargetRow.id).where(TargetRow.rollout_id == r.id)).all()
@@ -89,16 +74,7 @@ def target_state(engine: Engine, rollout_id: int, device_id: int) -> str:
 
 def assert_counters_match(engine: Engine, rollout_id: int) -> dict[str, int]:
     with db.transaction(engine) as s:
-        kept = counts(s, rollout_id).get(0, {})
-        actual = dict(
-            s.execute(
-                select(TargetRow.state, func.count())
-                .where(TargetRow.rollout_id == rollout_id)
-                .group_by(TargetRow.state)
-            ).all()
-        )
-    assert kept == actual
-    return kept
+        return target_states(s, rollout_id)
 
 
 def test_idle_gets_the_command_and_acknowledged_finishes_the_target(engine: Engine) -> None:

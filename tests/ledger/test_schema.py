@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from rollout.ledger import db
-from rollout.ledger.models import Base, CommandRow, DeviceRow, ProfileRow, RolloutRow, TargetRow
+from rollout.ledger.models import Base, CommandRow, DeviceRow, RolloutRow, TargetRow
+from tests.helpers import seed_profile
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -27,20 +28,8 @@ def test_migrations_create_every_model_table_and_reach_head(ledger_url: str) -> 
 def _seed(engine: Engine) -> tuple[int, int]:
     with db.transaction(engine) as s:
         device = DeviceRow(enrollment_id="00008020-000915083C80012E")
-        profile = ProfileRow(
-            uuid="3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-            sha256="0" * 64,
-            name="p",
-            kind="enterprise",
-            created_at=NOW,
-            expires_at=NOW + dt.timedelta(days=365),
-            signature_valid=True,
-            chain_trusted=True,
-            size=1,
-            content=b"x",
-        )
-        s.add_all([device, profile])
-        s.flush()
+        s.add(device)
+        profile = seed_profile(s)
         rollout = RolloutRow(name="r", profile_uuid=profile.uuid, salt="s")
         s.add(rollout)
         s.flush()
@@ -64,10 +53,11 @@ def test_one_command_per_command_uuid(engine: Engine) -> None:
 
 
 def test_timestamps_come_back_aware_utc_and_naive_ones_are_refused(engine: Engine) -> None:
-    _seed(engine)
     with db.transaction(engine) as s:
-        profile = s.get(ProfileRow, "3f2504e0-4f89-11d3-9a0c-0305e82c3301")
-        assert profile is not None
-        assert profile.created_at == NOW and profile.created_at.tzinfo is not None
+        s.add(DeviceRow(enrollment_id="00008020-000915083C80012E", last_seen_at=NOW))
+    with db.transaction(engine) as s:
+        device = s.scalar(select(DeviceRow))
+        assert device is not None and device.last_seen_at is not None
+        assert device.last_seen_at == NOW and device.last_seen_at.tzinfo is not None
     with pytest.raises(Exception, match="naive datetime"), db.transaction(engine) as s:
         s.add(DeviceRow(enrollment_id="x", last_seen_at=dt.datetime(2026, 1, 1)))
