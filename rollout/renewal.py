@@ -54,3 +54,33 @@ def scan(
             if not noted_since(session, kind, holding.profile_uuid, now - dt.timedelta(days=1)):
                 record_event(session, kind, data=item)
     return report
+
+
+def check_push_certificate(
+    engine: Engine,
+    not_after: dt.datetime,
+    topic: str,
+    now: dt.datetime | None = None,
+    window: dt.timedelta = DEFAULT_WINDOW,
+) -> dict[str, Any] | None:
+    """Alert (once a day) when the MDM push certificate expires inside ``window``.
+
+    Without a valid push certificate no device can be woken. Renewing it keeps its topic; a new
+    certificate made instead has a new topic and every device would have to re-enroll.
+    """
+    now = now or utcnow()
+    if not_after - now > window:
+        return None
+    key = f"apns:{topic}"
+    item: dict[str, Any] = {
+        "profile": key,
+        "topic": topic,
+        "expires_at": not_after.isoformat(),
+        "days_left": (not_after - now).days,
+    }
+    with db.transaction(engine) as session:
+        if not noted_since(
+            session, "apns.certificate_expiring", item["profile"], now - dt.timedelta(days=1)
+        ):
+            record_event(session, "apns.certificate_expiring", data=item)
+    return item

@@ -91,5 +91,13 @@ def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, 
 @app.task(name="rollout.expiry_scan", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
           max_retries=3)  # fmt: skip
 def expiry_scan(self: Task) -> dict[str, Any]:
-    """Find profiles about to expire on devices and record what renewal each needs."""
-    return renewal.scan(ledger_engine()).as_dict()
+    """Find profiles about to expire on devices, and a push certificate about to expire."""
+    engine = ledger_engine()
+    out = renewal.scan(engine).as_dict()
+    settings = get_settings()
+    if settings.apns_cert:
+        cert = push_client().certificate
+        out["push_certificate"] = renewal.check_push_certificate(
+            engine, cert.not_after, cert.topic or ""
+        )
+    return out
