@@ -75,26 +75,28 @@ def _proc_cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _postgres_cpu() -> dict[int, float]:
-    """CPU seconds of every local PostgreSQL process (the server and its backends)."""
+def _backend_pids(admin: str, database: str) -> list[int]:
+    """The PostgreSQL backends serving ``database`` (other databases' work is not counted)."""
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _postgres_cpu(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds of each of the PostgreSQL backends ``pids`` (when it can be read)."""
     out: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        if raw[raw.index(b"(") + 1 : raw.rindex(b")")] != b"postgres":
-            continue
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        out[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            out[pid] = _proc_cpu_s(pid)
     return out
 
 
-def _postgres_cpu_since(before: dict[int, float]) -> float:
-    after = _postgres_cpu()
+def _postgres_cpu_since(before: dict[int, float], pids: Sequence[int]) -> float:
+    after = _postgres_cpu(pids)
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
@@ -124,6 +126,8 @@ def _serve_product(cfg: dict[str, Any]) -> None:
         identity_mode="strict",
     )
     app = create_app(settings)
+    if os.environ.get("ROLLOUT_BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["ROLLOUT_BENCH_SWITCH"]))
     uvicorn.Server(_uvicorn_config(app, cfg["port"])).run()
 
 
@@ -292,13 +296,15 @@ async def _generate_product(job: dict[str, Any]) -> dict[str, Any]:
                 latencies.append(t1 - t0)
                 latencies.append(t2 - t1)
 
+        stats0 = json.loads((await client.request("GET", "/healthz")).body)
+        pg_pids = _backend_pids(job["admin"], job["database"])
         server_cpu0, client_cpu0 = _proc_cpu_s(job["server_pid"]), time.process_time()
-        pg_cpu0 = _postgres_cpu()
+        pg_cpu0 = _postgres_cpu(pg_pids)
         t_start = perf()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = perf() - t_start
         server_cpu = _proc_cpu_s(job["server_pid"]) - server_cpu0
-        pg_cpu = _postgres_cpu_since(pg_cpu0)
+        pg_cpu = _postgres_cpu_since(pg_cpu0, pg_pids)
         client_cpu = time.process_time() - client_cpu0
         health = await client.request("GET", "/healthz")
         stats = json.loads(health.body)
@@ -329,6 +335,8 @@ async def _generate_product(job: dict[str, Any]) -> dict[str, Any]:
         "sampled": len(samples),
         "sample_ok": sample_ok,
         "server_batches": stats.get("batches"),
+        "writer_cpu_s": stats.get("write_cpu_s", 0.0) - stats0.get("write_cpu_s", 0.0),
+        "writer_wall_s": stats.get("write_wall_s", 0.0) - stats0.get("write_wall_s", 0.0),
         "server_reports": stats.get("reports"),
     }
 
@@ -360,13 +368,14 @@ async def _generate_baseline(job: dict[str, Any]) -> dict[str, Any]:
                 if status != 200:
                     failures.append(f"request {i}: {status}")
 
+        pg_pids = _backend_pids(job["admin"], job["database"])
         server_cpu0 = _proc_cpu_s(job["server_pid"])
-        pg_cpu0 = _postgres_cpu()
+        pg_cpu0 = _postgres_cpu(pg_pids)
         t_start = perf()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = perf() - t_start
         server_cpu = _proc_cpu_s(job["server_pid"]) - server_cpu0
-        pg_cpu = _postgres_cpu_since(pg_cpu0)
+        pg_cpu = _postgres_cpu_since(pg_cpu0, pg_pids)
     finally:
         await client.aclose()
     return {
@@ -647,6 +656,8 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
     """
     if size < 1:
         raise ValueError("size must be >= 1")
+    from sqlalchemy.engine import make_url
+
     workdir = Path(tempfile.mkdtemp(prefix="rollout-bench-checkin-"))
     try:
         with _database() as url:
@@ -663,6 +674,8 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
                 ours = _run_generator(
                     {
                         "mode": "product",
+                        "admin": _conninfo(_admin_url()),
+                        "database": make_url(url).database,
                         "base_url": f"http://127.0.0.1:{port}",
                         "server_pid": server.pid,
                         "concurrency": concurrency,
@@ -686,6 +699,8 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
                 theirs = _run_generator(
                     {
                         "mode": "baseline",
+                        "admin": _conninfo(_admin_url()),
+                        "database": make_url(url).database,
                         "base_url": f"http://127.0.0.1:{port}",
                         "server_pid": base.pid,
                         "concurrency": concurrency,
@@ -704,6 +719,8 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
         "requests_per_s": round(requests / ours["wall_s"], 1),
         "server_cpu_us_per_request": round(ours["server_cpu_s"] / max(1, requests) * 1e6, 1),
         "postgres_cpu_us_per_request": round(ours["postgres_cpu_s"] / max(1, requests) * 1e6, 1),
+        "writer_cpu_us_per_report": round(ours["writer_cpu_s"] / max(1, requests) * 1e6, 1),
+        "writer_busy": round(ours["writer_wall_s"] / ours["wall_s"], 2),
         "client_cpu_us_per_request": round(ours["client_cpu_s"] / max(1, requests) * 1e6, 1),
         "baseline_server_cpu_us_per_request": round(
             theirs["server_cpu_s"] / max(1, theirs["requests"]) * 1e6, 1

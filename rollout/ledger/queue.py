@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from rollout.ledger.events import record_events
 from rollout.ledger.models import CommandRow, DeviceRow, TargetRow
-from rollout.ledger.targets import Move, move_targets
+from rollout.ledger.targets import Move, bump_counters
 from rollout.ledger.types import utcnow
 from rollout.states import FINAL_COMMAND_STATUSES, CommandStatus, EnrollmentState, TargetState
+from rollout.transitions import may_move
 
 _STATUS_TO_COMMAND = {
     "Acknowledged": CommandStatus.ACKNOWLEDGED,
@@ -233,11 +235,17 @@ def process_reports(
             )
 
     _update_results(conn, command_updates, now)
-    move_targets(session, moves)
 
     # Choose each device's next command: open, not the one it just answered, and a NotNow'd
     # command only at the start of a session (Idle), so a NotNow never loops.
-    served = _choose_next(session, reports, serve_for, answered, now)
+    served, delivered = _choose_next(session, reports, serve_for, answered, now)
+    # The choice reads commands, not targets, so the targets' moves can wait until here and
+    # go in one call, results first where a target has both.
+    if {m.target_id for m in moves}.isdisjoint(m.target_id for m in delivered):
+        _move_targets(session, moves + delivered)
+    else:
+        _move_targets(session, moves)
+        _move_targets(session, delivered)
     for i in range(len(reports)):
         if outcomes[i] is None:
             outcomes[i] = Outcome(200, served=served.get(i))
@@ -310,9 +318,10 @@ def _choose_next(
     serve_for: dict[int, int],
     answered: dict[int, str | None],
     now: dt.datetime,
-) -> dict[int, Served]:
+) -> tuple[dict[int, Served], list[Move]]:
+    """The command served to each report (by index), and the targets' moves to delivered."""
     if not serve_for:
-        return {}
+        return {}, []
     conn = session.connection()
     device_ids = sorted(set(serve_for.values()))
     q = (
@@ -363,8 +372,64 @@ def _choose_next(
             .where(CommandRow.id.in_(marks[start : start + _CHUNK]))
             .values(status=CommandStatus.SENT.value, sent_at=now)
         )
-    move_targets(session, moves)
-    return chosen
+    return chosen, moves
+
+
+def _move_targets(session: Session, moves: Sequence[Move]) -> None:
+    """:func:`rollout.ledger.targets.move_targets` for the check-in path.
+
+    Same rules (targets locked in id order, the last word on a target wins, only allowed moves
+    happen, kept counters bumped by exactly what happened in the same transaction), but
+    targets that get the same values share one ``UPDATE … WHERE id IN (…)``: a batch's
+    acknowledgements are one statement, its deliveries another, instead of one statement per
+    target (measured: about 120 µs of the writer thread per row with executemany).
+    """
+    if not moves:
+        return
+    wanted: dict[int, Move] = {}
+    for m in moves:
+        wanted[m.target_id] = m
+    ids = sorted(wanted)
+    conn = session.connection()
+    current: dict[int, tuple[int, int, str]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        q = (
+            select(TargetRow.id, TargetRow.rollout_id, TargetRow.stage, TargetRow.state)
+            .where(TargetRow.id.in_(ids[start : start + _CHUNK]))
+            .order_by(TargetRow.id)
+            .with_for_update()
+        )
+        for tid, rid, stage, state in conn.execute(q):
+            current[tid] = (rid, stage, state)
+    now = utcnow()
+    groups: dict[str, tuple[Move, list[int]]] = {}
+    deltas: Counter[tuple[int, int, str]] = Counter()
+    for tid in ids:
+        if tid not in current:
+            continue
+        rid, stage, state = current[tid]
+        move = wanted[tid]
+        if not may_move(state, move.to):
+            continue
+        key = json.dumps([move.to, move.fields], sort_keys=True, default=repr)
+        groups.setdefault(key, (move, []))[1].append(tid)
+        deltas[(rid, stage, state)] -= 1
+        deltas[(rid, stage, move.to)] += 1
+    columns = TargetRow.__table__.c
+    for move, tids in groups.values():
+        values: dict[str, Any] = {
+            k: bindparam(f"v_{k}", type_=columns[k].type) for k in sorted(move.fields)
+        }
+        stmt = (
+            update(TargetRow)
+            .where(TargetRow.id.in_(bindparam("ids", expanding=True)))
+            .values(state=bindparam("v_state"), updated_at=bindparam("v_updated_at"), **values)
+        )
+        params: dict[str, Any] = {f"v_{k}": v for k, v in move.fields.items()}
+        params.update(v_state=move.to, v_updated_at=now)
+        for start in range(0, len(tids), _CHUNK):
+            conn.execute(stmt, {**params, "ids": tids[start : start + _CHUNK]})
+    bump_counters(session, deltas)
 
 
 def _failure_reason(r: Report) -> str:

@@ -67,7 +67,14 @@ class RolloutApp:
 
         @self.api.get("/healthz")
         def healthz() -> dict[str, Any]:
-            return {"ok": True, "batches": self.batcher.batches, "reports": self.batcher.reports}
+            b = self.batcher
+            return {
+                "ok": True,
+                "batches": b.batches,
+                "reports": b.reports,
+                "write_cpu_s": round(b.write_cpu_s, 6),
+                "write_wall_s": round(b.write_wall_s, 6),
+            }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -98,6 +99,8 @@ class LedgerBatcher:
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.reports = 0
+        self.write_cpu_s = 0.0  # CPU time of the writer thread in connect batches
+        self.write_wall_s = 0.0  # wall time of those batches (CPU + waiting on the database)
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -152,6 +155,14 @@ class LedgerBatcher:
                 return
 
     def _write_connects(self, items: list[_Item]) -> None:
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        try:
+            self._write_connects_timed(items)
+        finally:
+            self.write_cpu_s += time.thread_time() - cpu0
+            self.write_wall_s += time.perf_counter() - wall0
+
+    def _write_connects_timed(self, items: list[_Item]) -> None:
         reports = [i.payload[1] for i in items]
         try:
             with self._sessions() as session, session.begin():
