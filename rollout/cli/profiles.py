@@ -60,12 +60,18 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     trust_anchor: list[Path] | None = TrustOption,
 ) -> None:
-    """Parse and verify a profile file (no database needed)."""
+    """Parse and verify a profile file (no database needed).
+
+    A file whose signature does not match its content is still described (the verdict is part
+    of the output) but the command then fails with a one-line reason on stderr.
+    """
     profile, _ = _read(file, trust_anchor)
     if as_json:
         print_json(profile.to_json())
     else:
         typer.echo(render_text(profile))
+    if not profile.signature.valid:
+        fail(f"{file}: signature is not valid ({profile.signature.reason}): tampered or damaged")
 
 
 @app.command()

@@ -156,3 +156,47 @@ def test_a_server_ledger_must_be_migrated_first(tmp_path: Path, postgres_url: st
     assert res.returncode == 0 and "revision 0001" in res.stdout
     res = rollout("profiles", "list", "--json", home=tmp_path, db_url=postgres_url)
     assert res.returncode == 0 and json.loads(res.stdout) == []
+
+
+def test_inspect_of_a_tampered_file_shows_the_verdict_and_fails(files: dict[str, Path]) -> None:
+    res = rollout(
+        "profiles", "inspect", str(files["tampered"]), "--json", home=files["root"].parent
+    )
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["signature"]["valid"] is False
+    assert len(res.stderr.strip().splitlines()) == 1 and "tampered" in res.stderr
+
+
+def test_inspect_every_real_world_profile(realworld: Path) -> None:
+    anchor = realworld / "certs" / "apple_root_ca_from_Fastlane_PR_Unit_Tests.der"
+    apple_signed = {
+        "fastlane_fastlane_Fastlane_PR_Unit_Tests.mobileprovision": ("app-store", "2024-06-28"),
+        "fastlane_fastlane_fastlane-spec-fixtures-profiles_test.mobileprovision": (
+            "app-store",
+            "2016-11-07",
+        ),
+        "icyleaf_app_info_ios_adhoc.mobileprovision": ("ad-hoc", "2020-10-24"),
+        "icyleaf_app_info_ios_development.mobileprovision": ("development", "2021-07-21"),
+        "saucelabs_isign_test-2015-06.mobileprovision": ("development", "2016-06-11"),
+    }
+    for name, (kind, expires) in apple_signed.items():
+        res = rollout(
+            "profiles",
+            "inspect",
+            str(realworld / "profiles" / name),
+            "--json",
+            "--trust-anchor",
+            str(anchor),
+            home=realworld,
+        )
+        assert res.returncode == 0, (name, res.stderr)
+        data = json.loads(res.stdout)
+        assert (data["kind"], data["expires_at"][:10]) == (kind, expires), name
+        assert data["signature"]["valid"] and data["signature"]["chain_trusted"], name
+    for broken in (
+        "fastlane_fastlane_downloaded_provisioning_profile.mobileprovision",
+        "fastlane_fastlane_match_test.provisionprofile",
+    ):
+        res = rollout("profiles", "inspect", str(realworld / "profiles" / broken), home=realworld)
+        assert res.returncode == 1, broken
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
