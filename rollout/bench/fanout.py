@@ -63,6 +63,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 WORKERS = 2
+TRACE = os.environ.get("ROLLOUT_BENCH_TRACE") == "1"
 CONCURRENCY = int(os.environ.get("ROLLOUT_BENCH_CONCURRENCY", "1"))
 RESPONDER_BATCH = 2000
 CONTROL_QUEUE = (
@@ -585,6 +586,9 @@ def _drive(
                 if proc.poll() is not None:
                     raise RuntimeError(f"a Celery worker exited with {proc.returncode}")
             planned, waiting, acked = _progress(engine, rollout_id)
+            if TRACE:
+                print(f"{now - t0:7.2f}s planned {planned} waiting {waiting} acked {acked}",
+                      file=sys.stderr)  # fmt: skip
             if pushed_at is None and waiting == 0:
                 pushed_at = now
             if acked >= size:
