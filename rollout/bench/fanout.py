@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -482,6 +483,16 @@ def _progress(engine: Engine, rollout_id: int) -> tuple[int, int, int]:
     return planned, waiting, acked
 
 
+def _states(engine: Engine, rollout_id: int) -> dict[str, int]:
+    """Targets by state over every stage, from the kept counters."""
+    with db.transaction(engine) as session:
+        per_stage = counts(session, rollout_id)
+    total: Counter[str] = Counter()
+    for states in per_stage.values():
+        total.update(states)
+    return dict(sorted(total.items()))
+
+
 def run_fanout_bench(
     size: int,
     *,
@@ -523,6 +534,7 @@ def run_fanout_bench(
                 finally:
                     responder.stop()
                 rss = worker_peak_rss([p.pid for p in procs])
+                states = _states(engine, rollout_id)
             finally:
                 _stop_workers(procs)
                 with contextlib.suppress(Exception):
@@ -540,7 +552,7 @@ def run_fanout_bench(
             "devices_per_s": round(size / pushed_s, 1),
             "peak_rss_mb": round(max(rss.values()), 1) if rss else None,
             "rss_mb": sorted(round(v, 1) for v in rss.values()),
-            "acknowledged": size,
+            "states": states,
             "ack_path": "ledger",
             "apns_server": ep.kind,
             "workers": WORKERS,
