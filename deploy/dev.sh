@@ -54,6 +54,17 @@ start_services() {
   fi
 }
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# RabbitMQ too (one test runs a rollout over AMQP), when installed but stopped.
+start_rabbitmq() {
+  if command -v rabbitmq-server >/dev/null 2>&1 && ! port_open 5672; then
+    log "starting RabbitMQ"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do port_open 5672 && break; sleep 0.5; done
+  fi
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -65,6 +76,7 @@ case "$cmd" in
   test)
     setup_venv
     start_services
+    start_rabbitmq
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   lint)
