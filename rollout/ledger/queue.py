@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, literal, select, update
+from sqlalchemy import and_, any_, bindparam, case, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from rollout.ledger.events import record_events
@@ -115,8 +116,8 @@ def process_reports(
             DeviceRow.id,
             DeviceRow.identity_sha256,
             DeviceRow.enrollment_state,
-        ).where(DeviceRow.enrollment_id.in_(keys))
-        for key, ident, sha, state in conn.execute(q):
+        ).where(_among(conn, DeviceRow.enrollment_id))
+        for key, ident, sha, state in conn.execute(q, {"ids": keys}):
             devices[key] = (ident, sha, state)
 
     uuids = sorted({r.command_uuid for r in reports if r.command_uuid})
@@ -141,9 +142,9 @@ def process_reports(
                     TargetRow.command_uuid == CommandRow.command_uuid,
                 ),
             )
-            .where(CommandRow.command_uuid.in_(uuids))
+            .where(_among(conn, CommandRow.command_uuid))
         )
-        for row in conn.execute(q2).mappings():
+        for row in conn.execute(q2, {"ids": uuids}).mappings():
             commands[row["command_uuid"]] = dict(row)
 
     outcomes: list[Outcome | None] = [None] * len(reports)
@@ -253,12 +254,9 @@ def process_reports(
     if seen:
         # Every device of the batch was seen at ``now``: one statement, whatever the batch.
         ids = sorted(set(seen))
+        stmt = update(DeviceRow).where(_among(conn, DeviceRow.id)).values(last_seen_at=now)
         for start in range(0, len(ids), _CHUNK):
-            conn.execute(
-                update(DeviceRow)
-                .where(DeviceRow.id.in_(ids[start : start + _CHUNK]))
-                .values(last_seen_at=now)
-            )
+            conn.execute(stmt, {"ids": ids[start : start + _CHUNK]})
     if binds:
         conn.execute(
             update(DeviceRow)
@@ -268,6 +266,18 @@ def process_reports(
         )
     record_events(session, events)
     return [o for o in outcomes if o is not None]
+
+
+def _among(conn: Any, column: Any) -> Any:
+    """``column`` is one of the values bound as ``ids``.
+
+    PostgreSQL gets ``= ANY(:ids)`` with one array parameter, so the statement's text is the
+    same whatever the batch size (cached by SQLAlchemy and prepared by psycopg once); other
+    databases get an expanding ``IN``.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam("ids", type_=ARRAY(column.type)))
+    return column.in_(bindparam("ids", expanding=True))
 
 
 def _update_results(conn: Any, updates: list[dict[str, Any]], now: dt.datetime) -> None:
@@ -296,7 +306,7 @@ def _update_results(conn: Any, updates: list[dict[str, Any]], now: dt.datetime) 
             )
         stmt = (
             update(CommandRow)
-            .where(CommandRow.id.in_(bindparam("ids", expanding=True)))
+            .where(_among(conn, CommandRow.id))
             .values(
                 status=status,
                 result_at=now,
@@ -343,11 +353,11 @@ def _choose_next(
                 TargetRow.command_uuid == CommandRow.command_uuid,
             ),
         )
-        .where(CommandRow.device_id.in_(device_ids), CommandRow.status.in_(_OPEN))
+        .where(_among(conn, CommandRow.device_id), CommandRow.status.in_(_OPEN))
         .order_by(CommandRow.device_id, CommandRow.priority.desc(), CommandRow.id)
     )
     queue: dict[int, list[Any]] = {}
-    for row in conn.execute(q):
+    for row in conn.execute(q, {"ids": device_ids}):
         queue.setdefault(row.device_id, []).append(row)
     chosen: dict[int, Served] = {}
     taken: set[int] = set()
@@ -366,12 +376,13 @@ def _choose_next(
             if row.target_id is not None:
                 moves.append(Move(row.target_id, TargetState.DELIVERED, {"delivered_at": now}))
             break
+    sent = (
+        update(CommandRow)
+        .where(_among(conn, CommandRow.id))
+        .values(status=CommandStatus.SENT.value, sent_at=now)
+    )
     for start in range(0, len(marks), _CHUNK):
-        conn.execute(
-            update(CommandRow)
-            .where(CommandRow.id.in_(marks[start : start + _CHUNK]))
-            .values(status=CommandStatus.SENT.value, sent_at=now)
-        )
+        conn.execute(sent, {"ids": marks[start : start + _CHUNK]})
     return chosen, moves
 
 
@@ -395,11 +406,11 @@ def _move_targets(session: Session, moves: Sequence[Move]) -> None:
     for start in range(0, len(ids), _CHUNK):
         q = (
             select(TargetRow.id, TargetRow.rollout_id, TargetRow.stage, TargetRow.state)
-            .where(TargetRow.id.in_(ids[start : start + _CHUNK]))
+            .where(_among(conn, TargetRow.id))
             .order_by(TargetRow.id)
             .with_for_update()
         )
-        for tid, rid, stage, state in conn.execute(q):
+        for tid, rid, stage, state in conn.execute(q, {"ids": ids[start : start + _CHUNK]}):
             current[tid] = (rid, stage, state)
     now = utcnow()
     groups: dict[str, tuple[Move, list[int]]] = {}
@@ -422,7 +433,7 @@ def _move_targets(session: Session, moves: Sequence[Move]) -> None:
         }
         stmt = (
             update(TargetRow)
-            .where(TargetRow.id.in_(bindparam("ids", expanding=True)))
+            .where(_among(conn, TargetRow.id))
             .values(state=bindparam("v_state"), updated_at=bindparam("v_updated_at"), **values)
         )
         params: dict[str, Any] = {f"v_{k}": v for k, v in move.fields.items()}
