@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import multiprocessing as mp
 import os
 import queue
 import secrets
@@ -64,6 +65,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 WORKERS = 2
+RESPONDER_NICE = int(os.environ.get("ROLLOUT_BENCH_RESPONDER_NICE", "10"))
 TRACE = os.environ.get("ROLLOUT_BENCH_TRACE") == "1"
 CONCURRENCY = int(os.environ.get("ROLLOUT_BENCH_CONCURRENCY", "1"))
 RESPONDER_BATCH = 2000
@@ -183,6 +185,7 @@ class _Endpoint:
     ca_file: str
     cert_file: str
     kind: str
+    pushed_log: Path | None = None  # nginx: the log of pushed URIs a responder may tail
 
 
 class _LogTail:
@@ -222,7 +225,7 @@ def _nginx_endpoint(pki: _Pki) -> Iterator[tuple[_Endpoint, Callable[[], list[st
     try:
         _wait_port(port, proc)
         yield (
-            _Endpoint(f"https://127.0.0.1:{port}", pki.ca_file, pki.client_pem, "nginx"),
+            _Endpoint(f"https://127.0.0.1:{port}", pki.ca_file, pki.client_pem, "nginx", tail.path),
             tail.read,
         )
     finally:
@@ -314,7 +317,8 @@ class Responder:
     acknowledged: int = 0
     reports: int = 0
     error: BaseException | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
+    on_ack: Callable[[int], None] | None = None
+    _stop: Any = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> Responder:
@@ -355,6 +359,68 @@ class Responder:
                 process_reports(session, acks, identity=policy)
         self.reports += len(keys) + len(acks)
         self.acknowledged += len(acks)
+        if self.on_ack is not None:
+            self.on_ack(self.acknowledged)
+
+
+def _responder_child(url: str, log_path: str, acked: Any, stop: Any, nice: int) -> None:
+    os.nice(nice)
+    engine = db.make_engine(url)
+    tail = _LogTail(Path(log_path))
+
+    def publish(n: int) -> None:
+        acked.value = n
+
+    responder = Responder(engine, tail.read, on_ack=publish, _stop=stop)
+    try:
+        responder._run()
+    finally:
+        tail.close()
+        engine.dispose()
+    if responder.error is not None:
+        raise responder.error
+
+
+class ChildResponder:
+    """The same responder in a child process at a lower CPU priority (``nice``).
+
+    The devices' answers are the bench's surroundings, not the fan-out it measures: on two
+    cores a responder at normal priority takes CPU from the workers while they push. Niced, it
+    answers with the CPU the fan-out leaves, and catches up once the pushes are done.
+    """
+
+    def __init__(self, url: str, log_path: Path, nice: int) -> None:
+        ctx = mp.get_context("spawn")
+        self._acked = ctx.Value("q", 0, lock=False)
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(
+            target=_responder_child,
+            args=(url, str(log_path), self._acked, self._stop, nice),
+            name="bench-responder",
+            daemon=True,
+        )
+
+    def start(self) -> ChildResponder:
+        self._proc.start()
+        return self
+
+    @property
+    def acknowledged(self) -> int:
+        return int(self._acked.value)
+
+    @property
+    def error(self) -> BaseException | None:
+        code = self._proc.exitcode
+        if code is None:  # still running
+            return None
+        return RuntimeError(f"the responder process exited early with {code}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
 
 
 # ---- worker processes ----------------------------------------------------------------------
@@ -527,7 +593,11 @@ def run_fanout_bench(
                 seed_s = time.perf_counter() - t_seed
                 procs = _start_workers(_worker_env(url, broker, ep, workdir), workdir, concurrency)
                 _wait_ready(app, procs, workdir)
-                responder = Responder(engine, feed).start()
+                responder: Responder | ChildResponder
+                if ep.pushed_log is not None and RESPONDER_NICE:
+                    responder = ChildResponder(url, ep.pushed_log, RESPONDER_NICE).start()
+                else:
+                    responder = Responder(engine, feed).start()
                 try:
                     timings = _drive(app, broker, engine, rollout_id, size, procs, responder,
                                      timeout, workdir)  # fmt: skip
@@ -554,6 +624,11 @@ def run_fanout_bench(
             "rss_mb": sorted(round(v, 1) for v in rss.values()),
             "states": states,
             "ack_path": "ledger",
+            "responder": (
+                f"process, nice {RESPONDER_NICE}"
+                if isinstance(responder, ChildResponder)
+                else "thread"
+            ),
             "apns_server": ep.kind,
             "workers": WORKERS,
             "concurrency": concurrency,
@@ -572,7 +647,7 @@ def _drive(
     rollout_id: int,
     size: int,
     procs: list[subprocess.Popen[bytes]],
-    responder: Responder,
+    responder: Responder | ChildResponder,
     timeout: float,
     home: Path,
 ) -> tuple[float, float, int]:
