@@ -277,7 +277,7 @@ class _Cert:
     issuer: bytes
     serial: bytes
     sha256: str
-    subject: str
+    subject: str | None = None  # read on demand: building an x509.Name is not cheap
     trusted_from: dt.datetime | None = None  # the CA check holds in [from, until]
     trusted_until: dt.datetime | None = None
 
@@ -293,20 +293,38 @@ class IdentityVerifier:
 
     def identify(self, headers: Mapping[str, str], body: bytes) -> VerifiedIdentity | None:
         """The verified identity (see :func:`rollout.mdm.identify`); ``headers`` lower-cased."""
-        config = self.config
-        for source in config.sources:
-            if source == "mdm-signature":
-                value = headers.get(config.signature_header.lower())
-                if value is not None:
-                    found = self._fast(value, body)
-                    if found is not None:
-                        self.fast += 1
-                        return found
-            break  # another source decides: the full path handles it
-        self.full += 1
-        return identify(headers, body, config)
+        entry = self._fast(headers, body)
+        if entry is None:
+            self.full += 1
+            return identify(headers, body, self.config)
+        self.fast += 1
+        if entry.subject is None:
+            entry.subject = entry.cert.subject.rfc4514_string()
+        return VerifiedIdentity(
+            cert_sha256=entry.sha256,
+            subject=entry.subject,
+            source="mdm-signature",
+            chain_checked=self.config.trust is not None,
+            certificate=entry.cert,
+        )
 
-    def _fast(self, value: str, body: bytes) -> VerifiedIdentity | None:
+    def cert_sha256(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """Only the verified certificate's SHA-256 (what the endpoints bind and compare)."""
+        entry = self._fast(headers, body)
+        if entry is not None:
+            self.fast += 1
+            return entry.sha256
+        self.full += 1
+        verified = identify(headers, body, self.config)
+        return verified.cert_sha256 if verified is not None else None
+
+    def _fast(self, headers: Mapping[str, str], body: bytes) -> _Cert | None:
+        config = self.config
+        if config.sources[0] != "mdm-signature":
+            return None  # another source may decide: the full path handles it
+        value = headers.get(config.signature_header.lower())
+        if value is None:
+            return None
         if len(value) > MAX_HEADER_CHARS:
             return None
         try:
@@ -348,13 +366,7 @@ class IdentityVerifier:
                     return None
                 entry.trusted_from = max(entry.cert.not_valid_before_utc, ca.not_valid_before_utc)
                 entry.trusted_until = min(entry.cert.not_valid_after_utc, ca.not_valid_after_utc)
-        return VerifiedIdentity(
-            cert_sha256=entry.sha256,
-            subject=entry.subject,
-            source="mdm-signature",
-            chain_checked=trust is not None,
-            certificate=entry.cert,
-        )
+        return entry
 
     def _cert(self, der: bytes) -> _Cert | None:
         entry = self._certs.get(der)
@@ -363,10 +375,9 @@ class IdentityVerifier:
         try:
             cert = x509.load_der_x509_certificate(der)
             issuer, serial = _issuer_and_serial(der)
-            subject = cert.subject.rfc4514_string()
         except (ValueError, _Unusual):
             return None
-        entry = _Cert(cert, issuer, serial, hashlib.sha256(der).hexdigest(), subject)
+        entry = _Cert(cert, issuer, serial, hashlib.sha256(der).hexdigest())
         if len(self._certs) >= _MAX_CACHED:
             self._certs.pop(next(iter(self._certs)))
         self._certs[der] = entry

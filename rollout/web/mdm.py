@@ -130,11 +130,11 @@ class MDMEndpoint:
         self, send: Send, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[bool, str | None]:
         try:
-            verified = self.verifier.identify(headers, body)
+            sha256 = self.verifier.cert_sha256(headers, body)
         except IdentityError as exc:
             await self._refuse(send, 403, path, f"identity_{exc.reason}", str(exc), headers, body)
             return False, None
-        return True, verified.cert_sha256 if verified else None
+        return True, sha256
 
     async def _connect(self, send: Send, path: str, headers: dict[str, str], body: bytes) -> None:
         try:
