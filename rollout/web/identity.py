@@ -35,6 +35,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -277,6 +278,7 @@ class _Cert:
     issuer: bytes
     serial: bytes
     sha256: str
+    key: Any
     subject: str | None = None  # read on demand: building an x509.Name is not cheap
     trusted_from: dt.datetime | None = None  # the CA check holds in [from, until]
     trusted_until: dt.datetime | None = None
@@ -344,7 +346,7 @@ class IdentityVerifier:
             ):
                 return None
             signed = parts.signed_attrs
-        key = entry.cert.public_key()
+        key = entry.key
         try:
             if parts.kind == "rsa" and isinstance(key, rsa.RSAPublicKey):
                 key.verify(parts.signature, signed, padding.PKCS1v15(), parts.hash_type())
@@ -377,7 +379,11 @@ class IdentityVerifier:
             issuer, serial = _issuer_and_serial(der)
         except (ValueError, _Unusual):
             return None
-        entry = _Cert(cert, issuer, serial, hashlib.sha256(der).hexdigest())
+        try:
+            key = cert.public_key()
+        except (ValueError, TypeError):  # an unsupported key type: the full path says so
+            return None
+        entry = _Cert(cert, issuer, serial, hashlib.sha256(der).hexdigest(), key)
         if len(self._certs) >= _MAX_CACHED:
             self._certs.pop(next(iter(self._certs)))
         self._certs[der] = entry

@@ -286,7 +286,11 @@ class MDMEndpoint:
         await respond(send, status)
 
 
+_NOT_EXTRA = frozenset(
+    {"UDID", "EnrollmentID", "CommandUUID", "Status", "ErrorChain", "UserID",
+     "UserShortName", "UserLongName", "EnrollmentUserID", "NotOnConsole"}
+)  # fmt: skip
+
+
 def _extra_keys(raw: Any) -> dict[str, Any]:
-    skip = {"UDID", "EnrollmentID", "CommandUUID", "Status", "ErrorChain", "UserID",
-            "UserShortName", "UserLongName", "EnrollmentUserID", "NotOnConsole"}  # fmt: skip
-    return {k: v for k, v in dict(raw).items() if k not in skip}
+    return {k: v for k, v in raw.items() if k not in _NOT_EXTRA}
