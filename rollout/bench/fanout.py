@@ -508,6 +508,36 @@ def _vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_seconds(pids: list[int], database: str) -> tuple[float, float]:
+    """CPU seconds used so far by ``pids`` and their live descendants, and by the PostgreSQL
+    backends connected to ``database`` (less noisy than wall time on a shared machine)."""
+    tree = _children()
+    workers = 0.0
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        workers += _cpu_s(pid)
+        todo.extend(tree.get(pid, []))
+    backends = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"postgres: ") and f" {database} ".encode() in cmd:
+                backends += _cpu_s(int(entry))
+    return workers, backends
+
+
 def worker_peak_rss(pids: list[int]) -> dict[int, float]:
     """VmHWM in MB of every process in ``pids`` and of all their descendants."""
     tree = _children()
@@ -604,6 +634,7 @@ def run_fanout_bench(
                 finally:
                     responder.stop()
                 rss = worker_peak_rss([p.pid for p in procs])
+                cpu = cpu_seconds([p.pid for p in procs], str(make_url(url).database))
                 states = _states(engine, rollout_id)
             finally:
                 _stop_workers(procs)
@@ -634,6 +665,8 @@ def run_fanout_bench(
             "concurrency": concurrency,
             "batch_size": int(os.environ.get("ROLLOUT_BATCH_SIZE", "500")),
             "ticks_sent": ticks,
+            "worker_cpu_s": round(cpu[0], 1),
+            "postgres_cpu_s": round(cpu[1], 1),
             "cores": os.cpu_count(),
             "seed_seconds": round(seed_s, 1),
         },
