@@ -35,10 +35,10 @@ from rollout.mdm import (
     TokenUpdate,
     checkin_reply,
     parse_checkin,
-    parse_result,
 )
 from rollout.web.batcher import LedgerBatcher
 from rollout.web.identity import IdentityVerifier
+from rollout.web.reports import parse_report
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class MDMEndpoint:
 
     async def _connect(self, send: Send, path: str, headers: dict[str, str], body: bytes) -> None:
         try:
-            result = parse_result(body, max_bytes=self.config.max_body_bytes)
+            result = parse_report(body, max_bytes=self.config.max_body_bytes)
         except MDMProtocolError as exc:
             await self._refuse(send, 400, path, exc.reason, exc.message, headers, body)
             return
