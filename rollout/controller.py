@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -59,7 +60,12 @@ def tick(
     for rollout in rollouts:
         with db.transaction(engine) as session:
             report.unreachable += ledger_fanout.mark_unpushable(session, rollout)
-        left = policy.max_batches_per_tick
+            backlog = ledger_fanout.queued_count(session, rollout.id)
+        # Backpressure: queued targets are batches sent and not pushed yet. A rollout keeps at
+        # most max_batches_per_tick batches in flight, so a big rollout is claimed at the pace
+        # the workers push: ticks stay short and leave the workers to push, and no queued
+        # target outwaits its dispatch grace (which would send it twice).
+        left = policy.max_batches_per_tick - math.ceil(backlog / policy.batch_size)
         while left > 0:
             # Claim several batches in one statement (fewer round trips and commits: about a
             # quarter cheaper per target on PostgreSQL than one claim per batch), then split.

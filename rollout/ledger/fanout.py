@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, any_, bindparam, select, text, update
+from sqlalchemy import BigInteger, ColumnElement, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -67,23 +67,53 @@ def running_rollouts(session: Session) -> list[RunningRollout]:
     return [RunningRollout(r, s) for r, s in rows]
 
 
+def queued_count(session: Session, rollout_id: int) -> int:
+    """How many of a rollout's targets are queued (claimed, not pushed yet): kept counters."""
+    n = session.scalar(
+        select(func.coalesce(func.sum(RolloutCountRow.n), 0)).where(
+            RolloutCountRow.rollout_id == rollout_id,
+            RolloutCountRow.state == TargetState.QUEUED.value,
+        )
+    )
+    return int(n or 0)
+
+
 def mark_unpushable(session: Session, rollout: RunningRollout, limit: int = 5000) -> int:
     """Planned targets whose device cannot be woken become unreachable, saying why."""
-    rows = session.execute(
-        select(TargetRow.id, DeviceRow.token_state, DeviceRow.enrollment_state)
-        .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
-        .where(
-            TargetRow.rollout_id == rollout.id,
-            TargetRow.state == TargetState.PLANNED.value,
-            TargetRow.stage <= rollout.stage,
-            TargetRow.requeue_after_token_update.is_(False),
-            (DeviceRow.token_state != TokenState.ACTIVE.value)
-            | (DeviceRow.enrollment_state == EnrollmentState.CHECKED_OUT.value)
-            | DeviceRow.push_magic.is_(None),
+    unpushable = (
+        (DeviceRow.token_state != TokenState.ACTIVE.value)
+        | (DeviceRow.enrollment_state == EnrollmentState.CHECKED_OUT.value)
+        | DeviceRow.push_magic.is_(None)
+    )
+    planned = (
+        TargetRow.rollout_id == rollout.id,
+        TargetRow.state == TargetState.PLANNED.value,
+        TargetRow.stage <= rollout.stage,
+        TargetRow.requeue_after_token_update.is_(False),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Few devices are unpushable: find them first (one sequential pass over the devices),
+        # then their planned targets by device id. Driven from the targets, every tick probed
+        # the devices once per planned target: ~3x slower, 0.7 s at 200,000 planned.
+        bad = (
+            select(DeviceRow.id, DeviceRow.token_state, DeviceRow.enrollment_state)
+            .where(unpushable)
+            .cte("unpushable")
+            .prefix_with("MATERIALIZED")
         )
-        .order_by(TargetRow.id)
-        .limit(limit)
-        .with_for_update(of=TargetRow, skip_locked=True)
+        query = (
+            select(TargetRow.id, bad.c.token_state, bad.c.enrollment_state)
+            .join(bad, bad.c.id == TargetRow.device_id)
+            .where(*planned)
+        )
+    else:
+        query = (
+            select(TargetRow.id, DeviceRow.token_state, DeviceRow.enrollment_state)
+            .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
+            .where(*planned, unpushable)
+        )
+    rows = session.execute(
+        query.order_by(TargetRow.id).limit(limit).with_for_update(of=TargetRow, skip_locked=True)
     ).all()
     moves = []
     for tid, token_state, enrollment_state in rows:
