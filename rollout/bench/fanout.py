@@ -65,6 +65,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 WORKERS = 2
+TICK_EVERY_S = 2.0  # like beat's controller tick, while planned targets remain
 RESPONDER_NICE = int(os.environ.get("ROLLOUT_BENCH_RESPONDER_NICE", "10"))
 TRACE = os.environ.get("ROLLOUT_BENCH_TRACE") == "1"
 CONCURRENCY = int(os.environ.get("ROLLOUT_BENCH_CONCURRENCY", "1"))
@@ -609,6 +610,7 @@ def run_fanout_bench(
     timeout = timeout or max(120.0, size / 500)
     workdir = Path(tempfile.mkdtemp(prefix="rollout-bench-fanout-"))
     procs: list[subprocess.Popen[bytes]] = []
+    done = False
     try:
         with (
             scratch_database(admin, "rollout_bench_fanout") as url,
@@ -641,8 +643,10 @@ def run_fanout_bench(
                 with contextlib.suppress(Exception):
                     app.close()
                 engine.dispose()
+        done = True
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if done:
+            shutil.rmtree(workdir, ignore_errors=True)  # else the worker logs stay for a look
     pushed_s, acked_s, ticks = timings
     return {
         "bench": "fanout",
@@ -713,7 +717,7 @@ def _drive(
                 pushed_at = now
             if acked >= size:
                 return (pushed_at or now) - t0, now - t0, ticks
-            if planned and now - last_tick >= 1.0 and not r.llen(CONTROL_QUEUE):
+            if planned and now - last_tick >= TICK_EVERY_S and not r.llen(CONTROL_QUEUE):
                 app.send_task("rollout.tick", queue=CONTROL_QUEUE)
                 ticks, last_tick = ticks + 1, now
             time.sleep(0.05)
