@@ -126,8 +126,6 @@ def _serve_product(cfg: dict[str, Any]) -> None:
         identity_mode="strict",
     )
     app = create_app(settings)
-    if os.environ.get("ROLLOUT_BENCH_SWITCH"):
-        sys.setswitchinterval(float(os.environ["ROLLOUT_BENCH_SWITCH"]))
     uvicorn.Server(_uvicorn_config(app, cfg["port"])).run()
 
 
@@ -142,6 +140,7 @@ def _uvicorn_config(app: Any, port: int) -> Any:
         access_log=False,
         lifespan="on",
         backlog=4096,
+        proxy_headers=False,  # nothing stands in front of the bench servers
     )
 
 
