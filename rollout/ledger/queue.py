@@ -252,7 +252,7 @@ def process_reports(
 
     # Choose each device's next command: open, not the one it just answered, and a NotNow'd
     # command only at the start of a session (Idle), so a NotNow never loops.
-    served, delivered = _choose_next(session, reports, serve_for, answered, now)
+    served, delivered, marks = _choose_next(session, reports, serve_for, answered, now)
     # The choice reads commands, not targets, so the targets' moves can wait until here and
     # go in one call, results first where a target has both.
     for i in range(len(reports)):
@@ -265,6 +265,7 @@ def process_reports(
         plan = _plan_moves(conn, delivered)
     # Nothing below reads a result: on PostgreSQL it all goes out in one pipeline.
     with _pipeline(conn):
+        _mark_sent(conn, marks, now)
         _apply_moves(session, conn, plan)
         _write_tail(session, conn, seen, binds, events, now)
     return [o for o in outcomes if o is not None]
@@ -405,10 +406,11 @@ def _choose_next(
     serve_for: dict[int, int],
     answered: dict[int, str | None],
     now: dt.datetime,
-) -> tuple[dict[int, Served], list[Move]]:
-    """The command served to each report (by index), and the targets' moves to delivered."""
+) -> tuple[dict[int, Served], list[Move], list[int]]:
+    """The command served to each report (by index), the targets' moves to delivered, and the
+    commands to mark as sent (the caller writes them with the batch's other writes)."""
     if not serve_for:
-        return {}, []
+        return {}, [], []
     conn = session.connection()
     device_ids = sorted(set(serve_for.values()))
     q = (
@@ -453,6 +455,10 @@ def _choose_next(
             if row.target_id is not None:
                 moves.append(Move(row.target_id, TargetState.DELIVERED, {"delivered_at": now}))
             break
+    return chosen, moves, marks
+
+
+def _mark_sent(conn: Any, marks: list[int], now: dt.datetime) -> None:
     sent = (
         update(CommandRow)
         .where(_among(conn, CommandRow.id))
@@ -460,7 +466,6 @@ def _choose_next(
     )
     for start in range(0, len(marks), _CHUNK):
         conn.execute(sent, {"ids": marks[start : start + _CHUNK]})
-    return chosen, moves
 
 
 @dataclass
