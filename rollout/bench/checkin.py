@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import pickle
@@ -741,6 +742,9 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
         "all_acknowledged": ledger["all_acknowledged"],
         "counters_exact": ledger["counters_exact"],
         "cores": os.cpu_count(),
+        # uvicorn picks these up when they are importable (http="auto", loop="auto").
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
     }
     result = {"bench": "checkin", "size": size, "metrics": metrics}
     problems = []
