@@ -1,9 +1,10 @@
 """Group commit for the MDM endpoints: requests that arrive together share one transaction.
 
 Handlers hand their parsed report to :class:`LedgerBatcher` and await the outcome. One writer
-thread takes whatever has queued up while the previous batch was being written and reconciles
-it with :func:`rollout.ledger.queue.process_reports` in a single transaction, so the ledger
-cost per request falls as load rises. The outcome is only given back after the commit, so a
+thread takes whatever has queued up while the previous batch was being written (under load it
+lingers up to ``linger_s`` for more) and reconciles it with
+:func:`rollout.ledger.queue.process_reports` in a single transaction, so the ledger cost per
+request falls as load rises. The outcome is only given back after the commit, so a
 device never gets a 200 for a result that is not yet stored.
 """
 
@@ -111,6 +112,7 @@ class LedgerBatcher:
         self._notnow_delay = notnow_delay
         self._max_batch = max_batch
         self._linger_s = linger_s
+        self._last_batch = 0
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._bodies = CommandBodies()
         self._thread: threading.Thread | None = None
@@ -153,9 +155,12 @@ class LedgerBatcher:
                 return
             batch = [first]
             stop = False
-            # Linger a moment so the batch fills up: a batch has a fixed cost of a dozen
-            # statements, and under load a few milliseconds here halve the cost per report.
-            deadline = time.perf_counter() + self._linger_s
+            # Under load, linger a moment so the batch fills up: a batch has a fixed cost of
+            # a handful of statements and round trips, and a few milliseconds here halve the
+            # writer's cost per report. A lone request (the last batch was one item) does not
+            # wait.
+            linger = self._linger_s if self._last_batch > 1 else 0.0
+            deadline = time.perf_counter() + linger
             while len(batch) < self._max_batch:
                 try:
                     nxt = self._queue.get_nowait()
@@ -171,6 +176,7 @@ class LedgerBatcher:
                     stop = True
                     break
                 batch.append(nxt)
+            self._last_batch = len(batch)
             connects = [i for i in batch if i.payload[0] == "connect"]
             works = [i for i in batch if i.payload[0] == "work"]
             if connects:

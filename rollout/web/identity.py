@@ -84,7 +84,9 @@ _SIGNATURES: dict[bytes, tuple[str, str | None]] = {
     bytes.fromhex("2a864886f70d01010c"): ("rsa", "sha384"),
     bytes.fromhex("2a864886f70d01010d"): ("rsa", "sha512"),
 }
-_MAX_CACHED = 200_000
+_MAX_CACHED = 20_000
+"""Certificates kept (oldest dropped first): a few KB each, and what matters is that a device's
+session (Idle, then each result a moment later) finds its certificate."""
 
 
 class _Unusual(Exception):
