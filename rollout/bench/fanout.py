@@ -590,6 +590,23 @@ def _states(engine: Engine, rollout_id: int) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """SIGTERM raises SystemExit here, so the workers, nginx and the database are cleaned up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run_fanout_bench(
     size: int,
     *,
@@ -613,6 +630,7 @@ def run_fanout_bench(
     done = False
     try:
         with (
+            _terminate_cleanly(),
             scratch_database(admin, "rollout_bench_fanout") as url,
             _flushed_redis(broker),
             _endpoint(workdir) as (ep, feed),
