@@ -9,10 +9,11 @@ endpoint near 1,000 requests/s per process.
 
 :class:`IdentityVerifier` gives the same answers for less:
 
-* The CMS ``SignedData`` is walked as plain DER (a few dozen lines below) when it has the shape
-  devices send: definite lengths, one signer identified by issuer and serial number, exactly
-  one embedded certificate, signed attributes limited to content-type, message-digest and
-  signing-time, no CRLs and no unsigned attributes. The issuer and serial must equal the
+* The CMS ``SignedData`` is walked as plain DER/BER (a few dozen lines below) when it has the
+  shape devices send: definite lengths or BER's indefinite ones (iOS sends the latter), one
+  signer identified by issuer and serial number, exactly one embedded certificate (itself
+  DER), signed attributes limited to content-type, message-digest and signing-time, no CRLs
+  and no unsigned attributes. The issuer and serial must equal the
   certificate's byte for byte.
 * Per certificate (keyed by its DER bytes) the parsed certificate, its SHA-256, subject and the
   result of the device-CA check are kept, with the time window in which that check holds (the
@@ -93,8 +94,13 @@ class _Unusual(Exception):
     """Not the common shape: let the full path decide."""
 
 
-def _tlv(buf: bytes, off: int, end: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the DER element at ``off`` (low tags only)."""
+def _tlv(buf: bytes, off: int, end: int) -> tuple[int, int, int, int]:
+    """(tag, content start, content end, element end) of the element at ``off``.
+
+    Low tag numbers only. Definite lengths, and BER's indefinite length on constructed
+    elements (real devices send their Mdm-Signature that way): the contents then run to the
+    end-of-contents octets, which the element end includes.
+    """
     if off + 2 > end:
         raise _Unusual
     tag = buf[off]
@@ -102,26 +108,45 @@ def _tlv(buf: bytes, off: int, end: int) -> tuple[int, int, int]:
         raise _Unusual
     n = buf[off + 1]
     off += 2
+    if n == 0x80:
+        if not tag & 0x20:
+            raise _Unusual  # only constructed elements may have an indefinite length
+        pos = off
+        while True:
+            if pos + 2 > end:
+                raise _Unusual
+            if buf[pos] == 0 and buf[pos + 1] == 0:
+                return tag, off, pos, pos + 2
+            pos = _tlv(buf, pos, end)[3]
     if n & 0x80:
         count = n & 0x7F
-        if count == 0 or count > 3 or off + count > end:
-            raise _Unusual  # indefinite (BER) or absurd lengths
+        if count > 3 or off + count > end:
+            raise _Unusual  # absurd lengths
         n = int.from_bytes(buf[off : off + count], "big")
         off += count
     if off + n > end:
         raise _Unusual
-    return tag, off, off + n
+    return tag, off, off + n, off + n
 
 
-def _children(buf: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
-    """(tag, element start, content start, content end) of each element in ``[start, end)``."""
+def _children(buf: bytes, start: int, end: int) -> list[tuple[int, int, int, int, int]]:
+    """(tag, element start, content start, content end, element end) of each element."""
     out = []
     off = start
     while off < end:
-        tag, cs, ce = _tlv(buf, off, end)
-        out.append((tag, off, cs, ce))
-        off = ce
+        tag, cs, ce, ee = _tlv(buf, off, end)
+        out.append((tag, off, cs, ce, ee))
+        off = ee
     return out
+
+
+def _der_set(contents: bytes) -> bytes:
+    """A DER ``SET`` around ``contents``: what the signature over signed attributes covers."""
+    n = len(contents)
+    if n < 0x80:
+        return b"\x31" + bytes([n]) + contents
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\x31" + bytes([0x80 | len(raw)]) + raw + contents
 
 
 def _algorithm(buf: bytes, start: int, end: int) -> bytes:
@@ -130,7 +155,7 @@ def _algorithm(buf: bytes, start: int, end: int) -> bytes:
     if not parts or parts[0][0] != _OID:
         raise _Unusual
     if len(parts) == 2:
-        tag, _, cs, ce = parts[1]
+        tag, _, cs, ce, _ = parts[1]
         if tag != _NULL or cs != ce:
             raise _Unusual
     elif len(parts) != 1:
@@ -176,8 +201,8 @@ class _Parts:
 
 def _signed_data(der: bytes) -> _Parts:
     """Pick a detached, single-signer, single-certificate SignedData apart (or ``_Unusual``)."""
-    tag, cs, ce = _tlv(der, 0, len(der))
-    if tag != _SEQ or ce != len(der):
+    tag, cs, ce, ee = _tlv(der, 0, len(der))
+    if tag != _SEQ or ee != len(der):
         raise _Unusual
     info = _children(der, cs, ce)
     if len(info) != 2 or info[0][0] != _OID or der[info[0][2] : info[0][3]] != _SIGNED_DATA:
@@ -195,16 +220,16 @@ def _signed_data(der: bytes) -> _Parts:
     if len(encap) != 1 or encap[0][0] != _OID or der[encap[0][2] : encap[0][3]] != _DATA:
         raise _Unusual
     certs = _children(der, fields[3][2], fields[3][3])
-    if len(certs) != 1 or certs[0][0] != _SEQ:
-        raise _Unusual
-    cert_der = der[certs[0][1] : certs[0][3]]
+    if len(certs) != 1 or certs[0][0] != _SEQ or certs[0][3] != certs[0][4]:
+        raise _Unusual  # more than one certificate, or one in BER: the full path decides
+    cert_der = der[certs[0][1] : certs[0][4]]
     signers = _children(der, fields[4][2], fields[4][3])
     if len(signers) != 1 or signers[0][0] != _SEQ:
         raise _Unusual
     s = _children(der, signers[0][2], signers[0][3])
     tags = [x[0] for x in s]
     if tags == [_INT, _SEQ, _SEQ, _CTX0, _SEQ, _OCTETS]:
-        attrs: tuple[int, int, int, int] | None = s[3]
+        attrs: tuple[int, int, int, int, int] | None = s[3]
         sig_alg, signature = s[4], s[5]
     elif tags == [_INT, _SEQ, _SEQ, _SEQ, _OCTETS]:
         attrs = None
@@ -227,7 +252,7 @@ def _signed_data(der: bytes) -> _Parts:
     message_digest: bytes | None = None
     if attrs is not None:
         seen: dict[bytes, tuple[int, bytes]] = {}
-        for tag, _, acs, ace in _children(der, attrs[2], attrs[3]):
+        for tag, _, acs, ace, _ in _children(der, attrs[2], attrs[3]):
             parts = _children(der, acs, ace) if tag == _SEQ else []
             if len(parts) != 2 or parts[0][0] != _OID or parts[1][0] != _SET:
                 raise _Unusual
@@ -235,7 +260,7 @@ def _signed_data(der: bytes) -> _Parts:
             values = _children(der, parts[1][2], parts[1][3])
             if oid in seen or len(values) != 1:
                 raise _Unusual
-            vtag, _, vcs, vce = values[0]
+            vtag, _, vcs, vce, _ = values[0]
             seen[oid] = (vtag, der[vcs:vce])
         if set(seen) - {_ATTR_CONTENT_TYPE, _ATTR_MESSAGE_DIGEST, _ATTR_SIGNING_TIME}:
             raise _Unusual
@@ -247,7 +272,7 @@ def _signed_data(der: bytes) -> _Parts:
         message_digest = md[1]
         if _ATTR_SIGNING_TIME in seen:
             _check_time(*seen[_ATTR_SIGNING_TIME])
-        signed_attrs = b"\x31" + der[attrs[1] + 1 : attrs[3]]  # [0] IMPLICIT -> SET OF
+        signed_attrs = _der_set(der[attrs[2] : attrs[3]])  # [0] IMPLICIT -> SET OF
     return _Parts(
         digest=digest,
         hash_type=hash_type,
@@ -256,21 +281,21 @@ def _signed_data(der: bytes) -> _Parts:
         signed_attrs=signed_attrs,
         message_digest=message_digest,
         cert_der=cert_der,
-        issuer=der[sid[0][1] : sid[0][3]],
+        issuer=der[sid[0][1] : sid[0][4]],
         serial=der[sid[1][2] : sid[1][3]],
     )
 
 
 def _issuer_and_serial(cert_der: bytes) -> tuple[bytes, bytes]:
     """The issuer Name element and the serial number octets of a certificate."""
-    _, cs, ce = _tlv(cert_der, 0, len(cert_der))
-    _, tcs, tce = _tlv(cert_der, cs, ce)  # tbsCertificate
+    _, cs, ce, _ = _tlv(cert_der, 0, len(cert_der))
+    _, tcs, tce, _ = _tlv(cert_der, cs, ce)  # tbsCertificate
     tbs = _children(cert_der, tcs, tce)
     i = 1 if tbs and tbs[0][0] == _CTX0 else 0  # [0] version
     if len(tbs) < i + 3 or tbs[i][0] != _INT or tbs[i + 2][0] != _SEQ:
         raise _Unusual
     serial = cert_der[tbs[i][2] : tbs[i][3]]
-    issuer = cert_der[tbs[i + 2][1] : tbs[i + 2][3]]
+    issuer = cert_der[tbs[i + 2][1] : tbs[i + 2][4]]
     return issuer, serial
 
 
@@ -335,7 +360,7 @@ class IdentityVerifier:
             der = base64.b64decode(value.strip(), validate=True)
             parts = _signed_data(der)
             entry = self._cert(parts.cert_der)
-        except (_Unusual, binascii.Error, ValueError):
+        except (_Unusual, binascii.Error, ValueError, RecursionError):
             return None
         if entry is None or entry.issuer != parts.issuer or entry.serial != parts.serial:
             return None
