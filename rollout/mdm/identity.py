@@ -100,7 +100,7 @@ def _check_header_value(header_value: str, what: str) -> str:
 def _load_der_cert(der: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except Exception as exc:  # ValueError, InvalidVersion and friends on damaged input
         raise IdentityError("bad_cert", f"cannot parse the certificate: {exc}") from exc
 
 
@@ -232,7 +232,11 @@ def verify_mdm_signature(header_value: str, body: bytes) -> x509.Certificate:
             raise IdentityError("digest_mismatch", "the body does not match the signed digest")
         signed = parts.signed_attrs
 
-    key = cert.public_key()
+    try:
+        # A damaged certificate can parse and still carry a key that cannot be loaded.
+        key = cert.public_key()
+    except Exception as exc:  # ValueError, UnsupportedAlgorithm (a mangled curve OID), …
+        raise IdentityError("bad_cert", f"the signer certificate's key is unusable: {exc}") from exc
     try:
         if parts.signature_algo == "rsassa_pkcs1v15" and isinstance(key, rsa.RSAPublicKey):
             key.verify(parts.signature, signed, padding.PKCS1v15(), hash_algorithm)
@@ -279,6 +283,8 @@ def _ext(cert: x509.Certificate, ext_type: type[Any]) -> Any:
         return cert.extensions.get_extension_for_class(ext_type).value
     except x509.ExtensionNotFound:
         return None
+    except ValueError as exc:  # extensions are parsed lazily: a damaged one shows up here
+        raise IdentityError("bad_cert", f"the certificate's extensions are damaged: {exc}") from exc
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

@@ -322,7 +322,7 @@ class IdentityVerifier:
 
     def identify(self, headers: Mapping[str, str], body: bytes) -> VerifiedIdentity | None:
         """The verified identity (see :func:`rollout.mdm.identify`); ``headers`` lower-cased."""
-        entry = self._fast(headers, body)
+        entry = self._try_fast(headers, body)
         if entry is None:
             self.full += 1
             return identify(headers, body, self.config)
@@ -339,13 +339,21 @@ class IdentityVerifier:
 
     def cert_sha256(self, headers: Mapping[str, str], body: bytes) -> str | None:
         """Only the verified certificate's SHA-256 (what the endpoints bind and compare)."""
-        entry = self._fast(headers, body)
+        entry = self._try_fast(headers, body)
         if entry is not None:
             self.fast += 1
             return entry.sha256
         self.full += 1
         verified = identify(headers, body, self.config)
         return verified.cert_sha256 if verified is not None else None
+
+    def _try_fast(self, headers: Mapping[str, str], body: bytes) -> _Cert | None:
+        """The fast path never decides a refusal: whatever goes wrong in it, the full path
+        looks at the request again and gives the reason."""
+        try:
+            return self._fast(headers, body)
+        except Exception:
+            return None
 
     def _fast(self, headers: Mapping[str, str], body: bytes) -> _Cert | None:
         config = self.config
