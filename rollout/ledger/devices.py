@@ -10,25 +10,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rollout.inventory import DeviceRecord
+from rollout.inventory import COLUMNS, DeviceRecord
 from rollout.ledger.events import record_event
 from rollout.ledger.models import DeviceRow, InstalledProfileRow
 from rollout.ledger.types import utcnow
 from rollout.ledger.upsert import upsert
 
+# The record's fields that are device columns of the same name (profiles go to their own table).
 _RECORD_COLUMNS = (
-    "udid",
     "enrollment_type",
-    "platform",
-    "os_version",
-    "serial_number",
-    "model",
-    "device_name",
-    "topic",
-    "push_token",
-    "push_magic",
-    "access_rights",
-    "tags",
+    *(c for c in COLUMNS if c not in ("enrollment_id", "profiles")),
 )
 
 
