@@ -68,14 +68,14 @@ def import_devices(session: Session, records: Sequence[DeviceRecord]) -> ImportR
         for row in rows:
             row.setdefault("created_at", now)
         update = [c for c in cols if c not in ("enrollment_id", "created_at")]
-        upsert(session, table, rows, keys=["enrollment_id"], update=update)  # type: ignore[arg-type]
+        upsert(session, table, rows, keys=["enrollment_id"], update=update)
 
     facts = [(r.enrollment_id, p) for r in records for p in r.profiles]
     if facts:
         ids = device_ids(session, sorted({k for k, _ in facts}))
         upsert(
             session,
-            InstalledProfileRow.__table__,  # type: ignore[arg-type]
+            InstalledProfileRow.__table__,
             [
                 {
                     "device_id": ids[key],

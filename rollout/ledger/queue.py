@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from rollout.ledger.events import record_events
+from rollout.ledger.installed import record_installs, record_profile_lists
 from rollout.ledger.models import CommandRow, DeviceRow, EventRow, TargetRow
 from rollout.ledger.targets import Move, bump_counters
 from rollout.ledger.types import utcnow
@@ -142,6 +143,7 @@ def process_reports(
                 CommandRow.command_uuid,
                 CommandRow.device_id,
                 CommandRow.rollout_id,
+                CommandRow.request_type,
                 CommandRow.status,
                 CommandRow.notnow_count,
                 TargetRow.id.label("target_id"),
@@ -169,6 +171,8 @@ def process_reports(
     answered: dict[int, str | None] = {}  # report index -> the CommandUUID it answered
     serve_for: dict[int, int] = {}  # report index -> device id
     handled: set[str] = set()  # CommandUUIDs whose result this batch already took
+    installs: list[tuple[int, int]] = []  # (device, rollout) of acknowledged installs
+    profile_lists: list[tuple[int, dict[str, Any]]] = []  # (device, answer)
 
     for i, r in enumerate(reports):
         dev = devices.get(r.enrollment_id)
@@ -225,6 +229,11 @@ def process_reports(
                 error_chain=chain,
             )
         )
+        if new_status == CommandStatus.ACKNOWLEDGED:
+            if cmd["request_type"] == "ProvisioningProfileList":
+                profile_lists.append((device_id, r.extra))
+            elif cmd["rollout_id"] is not None:
+                installs.append((device_id, cmd["rollout_id"]))
         target_id = cmd["target_id"]
         if target_id is None:
             continue
@@ -249,6 +258,8 @@ def process_reports(
             )
 
     _update_results(conn, command_updates, now)
+    record_installs(session, installs, now)
+    record_profile_lists(session, profile_lists, now)
 
     # Choose each device's next command: open, not the one it just answered, and a NotNow'd
     # command only at the start of a session (Idle), so a NotNow never loops.

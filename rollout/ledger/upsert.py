@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 
 def upsert(
     session: Session,
-    table: Table,
+    table: Any,  # a Table (a model's __table__)
     rows: Sequence[dict[str, Any]],
     *,
     keys: Sequence[str],
