@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rollout.policy import EnginePolicy
 
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+EMBEDDED_BROKER_URL = "filesystem://"
+
 
 class Settings(BaseSettings):
     """Every setting the product reads; each one can be set as ``ROLLOUT_<NAME>``."""
@@ -27,8 +30,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the ledger; empty means a SQLite file in `home`.",
     )
     broker_url: str = Field(
-        default="",
-        description="Celery broker URL; empty means the embedded in-process broker.",
+        default=DEFAULT_BROKER_URL,
+        description="Celery broker URL (Redis or RabbitMQ); filesystem:// is the embedded "
+        "broker (files under ROLLOUT_HOME), which the demo uses by default.",
     )
     trust_anchors: str = Field(
         default="",

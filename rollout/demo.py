@@ -51,7 +51,10 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     with world:
         assert world.fleet is not None and world.chain is not None
         where = world.database_url.split("@")[-1]
-        say(f"ledger {where}; broker {world.broker_url or 'embedded (filesystem)'}")
+        broker = (
+            "embedded (files)" if world.broker_url.startswith("filesystem") else world.broker_url
+        )
+        say(f"ledger {where}; broker {broker}")
         say(f"1. Enrolling {cfg.devices} simulated devices through /mdm/checkin …")
         enrolled = world.enroll()
         say(f"   {enrolled} enrolled (Authenticate + TokenUpdate, signed with their identities)")

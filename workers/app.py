@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from rollout.config import Settings, get_settings
+from rollout.config import EMBEDDED_BROKER_URL, Settings, get_settings
 
 CONTROL_QUEUE = "control"
 FANOUT_QUEUE = "fanout"
@@ -41,11 +41,11 @@ def make_app(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings`` (the environment by default)."""
     settings = settings or get_settings()
     transport: str | None = None
-    if settings.broker_url:
-        broker, options = settings.broker_url, dict[str, Any]()
-    else:
+    if settings.broker_url.startswith(EMBEDDED_BROKER_URL):
         broker, options = embedded_broker(settings.home)
         transport = "workers.fstransport:Transport"
+    else:
+        broker, options = settings.broker_url, dict[str, Any]()
     app = Celery("rollout", broker=broker, include=["workers.tasks"])
     app.conf.update(
         broker_transport=transport,

@@ -27,7 +27,8 @@ def demo(
         seed=seed,
         fast=fast,
         database_url=settings.database_url or None,
-        broker_url=settings.broker_url or None,
+        # The demo brings its own broker unless one is chosen explicitly.
+        broker_url=settings.broker_url if "broker_url" in settings.model_fields_set else None,
         workers=workers,
         timeout=timeout,
     )

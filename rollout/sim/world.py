@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from rollout.config import Settings
+from rollout.config import EMBEDDED_BROKER_URL, Settings
 from rollout.ledger import db
 from rollout.ledger.devices import device_ids
 from rollout.ledger.models import RolloutRow
@@ -86,6 +86,7 @@ class World:
             self.broker_url = self.cfg.broker_url
         else:
             shutil.rmtree(self.home / "broker", ignore_errors=True)
+            self.broker_url = EMBEDDED_BROKER_URL
         db.upgrade(self.database_url)
         self.engine = db.make_engine(self.database_url)
 
