@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,6 @@ from sqlalchemy import (
     String,
     Text,
     and_,
-    any_,
     bindparam,
     case,
     literal,
@@ -35,10 +33,9 @@ from sqlalchemy.orm import Session
 from rollout.ledger.events import record_events
 from rollout.ledger.installed import record_installs, record_profile_lists
 from rollout.ledger.models import CommandRow, DeviceRow, EventRow, TargetRow
-from rollout.ledger.targets import Move, bump_counters
+from rollout.ledger.targets import CHUNK, Move, among, apply_moves, plan_moves
 from rollout.ledger.types import utcnow
 from rollout.states import FINAL_COMMAND_STATUSES, CommandStatus, EnrollmentState, TargetState
-from rollout.transitions import may_move
 
 _STATUS_TO_COMMAND = {
     "Acknowledged": CommandStatus.ACKNOWLEDGED,
@@ -47,7 +44,6 @@ _STATUS_TO_COMMAND = {
     "NotNow": CommandStatus.NOT_NOW,
 }
 _OPEN = (CommandStatus.QUEUED.value, CommandStatus.SENT.value, CommandStatus.NOT_NOW.value)
-_CHUNK = 5000  # ids per IN list
 
 
 @dataclass(frozen=True)
@@ -130,7 +126,7 @@ def process_reports(
             DeviceRow.id,
             DeviceRow.identity_sha256,
             DeviceRow.enrollment_state,
-        ).where(_among(conn, DeviceRow.enrollment_id))
+        ).where(among(conn, DeviceRow.enrollment_id))
         for key, ident, sha, state in conn.execute(q, {"ids": keys}):
             devices[key] = (ident, sha, state)
 
@@ -157,7 +153,7 @@ def process_reports(
                     TargetRow.command_uuid == CommandRow.command_uuid,
                 ),
             )
-            .where(_among(conn, CommandRow.command_uuid))
+            .where(among(conn, CommandRow.command_uuid))
         )
         for row in conn.execute(q2, {"ids": uuids}).mappings():
             commands[row["command_uuid"]] = dict(row)
@@ -270,14 +266,14 @@ def process_reports(
         if outcomes[i] is None:
             outcomes[i] = Outcome(200, served=served.get(i))
     if {m.target_id for m in moves}.isdisjoint(m.target_id for m in delivered):
-        plan = _plan_moves(conn, moves + delivered)
+        plan = plan_moves(conn, moves + delivered)
     else:
-        _apply_moves(session, conn, _plan_moves(conn, moves))
-        plan = _plan_moves(conn, delivered)
+        apply_moves(session, conn, plan_moves(conn, moves))
+        plan = plan_moves(conn, delivered)
     # Nothing below reads a result: on PostgreSQL it all goes out in one pipeline.
     with _pipeline(conn):
         _mark_sent(conn, marks, now)
-        _apply_moves(session, conn, plan)
+        apply_moves(session, conn, plan)
         _write_tail(session, conn, seen, binds, events, now)
     return [o for o in outcomes if o is not None]
 
@@ -305,9 +301,9 @@ def _write_tail(
     if seen:
         # Every device of the batch was seen at ``now``: one statement, whatever the batch.
         ids = sorted(set(seen))
-        stmt = update(DeviceRow).where(_among(conn, DeviceRow.id)).values(last_seen_at=now)
-        for start in range(0, len(ids), _CHUNK):
-            conn.execute(stmt, {"ids": ids[start : start + _CHUNK]})
+        stmt = update(DeviceRow).where(among(conn, DeviceRow.id)).values(last_seen_at=now)
+        for start in range(0, len(ids), CHUNK):
+            conn.execute(stmt, {"ids": ids[start : start + CHUNK]})
     if binds:
         conn.execute(
             update(DeviceRow)
@@ -357,18 +353,6 @@ def _insert_events_pg(conn: Any, events: list[dict[str, Any]]) -> None:
     )
 
 
-def _among(conn: Any, column: Any) -> Any:
-    """``column`` is one of the values bound as ``ids``.
-
-    PostgreSQL gets ``= ANY(:ids)`` with one array parameter, so the statement's text is the
-    same whatever the batch size (cached by SQLAlchemy and prepared by psycopg once); other
-    databases get an expanding ``IN``.
-    """
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam("ids", type_=ARRAY(column.type)))
-    return column.in_(bindparam("ids", expanding=True))
-
-
 def _update_results(conn: Any, updates: list[dict[str, Any]], now: dt.datetime) -> None:
     """Store the batch's results: rows that get the same values share one UPDATE … IN.
 
@@ -395,7 +379,7 @@ def _update_results(conn: Any, updates: list[dict[str, Any]], now: dt.datetime) 
             )
         stmt = (
             update(CommandRow)
-            .where(_among(conn, CommandRow.id))
+            .where(among(conn, CommandRow.id))
             .values(
                 status=status,
                 result_at=now,
@@ -405,8 +389,8 @@ def _update_results(conn: Any, updates: list[dict[str, Any]], now: dt.datetime) 
                 result=bindparam("v_result", type_=result_type),
             )
         )
-        for start in range(0, len(ids), _CHUNK):
-            params = {"ids": ids[start : start + _CHUNK]}
+        for start in range(0, len(ids), CHUNK):
+            params = {"ids": ids[start : start + CHUNK]}
             params.update(v_chain=first["v_chain"], v_result=first["v_result"])
             conn.execute(stmt, params)
 
@@ -443,7 +427,7 @@ def _choose_next(
                 TargetRow.command_uuid == CommandRow.command_uuid,
             ),
         )
-        .where(_among(conn, CommandRow.device_id), CommandRow.status.in_(_OPEN))
+        .where(among(conn, CommandRow.device_id), CommandRow.status.in_(_OPEN))
         .order_by(CommandRow.device_id, CommandRow.priority.desc(), CommandRow.id)
     )
     queue: dict[int, list[Any]] = {}
@@ -472,82 +456,11 @@ def _choose_next(
 def _mark_sent(conn: Any, marks: list[int], now: dt.datetime) -> None:
     sent = (
         update(CommandRow)
-        .where(_among(conn, CommandRow.id))
+        .where(among(conn, CommandRow.id))
         .values(status=CommandStatus.SENT.value, sent_at=now)
     )
-    for start in range(0, len(marks), _CHUNK):
-        conn.execute(sent, {"ids": marks[start : start + _CHUNK]})
-
-
-@dataclass
-class _MovePlan:
-    """Target moves decided under lock: rows per identical update, and the counter deltas."""
-
-    groups: list[tuple[Move, list[int]]]
-    deltas: Counter[tuple[int, int, str]]
-    now: dt.datetime
-
-
-def _plan_moves(conn: Any, moves: Sequence[Move]) -> _MovePlan:
-    """The first half of :func:`rollout.ledger.targets.move_targets` for the check-in path.
-
-    Same rules (targets locked in id order, the last word on a target wins, only allowed moves
-    happen, kept counters bumped by exactly what happened, in the same transaction), but
-    targets that get the same values share one ``UPDATE … WHERE id IN (…)`` (see
-    :func:`_apply_moves`): a batch's acknowledgements are one statement, its deliveries
-    another, instead of one statement per target (measured: about 120 µs of the writer
-    thread per row with executemany).
-    """
-    now = utcnow()
-    deltas: Counter[tuple[int, int, str]] = Counter()
-    if not moves:
-        return _MovePlan([], deltas, now)
-    wanted: dict[int, Move] = {}
-    for m in moves:
-        wanted[m.target_id] = m
-    ids = sorted(wanted)
-    current: dict[int, tuple[int, int, str]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        q = (
-            select(TargetRow.id, TargetRow.rollout_id, TargetRow.stage, TargetRow.state)
-            .where(_among(conn, TargetRow.id))
-            .order_by(TargetRow.id)
-            .with_for_update()
-        )
-        for tid, rid, stage, state in conn.execute(q, {"ids": ids[start : start + _CHUNK]}):
-            current[tid] = (rid, stage, state)
-    groups: dict[str, tuple[Move, list[int]]] = {}
-    for tid in ids:
-        if tid not in current:
-            continue
-        rid, stage, state = current[tid]
-        move = wanted[tid]
-        if not may_move(state, move.to):
-            continue
-        key = json.dumps([move.to, move.fields], sort_keys=True, default=repr)
-        groups.setdefault(key, (move, []))[1].append(tid)
-        deltas[(rid, stage, state)] -= 1
-        deltas[(rid, stage, move.to)] += 1
-    return _MovePlan(list(groups.values()), deltas, now)
-
-
-def _apply_moves(session: Session, conn: Any, plan: _MovePlan) -> None:
-    """The second half: the grouped target updates and the counters (no result is read)."""
-    columns = TargetRow.__table__.c
-    for move, tids in plan.groups:
-        values: dict[str, Any] = {
-            k: bindparam(f"v_{k}", type_=columns[k].type) for k in sorted(move.fields)
-        }
-        stmt = (
-            update(TargetRow)
-            .where(_among(conn, TargetRow.id))
-            .values(state=bindparam("v_state"), updated_at=bindparam("v_updated_at"), **values)
-        )
-        params: dict[str, Any] = {f"v_{k}": v for k, v in move.fields.items()}
-        params.update(v_state=move.to, v_updated_at=plan.now)
-        for start in range(0, len(tids), _CHUNK):
-            conn.execute(stmt, {**params, "ids": tids[start : start + _CHUNK]})
-    bump_counters(session, plan.deltas)
+    for start in range(0, len(marks), CHUNK):
+        conn.execute(sent, {"ids": marks[start : start + CHUNK]})
 
 
 def _failure_reason(r: Report) -> str:
