@@ -49,7 +49,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
-from rollout.bench.push import NGINX, TOPIC, _free_port, _make_pki, _Pki, _wait_port
+from rollout.bench.push import NGINX, NGINX_CONF, TOPIC, Pki, free_port, make_pki, wait_port
 from rollout.inventory import DeviceRecord
 from rollout.ledger import db
 from rollout.ledger.devices import import_devices
@@ -77,37 +77,9 @@ IMPORT_CHUNK = 20_000
 
 _NOT_YET_PUSHED = (TargetState.PLANNED.value, TargetState.QUEUED.value)
 
-_NGINX_CONF = """
-worker_processes 1;
-daemon off;
-master_process on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    log_format pushed '$uri';
-    access_log {dir}/pushed.log pushed buffer=256k flush=50ms;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 600s;
-    server {{
-        listen 127.0.0.1:{port} ssl http2;
-        ssl_certificate {dir}/server.crt;
-        ssl_certificate_key {dir}/server.key;
-        ssl_client_certificate {dir}/client-ca.pem;
-        ssl_verify_client on;
-        http2_max_concurrent_streams 1000;
-        location /3/device/ {{
-            add_header apns-id $http_apns_id always;
-            return 200;
-        }}
-    }}
-}}
-"""
+_PUSH_LOG = (
+    "log_format pushed '$uri';\n    access_log {dir}/pushed.log pushed buffer=256k flush=50ms;"
+)
 
 
 def udid(n: int) -> str:
@@ -213,10 +185,11 @@ class _LogTail:
 
 
 @contextlib.contextmanager
-def _nginx_endpoint(pki: _Pki) -> Iterator[tuple[_Endpoint, Callable[[], list[str]]]]:
-    port = _free_port()
+def _nginx_endpoint(pki: Pki) -> Iterator[tuple[_Endpoint, Callable[[], list[str]]]]:
+    port = free_port()
     conf = pki.dir / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(dir=pki.dir, port=port))
+    log = _PUSH_LOG.format(dir=pki.dir)
+    conf.write_text(NGINX_CONF.format(dir=pki.dir, port=port, access_log=log))
     proc = subprocess.Popen(
         [NGINX, "-c", str(conf), "-p", str(pki.dir)],
         stdout=subprocess.DEVNULL,
@@ -224,7 +197,7 @@ def _nginx_endpoint(pki: _Pki) -> Iterator[tuple[_Endpoint, Callable[[], list[st
     )
     tail = _LogTail(pki.dir / "pushed.log")
     try:
-        _wait_port(port, proc)
+        wait_port(port, proc)
         yield (
             _Endpoint(f"https://127.0.0.1:{port}", pki.ca_file, pki.client_pem, "nginx", tail.path),
             tail.read,
@@ -264,7 +237,7 @@ def _standin_endpoint(workdir: Path) -> Iterator[tuple[_Endpoint, Callable[[], l
 
 def _endpoint(workdir: Path) -> Any:
     if Path(NGINX).exists():
-        return _nginx_endpoint(_make_pki(workdir))
+        return _nginx_endpoint(make_pki(workdir))
     return _standin_endpoint(workdir)
 
 

@@ -40,7 +40,7 @@ NGINX = "/usr/sbin/nginx"
 TOPIC = "com.apple.mgmt.External.b3c1e0c4-0000-4000-8000-00000000be7c"
 ROUNDS = 3
 
-_NGINX_CONF = """
+NGINX_CONF = """
 worker_processes 1;
 daemon off;
 master_process on;
@@ -48,13 +48,13 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
+    keepalive_requests 100000000;
     keepalive_timeout 600s;
     server {{
         listen 127.0.0.1:{port} ssl http2;
@@ -73,7 +73,7 @@ http {{
 
 
 @dataclass(frozen=True)
-class _Pki:
+class Pki:
     ca: Issued
     client: Issued
     dir: Path
@@ -87,13 +87,13 @@ class _Pki:
         return str(self.dir / "client.pem")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _make_pki(workdir: Path) -> _Pki:
+def make_pki(workdir: Path) -> Pki:
     ca = make_ca("Rollout bench CA")
     client = issue_leaf(ca, "APSP:bench", client_auth=True, UID=TOPIC)
     server = issue_leaf(
@@ -104,21 +104,21 @@ def _make_pki(workdir: Path) -> _Pki:
     (workdir / "client.pem").write_bytes(client.cert_pem() + client.key_pem())
     (workdir / "server.crt").write_bytes(server.cert_pem())
     (workdir / "server.key").write_bytes(server.key_pem())
-    return _Pki(ca=ca, client=client, dir=workdir)
+    return Pki(ca=ca, client=client, dir=workdir)
 
 
 @contextlib.contextmanager
-def _nginx(pki: _Pki) -> Iterator[int]:
-    port = _free_port()
+def _nginx(pki: Pki) -> Iterator[int]:
+    port = free_port()
     conf = pki.dir / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(dir=pki.dir, port=port))
+    conf.write_text(NGINX_CONF.format(dir=pki.dir, port=port, access_log="access_log off;"))
     proc = subprocess.Popen(
         [NGINX, "-c", str(conf), "-p", str(pki.dir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_port(port, proc)
+        wait_port(port, proc)
         yield port
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -139,8 +139,8 @@ def _standin_main(ca_cert: bytes, ca_key: bytes, port: int, stop: Any) -> None:
 
 
 @contextlib.contextmanager
-def _standin(pki: _Pki) -> Iterator[int]:
-    port = _free_port()
+def _standin(pki: Pki) -> Iterator[int]:
+    port = free_port()
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     proc = ctx.Process(
@@ -150,7 +150,7 @@ def _standin(pki: _Pki) -> Iterator[int]:
     )
     proc.start()
     try:
-        _wait_port(port, None)
+        wait_port(port, None)
         yield port
     finally:
         stop.set()
@@ -159,7 +159,7 @@ def _standin(pki: _Pki) -> Iterator[int]:
             proc.kill()
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes] | None) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -201,7 +201,7 @@ async def _run_ours(cert: PushCertificate, cfg: PushConfig, tokens: list[str]) -
         await client.aclose()
 
 
-async def _run_aioapns(pki: _Pki, port: int, cfg: PushConfig, tokens: list[str]) -> float:
+async def _run_aioapns(pki: Pki, port: int, cfg: PushConfig, tokens: list[str]) -> float:
     from aioapns import APNs, NotificationRequest, PushType
     from aioapns.connection import APNsProductionClientProtocol
 
@@ -258,7 +258,7 @@ def run_push_bench(size: int) -> dict[str, Any]:
         raise ValueError("size must be >= 1")
     workdir = Path(tempfile.mkdtemp(prefix="rollout-bench-push-"))
     try:
-        pki = _make_pki(workdir)
+        pki = make_pki(workdir)
         use_nginx = Path(NGINX).exists()
         server_cm = _nginx(pki) if use_nginx else _standin(pki)
         with server_cm as port:

@@ -11,24 +11,7 @@ from pathlib import Path
 import pytest
 
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile, tamper
-
-STABLE_KEYS = {
-    "uuid",
-    "name",
-    "app_id_name",
-    "app_id",
-    "team_id",
-    "team_name",
-    "platforms",
-    "kind",
-    "created_at",
-    "expires_at",
-    "provisions_all_devices",
-    "provisioned_devices",
-    "developer_certificates",
-    "signature",
-    "sha256",
-}
+from tests.profiles.test_fields import JSON_KEYS
 
 
 def rollout(*args: str, home: Path, db_url: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,7 +60,7 @@ def test_inspect_json_has_the_stable_keys_and_the_chain_verdict(files: dict[str,
     )
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    assert set(data) == STABLE_KEYS
+    assert set(data) == JSON_KEYS
     assert data["uuid"] == "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
     assert data["kind"] == "enterprise" and data["provisions_all_devices"] is True
     assert data["signature"]["valid"] is True and data["signature"]["chain_trusted"] is True
