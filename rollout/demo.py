@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollout.profiles import parse_profile, render_text
+from rollout.profiles import render_text
 from rollout.sim.world import World, WorldConfig
 
 Say = Callable[[str], None]
@@ -59,13 +59,9 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         enrolled = world.enroll()
         say(f"   {enrolled} enrolled (Authenticate + TokenUpdate, signed with their identities)")
         rollout_id = world.open_rollout()
-        summary = world.summary(rollout_id)
+        assert world.profile is not None
         say("2. The renewed profile in the library:")
-        say(
-            _indent(
-                render_text(parse_profile(_profile_bytes(world), trust_anchors=world.chain.anchors))
-            )
-        )
+        say(_indent(render_text(world.profile)))
         say(f"3. Rollout {rollout_id} started; {cfg.workers} Celery worker process(es) and beat")
         for i in range(cfg.workers):
             world.start_worker(name=f"w{i + 1}")
@@ -96,19 +92,6 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "fleet": fleet,
         "seconds": round(elapsed, 1),
     }
-
-
-def _profile_bytes(world: World) -> bytes:
-    from sqlalchemy import select
-
-    from rollout.ledger import db
-    from rollout.ledger.models import ProfileRow
-
-    assert world.engine is not None
-    with db.transaction(world.engine) as session:
-        content = session.scalar(select(ProfileRow.content).order_by(ProfileRow.added_at.desc()))
-    assert content is not None
-    return content
 
 
 def _indent(text: str) -> str:

@@ -32,7 +32,6 @@ import json
 import os
 import pickle
 import plistlib
-import secrets
 import shutil
 import signal
 import socket
@@ -46,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
+
 TOPIC = "com.apple.mgmt.External.c0ffee00-0000-4000-8000-0000000be7c1"
 CONCURRENCY = 256
 """Devices in flight at once (each on its own keep-alive connection)."""
@@ -99,12 +99,6 @@ def _postgres_cpu(pids: Sequence[int]) -> dict[int, float]:
 def _postgres_cpu_since(before: dict[int, float], pids: Sequence[int]) -> float:
     after = _postgres_cpu(pids)
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
-
-
-def _admin_url() -> str:
-    return os.environ.get("ROLLOUT_BENCH_POSTGRES_URL") or os.environ.get(
-        "ROLLOUT_TEST_POSTGRES_URL", DEFAULT_ADMIN_URL
-    )
 
 
 def _conninfo(url: str) -> str:
@@ -403,32 +397,6 @@ def _percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _database() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL server, dropped afterwards."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = _conninfo(_admin_url())
-    try:
-        with psycopg.connect(admin, connect_timeout=3, autocommit=True) as conn:
-            conn.execute("select 1")
-    except psycopg.Error as exc:
-        raise RuntimeError(
-            f"PostgreSQL is not reachable at {make_url(admin).render_as_string()} ({exc}); "
-            "start it or set ROLLOUT_BENCH_POSTGRES_URL"
-        ) from None
-    name = f"rollout_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
 def _child(role: str, cfg: dict[str, Any], workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m rollout.bench.checkin <role> <cfg.json>``; stop it on the way out."""
     cfg_path = workdir / f"{role}.json"
@@ -503,7 +471,6 @@ def _setup_ledger(url: str, size: int, workdir: Path) -> _Setup:
     from rollout.sim.identity import make_device_ca
     from rollout.sim.profiles import make_apple_like_chain, make_profile
 
-    db.upgrade(url)
     ca = make_device_ca("Rollout Bench Device CA")
     (workdir / "device-ca.pem").write_bytes(ca.cert_pem())
     identities = FleetIdentities(ca)
@@ -572,7 +539,7 @@ def _setup_ledger(url: str, size: int, workdir: Path) -> _Setup:
     finally:
         engine.dispose()
     devices = [_Device(u, certs[u], by_device[ids[u]] if u in ids else None) for u in udids]
-    key = identities._key
+    key = identities.key
     assert key is not None
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -660,7 +627,7 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
 
     workdir = Path(tempfile.mkdtemp(prefix="rollout-bench-checkin-"))
     try:
-        with _database() as url:
+        with scratch_database(check_postgres(pg_admin_url()), "rollout_bench_checkin") as url:
             setup = _setup_ledger(url, size, workdir)
             concurrency = max(1, min(concurrency, size))
             port = _free_port()
@@ -674,7 +641,7 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
                 ours = _run_generator(
                     {
                         "mode": "product",
-                        "admin": _conninfo(_admin_url()),
+                        "admin": _conninfo(pg_admin_url()),
                         "database": make_url(url).database,
                         "base_url": f"http://127.0.0.1:{port}",
                         "server_pid": server.pid,
@@ -699,7 +666,7 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
                 theirs = _run_generator(
                     {
                         "mode": "baseline",
-                        "admin": _conninfo(_admin_url()),
+                        "admin": _conninfo(pg_admin_url()),
                         "database": make_url(url).database,
                         "base_url": f"http://127.0.0.1:{port}",
                         "server_pid": base.pid,

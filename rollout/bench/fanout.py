@@ -32,7 +32,6 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import queue
-import secrets
 import shutil
 import signal
 import subprocess
@@ -50,6 +49,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
 from rollout.bench.push import NGINX, NGINX_CONF, TOPIC, Pki, free_port, make_pki, wait_port
+from rollout.bench.services import check_postgres, check_redis, pg_admin_url, scratch_database
 from rollout.inventory import DeviceRecord
 from rollout.ledger import db
 from rollout.ledger.devices import import_devices
@@ -60,9 +60,6 @@ from rollout.ledger.rollouts import create_rollout, start_rollout
 from rollout.ledger.targets import counts
 from rollout.states import TargetState
 
-PG_ADMIN_URL = os.environ.get(
-    "ROLLOUT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 WORKERS = 2
 TICK_EVERY_S = 2.0  # like beat's controller tick, while planned targets remain
@@ -93,47 +90,6 @@ def token(n: int) -> str:
 
 
 # ---- services ------------------------------------------------------------------------------
-
-
-def check_postgres(admin_url: str) -> str:
-    """A psycopg conninfo for the maintenance database, or RuntimeError saying why not."""
-    import psycopg
-
-    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(conninfo, connect_timeout=3) as conn:
-            conn.execute("select 1")
-    except psycopg.Error as exc:
-        raise RuntimeError(f"PostgreSQL is not reachable at {admin_url}: {exc}") from exc
-    return conninfo
-
-
-def check_redis(url: str) -> None:
-    """RuntimeError unless Redis answers at ``url``."""
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        raise RuntimeError(f"Redis is not reachable at {url}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def scratch_database(admin_conninfo: str, prefix: str) -> Iterator[str]:
-    """A fresh PostgreSQL database (SQLAlchemy URL), migrated, dropped on the way out."""
-    import psycopg
-
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_conninfo).set(drivername="postgresql+psycopg", database=name)
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        db.upgrade(rendered)
-        yield rendered
-    finally:
-        with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -593,7 +549,7 @@ def run_fanout_bench(
         raise ValueError("size must be >= 1")
     from celery import Celery
 
-    admin = check_postgres(postgres_admin or PG_ADMIN_URL)
+    admin = check_postgres(postgres_admin or pg_admin_url())
     broker = redis_url or REDIS_URL
     check_redis(broker)
     concurrency = concurrency or CONCURRENCY

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from rollout.bench.fanout import PG_ADMIN_URL, check_postgres, scratch_database
+from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
 from rollout.ledger import db
 from rollout.ledger.models import ProfileRow
 from rollout.ledger.reports import rollout_summary
@@ -141,7 +141,7 @@ def run_status_bench(
     """Time ``reads`` detail reads of a rollout of ``size`` targets; the bench's JSON object."""
     if size < 1:
         raise ValueError("size must be >= 1")
-    admin = check_postgres(postgres_admin or PG_ADMIN_URL)
+    admin = check_postgres(postgres_admin or pg_admin_url())
     with scratch_database(admin, "rollout_bench_status") as url:
         engine = db.make_engine(url)
         try:

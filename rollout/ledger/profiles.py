@@ -74,8 +74,3 @@ def list_profiles(session: Session) -> Sequence[ProfileRow]:
 def get_profile(session: Session, uuid: str) -> ProfileRow | None:
     """The profile with ``uuid`` (case-insensitive), or None."""
     return session.get(ProfileRow, uuid.strip().lower())
-
-
-def profile_content(session: Session, uuid: str) -> bytes | None:
-    """The signed file of profile ``uuid``, or None."""
-    return session.scalar(select(ProfileRow.content).where(ProfileRow.uuid == uuid.lower()))

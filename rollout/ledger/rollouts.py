@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from rollout.ledger.events import record_event
@@ -139,8 +139,3 @@ def rollout_profile_content(session: Session, rollout_id: int) -> bytes | None:
         .join(RolloutRow, RolloutRow.profile_uuid == ProfileRow.uuid)
         .where(RolloutRow.id == rollout_id)
     )
-
-
-def set_rollout_state(session: Session, rollout_id: int, state: RolloutState) -> None:
-    """Set a rollout's state (used by the engine and operator controls)."""
-    session.execute(update(RolloutRow).where(RolloutRow.id == rollout_id).values(state=state.value))

@@ -40,9 +40,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from rollout.mdm.messages import Status
 from rollout.sim.device import (
@@ -57,7 +55,7 @@ from rollout.sim.device import (
     Transport,
 )
 from rollout.sim.identity import issue_device_identity, make_device_ca
-from rollout.sim.pki import Issued, name
+from rollout.sim.pki import Issued
 
 __all__ = ["FleetIdentities", "FleetMix", "FleetStats", "SimFleet"]
 
@@ -110,54 +108,14 @@ class FleetIdentities:
         self.shared_key = shared_key
         self.days = days
         self.issued = 0
-        self._key = ec.generate_private_key(ec.SECP256R1()) if shared_key else None
-        self._base: x509.CertificateBuilder | None = None
+        self.key = ec.generate_private_key(ec.SECP256R1()) if shared_key else None
         self._lock = threading.Lock()
-
-    def _builder(self) -> x509.CertificateBuilder:
-        if self._base is None:
-            assert self._key is not None
-            start = dt.datetime.now(_UTC) - dt.timedelta(days=1)
-            self._base = (
-                x509.CertificateBuilder()
-                .issuer_name(self.ca.cert.subject)
-                .public_key(self._key.public_key())
-                .not_valid_before(start)
-                .not_valid_after(start + dt.timedelta(days=self.days))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(
-                    x509.KeyUsage(
-                        digital_signature=True,
-                        content_commitment=False,
-                        key_encipherment=False,
-                        data_encipherment=False,
-                        key_agreement=False,
-                        key_cert_sign=False,
-                        crl_sign=False,
-                        encipher_only=False,
-                        decipher_only=False,
-                    ),
-                    critical=True,
-                )
-                .add_extension(
-                    x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-                )
-            )
-        return self._base
 
     def issue(self, udid: str) -> Issued:
         """A new identity certificate for ``udid`` (thread-safe)."""
         with self._lock:
             self.issued += 1
-        if self._key is None:
-            return issue_device_identity(self.ca, udid, days=self.days)
-        cert = (
-            self._builder()
-            .subject_name(name(udid, O="Rollout Sim Devices"))
-            .serial_number(x509.random_serial_number())
-            .sign(self.ca.key, hashes.SHA256())
-        )
-        return Issued(cert=cert, key=self._key, chain=(self.ca.cert, *self.ca.chain))
+        return issue_device_identity(self.ca, udid, days=self.days, key=self.key)
 
 
 @dataclass

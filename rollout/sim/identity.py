@@ -16,7 +16,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from rollout.sim.pki import Issued, issue_leaf, make_ca
+from rollout.sim.pki import Issued, PrivateKey, issue_leaf, make_ca
 
 HashName = Literal["sha256", "sha384", "sha512"]
 HeaderForm = Literal["rfc9440", "escaped-pem", "base64"]
@@ -53,8 +53,12 @@ def issue_device_identity(
     key_kind: str = "ec",
     not_before: dt.datetime | None = None,
     days: int = 365,
+    key: PrivateKey | None = None,
 ) -> Issued:
-    """A device identity certificate (CN = UDID, client auth) with its key, issued by ``ca``."""
+    """A device identity certificate (CN = UDID, client auth) with its key, issued by ``ca``.
+
+    ``key`` reuses a private key (a large simulated fleet shares one); by default a new one.
+    """
     return issue_leaf(
         ca,
         udid,
@@ -62,6 +66,7 @@ def issue_device_identity(
         not_before=not_before,
         days=days,
         client_auth=True,
+        key=key,
         O="Rollout Sim Devices",
     )
 

@@ -119,12 +119,17 @@ def issue_leaf(
     server_auth: bool = False,
     dns_names: tuple[str, ...] = (),
     ip_addresses: tuple[str, ...] = (),
+    key: PrivateKey | None = None,
     **attrs: str,
 ) -> Issued:
-    """A leaf certificate signed by ``issuer`` (key usage for signing; optional TLS usages)."""
+    """A leaf certificate signed by ``issuer`` (key usage for signing; optional TLS usages).
+
+    ``key`` reuses an existing private key (many certificates over one key cost one signature
+    each, no key generation); by default a new ``key_kind`` key is made.
+    """
     import ipaddress
 
-    key = new_key(key_kind)
+    key = key or new_key(key_kind)
     start = not_before or dt.datetime.now(_UTC) - dt.timedelta(days=1)
     builder = (
         x509.CertificateBuilder()
@@ -139,7 +144,7 @@ def issue_leaf(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
-                key_encipherment=key_kind != "ec",
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=False,

@@ -8,6 +8,7 @@ the configured broker (kombu's filesystem transport by default, so nothing needs
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -29,7 +30,7 @@ from rollout.ledger.models import RolloutRow
 from rollout.ledger.profiles import add_profile
 from rollout.ledger.reports import rollout_summary
 from rollout.ledger.rollouts import create_rollout, start_rollout
-from rollout.profiles import parse_profile
+from rollout.profiles import Profile, parse_profile
 from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.fleet import FleetMix, SimFleet
 from rollout.sim.http11 import Http11Client
@@ -68,6 +69,7 @@ class World:
         self.fleet: SimFleet | None = None
         self.transport: Http11Client | None = None
         self.chain: AppleLikeChain | None = None
+        self.profile: Profile | None = None  # the renewal the last open_rollout rolls out
         self.database_url = ""
         self.broker_url = ""
 
@@ -156,6 +158,7 @@ class World:
         assert self.engine is not None and self.chain is not None and self.fleet is not None
         data = make_profile(self.chain, name="Field App In-House")
         profile = parse_profile(data, trust_anchors=self.chain.anchors)
+        self.profile = profile
         with db.transaction(self.engine) as session:
             add_profile(session, profile, data)
             ids = device_ids(session, [d.udid for d in self.fleet.devices])
@@ -286,22 +289,14 @@ class World:
         """Stop the worker and beat processes (TERM, then KILL)."""
         for proc in self.procs:
             if proc.poll() is None:
-                with _quiet():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for proc in self.procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with _quiet():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: Any, e: Any, tb: Any) -> bool:
-        return et is not None and issubclass(et, ProcessLookupError)

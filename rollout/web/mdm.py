@@ -13,7 +13,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -51,6 +51,9 @@ CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 MDM_PATHS = frozenset({"/mdm", "/mdm/checkin", "/mdm/connect"})
 _COMMAND_HEADERS = [(b"content-type", b"application/xml; charset=UTF-8")]
 _EXCERPT = 4096
+
+
+_Msg = TypeVar("_Msg")
 
 
 class BodyTooLarge(Exception):
@@ -126,25 +129,33 @@ class MDMEndpoint:
         else:
             await self._connect(send, path, headers, body)
 
-    async def _identity(
-        self, send: Send, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[bool, str | None]:
+    async def _accept(
+        self,
+        send: Send,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        parse: Callable[..., _Msg],
+    ) -> tuple[_Msg, str | None] | None:
+        """Parse the body and verify the device identity; on failure answer and record the
+        refusal (400 for the message, 403 for the identity) and return None."""
+        try:
+            msg = parse(body, max_bytes=self.config.max_body_bytes)
+        except MDMProtocolError as exc:
+            await self._refuse(send, 400, path, exc.reason, exc.message, headers, body)
+            return None
         try:
             sha256 = self.verifier.cert_sha256(headers, body)
         except IdentityError as exc:
             await self._refuse(send, 403, path, f"identity_{exc.reason}", str(exc), headers, body)
-            return False, None
-        return True, sha256
+            return None
+        return msg, sha256
 
     async def _connect(self, send: Send, path: str, headers: dict[str, str], body: bytes) -> None:
-        try:
-            result = parse_report(body, max_bytes=self.config.max_body_bytes)
-        except MDMProtocolError as exc:
-            await self._refuse(send, 400, path, exc.reason, exc.message, headers, body)
+        accepted = await self._accept(send, path, headers, body, parse_report)
+        if accepted is None:
             return
-        ok, cert = await self._identity(send, path, headers, body)
-        if not ok:
-            return
+        result, cert = accepted
         enrollment = result.enrollment
         if enrollment.is_user_channel:
             # Provisioning-profile commands are device-channel only: nothing is queued for a
@@ -185,14 +196,10 @@ class MDMEndpoint:
             await respond(send, 200)
 
     async def _checkin(self, send: Send, path: str, headers: dict[str, str], body: bytes) -> None:
-        try:
-            msg = parse_checkin(body, max_bytes=self.config.max_body_bytes)
-        except MDMProtocolError as exc:
-            await self._refuse(send, 400, path, exc.reason, exc.message, headers, body)
+        accepted = await self._accept(send, path, headers, body, parse_checkin)
+        if accepted is None:
             return
-        ok, cert = await self._identity(send, path, headers, body)
-        if not ok:
-            return
+        msg, cert = accepted
         enrollment = msg.enrollment
         policy = self.batcher.identity_policy
         work: Callable[[Session], CheckinResult]

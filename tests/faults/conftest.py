@@ -17,7 +17,7 @@ from rollout.ledger import db
 from rollout.ledger.models import CommandRow
 from rollout.sim.fleet import FleetMix
 from rollout.sim.world import World, WorldConfig
-from tests.conftest import REQUIRE_SERVICES, _unavailable
+from tests.conftest import _unavailable
 from tests.helpers import target_states
 
 #: Mostly well-behaved devices, so "every device answered" is a crisp check; a few dead tokens.
@@ -136,12 +136,3 @@ def expected_end(world: World) -> dict[str, int]:
     assert world.fleet is not None
     mix = world.fleet.mix.counts(len(world.fleet.devices))
     return {"acknowledged": mix["ok"], "unreachable": mix["dead_token"]}
-
-
-__all__ = [
-    "REQUIRE_SERVICES",
-    "RedisServer",
-    "assert_ledger_consistent",
-    "expected_end",
-    "make_world",
-]

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from rollout.ledger import db
 from rollout.ledger.events import list_events
-from rollout.ledger.models import DeviceRow, ProfileRow, TargetRow
+from rollout.ledger.models import DeviceRow, TargetRow
 from rollout.ledger.rollouts import create_rollout, queue_commands, start_rollout
 from rollout.mdm import parse_command
 from rollout.profiles import parse_profile
@@ -225,8 +225,3 @@ def test_get_is_not_allowed(web: Served) -> None:
     res = httpx.get(f"{web.base_url}/mdm/connect")
     assert res.status_code == 405
     assert httpx.get(f"{web.base_url}/healthz").json()["ok"] is True
-
-
-def test_profiles_table_is_used(web: Served) -> None:
-    with db.transaction(web.engine) as s:
-        assert s.scalar(select(ProfileRow.uuid)) is None
