@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from rollout.apns import PushClient, PushRequest
+from rollout.clock import Clock
 from rollout.dispatch import Dispatcher
 from rollout.ledger import db
 from rollout.ledger import fanout as ledger_fanout
-from rollout.ledger.types import utcnow
 from rollout.policy import EnginePolicy
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,10 @@ class TickReport:
 
 
 def tick(
-    engine: Engine,
-    dispatcher: Dispatcher,
-    policy: EnginePolicy | None = None,
-    now: dt.datetime | None = None,
+    engine: Engine, dispatcher: Dispatcher, policy: EnginePolicy, now: dt.datetime
 ) -> TickReport:
-    """One controller tick over every running rollout (safe to run on many workers at once)."""
-    policy = policy or EnginePolicy()
-    now = now or utcnow()
+    """One controller tick over every running rollout at ``now`` (safe to run on many workers
+    at once)."""
     report = TickReport()
     with db.transaction(engine) as session:
         rollouts = ledger_fanout.running_rollouts(session)
@@ -127,15 +123,10 @@ def report_due(
 
 
 def sweep(
-    engine: Engine,
-    dispatcher: Dispatcher,
-    policy: EnginePolicy | None = None,
-    now: dt.datetime | None = None,
+    engine: Engine, dispatcher: Dispatcher, policy: EnginePolicy, now: dt.datetime
 ) -> TickReport:
     """Only the waiting part of a tick: re-push, time out, complete (the beat's sweep)."""
-    return _due_and_finish(
-        engine, dispatcher, policy or EnginePolicy(), now or utcnow(), TickReport()
-    )
+    return _due_and_finish(engine, dispatcher, policy, now, TickReport())
 
 
 def push_batch(
@@ -143,14 +134,15 @@ def push_batch(
     client: PushClient,
     rollout_id: int,
     target_ids: Sequence[int],
-    policy: EnginePolicy | None = None,
+    policy: EnginePolicy,
+    clock: Clock,
 ) -> dict[str, int]:
     """Wake the devices of one batch and record every device's push result.
 
-    Idempotent: a target already answered is skipped, and a repeated push is harmless (it is
-    counted). Called by the fan-out task; tests call it directly.
+    The results are stamped with ``clock`` when the pushes are done. Idempotent: a target
+    already answered is skipped, and a repeated push is harmless (it is counted). Called by
+    the fan-out task; tests call it directly.
     """
-    policy = policy or EnginePolicy()
     with db.transaction(engine) as session:
         jobs, skipped = ledger_fanout.push_jobs(session, target_ids)
     results = (
@@ -162,7 +154,7 @@ def push_batch(
     )
     with db.transaction(engine) as session:
         tally = ledger_fanout.record_push_results(
-            session, rollout_id, jobs, results, policy, utcnow()
+            session, rollout_id, jobs, results, policy, clock.now()
         )
     out = dict(tally)
     out["skipped"] = skipped

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rollout import controller, renewal
 from rollout.apns import PushClient
+from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
 from rollout.ledger import db
 from rollout.pushing import push_client_from_settings
@@ -67,7 +68,9 @@ RETRYABLE = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
           max_retries=5)  # fmt: skip
 def tick(self: Task) -> dict[str, Any]:
     """Advance every running rollout by one tick."""
-    report = controller.tick(ledger_engine(), CeleryDispatcher(), get_settings().engine_policy())
+    report = controller.tick(
+        ledger_engine(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
+    )
     return report.__dict__
 
 
@@ -75,7 +78,9 @@ def tick(self: Task) -> dict[str, Any]:
           max_retries=5)  # fmt: skip
 def sweep(self: Task) -> dict[str, Any]:
     """Re-push or time out targets whose wait is over, and complete finished rollouts."""
-    report = controller.sweep(ledger_engine(), CeleryDispatcher(), get_settings().engine_policy())
+    report = controller.sweep(
+        ledger_engine(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
+    )
     return report.__dict__
 
 
@@ -84,7 +89,12 @@ def sweep(self: Task) -> dict[str, Any]:
 def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, int]:
     """Push one batch of targets and record every result."""
     return controller.push_batch(
-        ledger_engine(), push_client(), rollout_id, target_ids, get_settings().engine_policy()
+        ledger_engine(),
+        push_client(),
+        rollout_id,
+        target_ids,
+        get_settings().engine_policy(),
+        SYSTEM_CLOCK,
     )
 
 

@@ -24,7 +24,7 @@ from rollout.ledger.events import record_event
 from rollout.ledger.models import DeviceRow, RolloutCountRow, RolloutRow, TargetRow
 from rollout.ledger.rollouts import INSTALL_REQUEST_TYPE, queue_commands
 from rollout.ledger.targets import Move, bump_counters, move_targets
-from rollout.ledger.types import UTCDateTime, utcnow
+from rollout.ledger.types import UTCDateTime
 from rollout.policy import EnginePolicy
 from rollout.states import CommandStatus, EnrollmentState, RolloutState, TargetState, TokenState
 from rollout.transitions import OPEN_STATES, may_move
@@ -181,7 +181,7 @@ def _claim_planned_pg(
             "active": TokenState.ACTIVE.value,
             "checked_out": EnrollmentState.CHECKED_OUT.value,
             "next_push_at": now + policy.dispatch_grace,
-            "now": utcnow(),
+            "now": now,
             "request_type": INSTALL_REQUEST_TYPE,
             "command_status": CommandStatus.QUEUED.value,
         },

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from rollout.apns import PushClient, PushConfig, load_pem
+from rollout.clock import ManualClock
 from rollout.inventory import read_inventory
 from rollout.ledger import db
 from rollout.ledger.devices import device_ids, import_devices
@@ -18,7 +18,12 @@ from rollout.sim.apns_server import ApnsStandIn
 from tests.helpers import seed_profile, target_states
 
 TOPIC = "com.apple.mgmt.External.0c0ffee0-1111-2222-3333-444455556666"
-NOW = dt.datetime.now(dt.UTC)  # push results are stamped with the real clock
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The one clock of an engine test: moved forward by the test, never slept on."""
+    return ManualClock()
 
 
 @pytest.fixture(scope="session")
