@@ -23,6 +23,7 @@ from rollout.mdm.identity import (
     parse_forwarded_client_cert,
     verify_mdm_signature,
 )
+from rollout.mdm.lean_report import parse_report
 from rollout.mdm.messages import (
     MAX_BODY_BYTES,
     Authenticate,
@@ -41,6 +42,7 @@ from rollout.mdm.messages import (
     parse_provisioning_profile_list,
     parse_result,
 )
+from rollout.mdm.verifier import IdentityVerifier
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -55,6 +57,7 @@ __all__ = [
     "ErrorChainItem",
     "IdentityConfig",
     "IdentityError",
+    "IdentityVerifier",
     "InstalledProfileItem",
     "MDMProtocolError",
     "OtherCheckin",
@@ -70,6 +73,7 @@ __all__ = [
     "parse_command",
     "parse_forwarded_client_cert",
     "parse_provisioning_profile_list",
+    "parse_report",
     "parse_result",
     "provisioning_profile_list",
     "remove_provisioning_profile",

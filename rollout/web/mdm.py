@@ -31,14 +31,14 @@ from rollout.mdm import (
     CheckOut,
     IdentityConfig,
     IdentityError,
+    IdentityVerifier,
     MDMProtocolError,
     TokenUpdate,
     checkin_reply,
     parse_checkin,
+    parse_report,
 )
 from rollout.web.batcher import LedgerBatcher
-from rollout.web.identity import IdentityVerifier
-from rollout.web.reports import parse_report
 
 log = logging.getLogger(__name__)
 

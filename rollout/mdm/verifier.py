@@ -43,8 +43,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from rollout.mdm import IdentityConfig, VerifiedIdentity, identify
-from rollout.mdm.identity import MAX_HEADER_CHARS
+from rollout.clock import SYSTEM_CLOCK, Clock
+from rollout.mdm.identity import MAX_HEADER_CHARS, IdentityConfig, VerifiedIdentity, identify
 
 __all__ = ["IdentityVerifier"]
 
@@ -314,8 +314,9 @@ class _Cert:
 class IdentityVerifier:
     """:func:`rollout.mdm.identify` for one configuration, with the fast path described above."""
 
-    def __init__(self, config: IdentityConfig) -> None:
+    def __init__(self, config: IdentityConfig, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
+        self.clock = clock
         self._certs: dict[bytes, _Cert] = {}
         self.fast = 0
         self.full = 0
@@ -393,7 +394,7 @@ class IdentityVerifier:
             return None
         trust = self.config.trust
         if trust is not None:
-            now = dt.datetime.now(dt.UTC)
+            now = self.clock.now()
             if entry.trusted_from is None or not (
                 entry.trusted_from <= now <= (entry.trusted_until or now)
             ):

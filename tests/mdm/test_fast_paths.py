@@ -19,13 +19,13 @@ from rollout.mdm import (
     DeviceCATrust,
     IdentityConfig,
     IdentityError,
+    IdentityVerifier,
     MDMProtocolError,
     identify,
+    parse_report,
     parse_result,
 )
 from rollout.sim.identity import issue_device_identity, make_device_ca, sign_body
-from rollout.web.identity import IdentityVerifier
-from rollout.web.reports import parse_report
 
 CA = make_device_ca()
 DEVICE = issue_device_identity(CA, "00008020-000915083C80012E")

@@ -20,8 +20,13 @@ from __future__ import annotations
 import re
 from types import MappingProxyType
 
-from rollout.mdm import CommandResult, Enrollment, Status, parse_result
-from rollout.mdm.messages import MAX_BODY_BYTES
+from rollout.mdm.messages import (
+    MAX_BODY_BYTES,
+    CommandResult,
+    Enrollment,
+    Status,
+    parse_result,
+)
 
 __all__ = ["parse_report"]
 
