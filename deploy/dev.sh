@@ -2,7 +2,7 @@
 # rollout's two everyday commands, each doing its own set-up from a fresh clone:
 #   deploy/dev.sh demo [ARGS...]   the main job: a demo on the embedded default (SQLite)
 #   deploy/dev.sh test [PYTEST ARGS...]   the whole test suite
-#   deploy/dev.sh lint             ruff and mypy
+#   deploy/dev.sh lint             ruff, mypy and the import-layer contracts
 # Set-up: a virtual environment in .venv with the package and its dev tools, installed
 # again only when pyproject.toml changes.
 set -euo pipefail
@@ -83,7 +83,8 @@ case "$cmd" in
     setup_venv
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
-    exec "$VENV/bin/mypy"
+    "$VENV/bin/mypy"
+    exec "$VENV/bin/lint-imports" --no-cache
     ;;
   *)
     echo "usage: deploy/dev.sh demo [--devices N ...] | test [pytest args] | lint" >&2

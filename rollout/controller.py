@@ -1,34 +1,60 @@
-"""The controller: advances every running rollout by one idempotent tick.
+"""The controller: every decision a tick makes, advancing running rollouts one idempotent step.
 
-A tick claims planned targets in batches (each batch gets its command rows and is moved to
-queued in one transaction), hands the batches to the dispatcher after the commit, re-pushes
-targets whose wait is over, times out the silent ones, and completes rollouts with nothing left
-open. Everything it decides comes from the ledger, so a lost message or a dead worker only
-delays work: the next tick finds it again.
+A tick, at the ``now`` its caller gives it:
+
+1. marks planned targets whose device cannot be woken ``unreachable``, saying why;
+2. claims planned, pushable targets in batches (each batch gets its command rows and is moved
+   to queued in one transaction) and hands the batches to the dispatcher after the commit,
+   keeping at most ``max_batches_per_tick`` batches of a rollout in flight (backpressure);
+3. re-pushes targets whose wait is over (silent after a push, NotNow'd, transiently failed,
+   or dispatched and never pushed) and times out the ones that have been pushed enough;
+4. completes rollouts with no open target left.
+
+A push batch (:func:`push_batch`) wakes its devices and turns each APNs outcome into the
+target's next state. Everything is decided from the ledger, so a lost message or a dead worker
+only delays work: the next tick finds it again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
-
-from rollout.apns import PushClient, PushRequest
+from rollout.apns import Outcome, PushClient, PushRequest, PushResult
 from rollout.clock import Clock
 from rollout.dispatch import Dispatcher
-from rollout.ledger import db
-from rollout.ledger import fanout as ledger_fanout
+from rollout.ledger import (
+    DueTarget,
+    Event,
+    FanoutStore,
+    Ledger,
+    Move,
+    PushRecord,
+    PushTarget,
+    RunningRollout,
+    UnpushableTarget,
+)
+from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
 from rollout.policy import EnginePolicy
+from rollout.states import EnrollmentState, RolloutState, TargetState, TokenState
+from rollout.transitions import OPEN_STATES, move
 
 log = logging.getLogger(__name__)
 
 CLAIM_BATCHES = 10
 """Fan-out batches a tick claims in one transaction (each still goes out as its own task)."""
+DUE_PAGE = 5000
+"""Due targets handled per transaction."""
+
+_PUSHABLE = frozenset(
+    s.value
+    for s in (TargetState.QUEUED, TargetState.PUSHED, TargetState.DELIVERED, TargetState.DEFERRED)
+)
+_SILENT = frozenset({TargetState.PUSHED.value, TargetState.DELIVERED.value})
 
 
 @dataclass
@@ -45,18 +71,18 @@ class TickReport:
 
 
 def tick(
-    engine: Engine, dispatcher: Dispatcher, policy: EnginePolicy, now: dt.datetime
+    ledger: Ledger, dispatcher: Dispatcher, policy: EnginePolicy, now: dt.datetime
 ) -> TickReport:
     """One controller tick over every running rollout at ``now`` (safe to run on many workers
     at once)."""
     report = TickReport()
-    with db.transaction(engine) as session:
-        rollouts = ledger_fanout.running_rollouts(session)
+    with ledger.fanout() as store:
+        rollouts = store.running()
     report.rollouts = len(rollouts)
     for rollout in rollouts:
-        with db.transaction(engine) as session:
-            report.unreachable += ledger_fanout.mark_unpushable(session, rollout)
-            backlog = ledger_fanout.queued_count(session, rollout.id)
+        with ledger.fanout() as store:
+            report.unreachable += _mark_unpushable(store, rollout, now)
+            backlog = store.queued_count(rollout.id)
         # Backpressure: queued targets are batches sent and not pushed yet. A rollout keeps at
         # most max_batches_per_tick batches in flight, so a big rollout is claimed at the pace
         # the workers push: ticks stay short and leave the workers to push, and no queued
@@ -66,9 +92,14 @@ def tick(
             # Claim several batches in one statement (fewer round trips and commits: about a
             # quarter cheaper per target on PostgreSQL than one claim per batch), then split.
             take = min(CLAIM_BATCHES, left)
-            chunk = dataclasses.replace(policy, batch_size=policy.batch_size * take)
-            with db.transaction(engine) as session:
-                ids = ledger_fanout.claim_planned(session, rollout, chunk, now)
+            with ledger.fanout() as store:
+                ids = store.claim_planned(
+                    rollout,
+                    policy.batch_size * take,
+                    request_type=INSTALL_PROVISIONING_PROFILE,
+                    next_push_at=now + policy.dispatch_grace,
+                    now=now,
+                )
             if not ids:
                 break
             batches = [
@@ -81,24 +112,71 @@ def tick(
             report.claimed += len(ids)
             report.batches += len(batches)
             left -= take
-    return _due_and_finish(engine, dispatcher, policy, now, report)
+    return _due_and_finish(ledger, dispatcher, policy, now, report)
+
+
+def sweep(
+    ledger: Ledger, dispatcher: Dispatcher, policy: EnginePolicy, now: dt.datetime
+) -> TickReport:
+    """Only the waiting part of a tick: re-push, time out, complete (the beat's sweep)."""
+    return _due_and_finish(ledger, dispatcher, policy, now, TickReport())
 
 
 def _due_and_finish(
-    engine: Engine,
+    ledger: Ledger,
     dispatcher: Dispatcher,
     policy: EnginePolicy,
     now: dt.datetime,
     report: TickReport,
 ) -> TickReport:
-    report_due(engine, dispatcher, policy, now, report)
-    with db.transaction(engine) as session:
-        report.completed = ledger_fanout.finish_rollouts(session, now)
+    report_due(ledger, dispatcher, policy, now, report)
+    with ledger.fanout() as store:
+        report.completed = finish_rollouts(store, now)
     return report
 
 
+def unpushable_reason(target: UnpushableTarget | PushTarget) -> str:
+    """Why a device cannot be woken: it checked out, APNs said its token is dead, or it never
+    gave us a usable token."""
+    if target.enrollment_state == EnrollmentState.CHECKED_OUT:
+        return "checked_out"
+    if target.token_state == TokenState.DEAD:
+        return "token_dead"
+    return "no_token"
+
+
+def _mark_unpushable(store: FanoutStore, rollout: RunningRollout, now: dt.datetime) -> int:
+    """Planned targets whose device cannot be woken become unreachable, saying why."""
+    moves = [
+        move(t.target_id, TargetState.UNREACHABLE, reason=unpushable_reason(t))
+        for t in store.unpushable_planned(rollout)
+    ]
+    return len(store.move(moves, now))
+
+
+def due_decisions(
+    due: Sequence[DueTarget], policy: EnginePolicy, now: dt.datetime
+) -> tuple[dict[int, list[int]], list[Move]]:
+    """Which due targets are pushed again (by rollout) and which are timed out: a silent
+    target pushed ``max_pushes`` times, or one deferred ``max_notnow`` times, gives up."""
+    again: dict[int, list[int]] = {}
+    expire: list[Move] = []
+    for t in due:
+        if t.state in _SILENT and t.push_count >= policy.max_pushes:
+            expire.append(
+                move(t.target_id, TargetState.TIMED_OUT, reason="no_answer", finished_at=now)
+            )
+        elif t.state == TargetState.DEFERRED and t.notnow_count >= policy.max_notnow:
+            expire.append(
+                move(t.target_id, TargetState.TIMED_OUT, reason="notnow_limit", finished_at=now)
+            )
+        else:
+            again.setdefault(t.rollout_id, []).append(t.target_id)
+    return again, expire
+
+
 def report_due(
-    engine: Engine,
+    ledger: Ledger,
     dispatcher: Dispatcher,
     policy: EnginePolicy,
     now: dt.datetime,
@@ -106,8 +184,15 @@ def report_due(
 ) -> None:
     """Re-push targets whose wait is over and time out the silent ones."""
     while True:
-        with db.transaction(engine) as session:
-            again, timed_out = ledger_fanout.claim_due(session, policy, now)
+        with ledger.fanout() as store:
+            due = store.due(now, DUE_PAGE)
+            again, expire = due_decisions(due, policy, now)
+            # A re-dispatched target gets a fresh dispatch deadline, so a lost batch is sent
+            # again by a later tick rather than at once by the next one.
+            store.set_next_push(
+                [t for ids in again.values() for t in ids], now + policy.dispatch_grace
+            )
+            timed_out = len(store.move(expire, now))
         report.timed_out += timed_out
         batches = [
             (rid, ids[i : i + policy.batch_size])
@@ -118,19 +203,20 @@ def report_due(
             dispatcher.push_batches(batches)
             report.repushed += sum(len(ids) for _, ids in batches)
             report.batches += len(batches)
-        if not again and not timed_out:
-            return
+        if len(due) < DUE_PAGE:
+            return  # that was the last page
 
 
-def sweep(
-    engine: Engine, dispatcher: Dispatcher, policy: EnginePolicy, now: dt.datetime
-) -> TickReport:
-    """Only the waiting part of a tick: re-push, time out, complete (the beat's sweep)."""
-    return _due_and_finish(engine, dispatcher, policy, now, TickReport())
+def finish_rollouts(store: FanoutStore, now: dt.datetime) -> list[int]:
+    """Running rollouts with no open target left are completed; their ids."""
+    done = store.running_without([s.value for s in OPEN_STATES])
+    store.finish(done, RolloutState.COMPLETED.value, now)
+    store.record([Event("rollout.completed", rollout_id=rid) for rid in done], now)
+    return done
 
 
 def push_batch(
-    engine: Engine,
+    ledger: Ledger,
     client: PushClient,
     rollout_id: int,
     target_ids: Sequence[int],
@@ -143,19 +229,93 @@ def push_batch(
     already answered is skipped, and a repeated push is harmless (it is counted). Called by
     the fan-out task; tests call it directly.
     """
-    with db.transaction(engine) as session:
-        jobs, skipped = ledger_fanout.push_jobs(session, target_ids)
+    with ledger.fanout() as store:
+        targets = store.push_targets(target_ids)
+        jobs, lost, skipped = _split_pushable(targets)
+        store.move(lost, clock.now())
     results = (
         client.push_many(
-            [PushRequest(token=j.token, push_magic=j.push_magic, topic=j.topic) for j in jobs]
+            [
+                PushRequest(token=j.token or "", push_magic=j.push_magic or "", topic=j.topic)
+                for j in jobs
+            ]
         )
         if jobs
         else []
     )
-    with db.transaction(engine) as session:
-        tally = ledger_fanout.record_push_results(
-            session, rollout_id, jobs, results, policy, clock.now()
-        )
+    now = clock.now()
+    with ledger.fanout() as store:
+        tally = record_push_results(store, rollout_id, jobs, results, policy, now)
     out = dict(tally)
-    out["skipped"] = skipped
+    out["skipped"] = skipped + len(lost)
     return out
+
+
+def _split_pushable(targets: Sequence[PushTarget]) -> tuple[list[PushTarget], list[Move], int]:
+    """The targets to push; moves to unreachable for those whose device lost its token since
+    they were claimed; how many were skipped as answered, cancelled or timed out meanwhile."""
+    jobs: list[PushTarget] = []
+    lost: list[Move] = []
+    skipped = 0
+    for t in targets:
+        if t.state not in _PUSHABLE:
+            skipped += 1
+            continue
+        if (
+            t.token_state != TokenState.ACTIVE
+            or not t.token
+            or not t.push_magic
+            or t.enrollment_state == EnrollmentState.CHECKED_OUT
+        ):
+            reason = "token_dead" if t.token_state == TokenState.DEAD else "no_token"
+            lost.append(move(t.target_id, TargetState.UNREACHABLE, reason=reason))
+            continue
+        jobs.append(t)
+    return jobs, lost, skipped
+
+
+def record_push_results(
+    store: FanoutStore,
+    rollout_id: int,
+    jobs: Sequence[PushTarget],
+    results: Sequence[PushResult],
+    policy: EnginePolicy,
+    now: dt.datetime,
+) -> Counter[str]:
+    """Decide what each push outcome means and write it in a few batch statements:
+
+    * accepted: the target is ``pushed`` (a re-push of a pushed or delivered target only
+      counts the push) and waits ``repush_delay`` for an answer;
+    * dead token or permanent refusal: ``unreachable`` (a dead token is marked on the device
+      until its next TokenUpdate);
+    * anything else (transient after the client's retries, certificate trouble, circuit open):
+      left as it is, to be tried again after ``transient_retry``.
+    """
+    tally: Counter[str] = Counter()
+    pushed: list[PushRecord] = []
+    to_pushed: list[Move] = []
+    gone: list[Move] = []
+    dead_devices: list[tuple[int, dt.datetime]] = []
+    retry: list[int] = []
+    for job, res in zip(jobs, results, strict=True):
+        tally[res.outcome.value] += 1
+        if res.outcome is Outcome.SUCCESS:
+            count = job.push_count + 1
+            pushed.append(
+                PushRecord(job.target_id, count, now + policy.repush_delay(count), res.apns_id)
+            )
+            to_pushed.append(move(job.target_id, TargetState.PUSHED))
+        elif res.outcome in (Outcome.DEAD_TOKEN, Outcome.PERMANENT):
+            why = res.reason or res.outcome.value
+            prefix = "token_dead" if res.outcome is Outcome.DEAD_TOKEN else "apns"
+            gone.append(move(job.target_id, TargetState.UNREACHABLE, reason=f"{prefix}:{why}"))
+            if res.outcome is Outcome.DEAD_TOKEN:
+                dead_devices.append((job.device_id, res.unregistered_at or now))
+        else:
+            retry.append(job.target_id)
+    store.record_pushes(pushed, to_pushed, now)
+    store.move(gone, now)
+    store.mark_tokens_dead(dead_devices)
+    store.set_next_push(retry, now + policy.transient_retry)
+    store.record([Event("fanout.batch", dict(tally), rollout_id=rollout_id)], now)
+    return tally

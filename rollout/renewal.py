@@ -11,14 +11,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
-
-from rollout.ledger import db
-from rollout.ledger.events import record_event
-from rollout.ledger.renewal import expiring_holdings, find_replacement, noted_since
-from rollout.ledger.types import utcnow
+from rollout.ledger import Event, Ledger
 
 DEFAULT_WINDOW = dt.timedelta(days=30)
+NOTE_EVERY = dt.timedelta(days=1)
+"""The same finding is recorded again at most this often."""
 
 
 @dataclass
@@ -33,15 +30,20 @@ class ScanReport:
         return {"candidates": self.candidates, "alerts": self.alerts}
 
 
-def scan(
-    engine: Engine, now: dt.datetime | None = None, window: dt.timedelta = DEFAULT_WINDOW
-) -> ScanReport:
+def scan(ledger: Ledger, now: dt.datetime, window: dt.timedelta = DEFAULT_WINDOW) -> ScanReport:
     """Find expiring holdings and record a candidate or an alert for each."""
-    now = now or utcnow()
     report = ScanReport()
-    with db.transaction(engine) as session:
-        for holding in expiring_holdings(session, now + window):
-            replacement = find_replacement(session, holding)
+    with ledger.unit() as unit:
+        events: list[Event] = []
+        for holding in unit.registry.expiring(now + window):
+            replacement = None
+            if holding.app_id is not None and holding.team_id is not None:
+                replacement = unit.library.newest_like(
+                    app_id=holding.app_id,
+                    team_id=holding.team_id,
+                    outliving=holding.expires_at,
+                    other_than=holding.profile_uuid,
+                )
             item = {
                 "profile": holding.profile_uuid,
                 "name": holding.name,
@@ -51,16 +53,17 @@ def scan(
             }
             kind = "renewal.candidate" if replacement else "renewal.alert"
             (report.candidates if replacement else report.alerts).append(item)
-            if not noted_since(session, kind, holding.profile_uuid, now - dt.timedelta(days=1)):
-                record_event(session, kind, data=item)
+            if not _noted(unit.library.events(kind=kind, limit=1000), item, now):
+                events.append(Event(kind, item))
+        unit.library.record(events, now)
     return report
 
 
 def check_push_certificate(
-    engine: Engine,
+    ledger: Ledger,
     not_after: dt.datetime,
     topic: str,
-    now: dt.datetime | None = None,
+    now: dt.datetime,
     window: dt.timedelta = DEFAULT_WINDOW,
 ) -> dict[str, Any] | None:
     """Alert (once a day) when the MDM push certificate expires inside ``window``.
@@ -68,19 +71,21 @@ def check_push_certificate(
     Without a valid push certificate no device can be woken. Renewing it keeps its topic; a new
     certificate made instead has a new topic and every device would have to re-enroll.
     """
-    now = now or utcnow()
     if not_after - now > window:
         return None
-    key = f"apns:{topic}"
     item: dict[str, Any] = {
-        "profile": key,
+        "profile": f"apns:{topic}",
         "topic": topic,
         "expires_at": not_after.isoformat(),
         "days_left": (not_after - now).days,
     }
-    with db.transaction(engine) as session:
-        if not noted_since(
-            session, "apns.certificate_expiring", item["profile"], now - dt.timedelta(days=1)
-        ):
-            record_event(session, "apns.certificate_expiring", data=item)
+    kind = "apns.certificate_expiring"
+    with ledger.library() as store:
+        if not _noted(store.events(kind=kind, limit=1000), item, now):
+            store.record([Event(kind, item)], now)
     return item
+
+
+def _noted(recent: list[Any], item: dict[str, Any], now: dt.datetime) -> bool:
+    """Whether the same finding (same profile) was recorded within :data:`NOTE_EVERY`."""
+    return any(e.at > now - NOTE_EVERY and e.data.get("profile") == item["profile"] for e in recent)

@@ -22,20 +22,6 @@ class TargetState(StrEnum):
     CANCELLED = "cancelled"
 
 
-#: States a target never leaves on its own (a late acknowledgement may still lift timed_out).
-FINAL_TARGET_STATES = frozenset(
-    {
-        TargetState.ACKNOWLEDGED,
-        TargetState.VERIFIED,
-        TargetState.INELIGIBLE,
-        TargetState.FAILED,
-        TargetState.UNREACHABLE,
-        TargetState.TIMED_OUT,
-        TargetState.CANCELLED,
-    }
-)
-
-
 class RolloutState(StrEnum):
     """The life of a rollout."""
 
@@ -85,10 +71,3 @@ class TokenState(StrEnum):
     MISSING = "missing"
     ACTIVE = "active"
     DEAD = "dead"  # APNs said 410 Unregistered or BadDeviceToken; lifted by a new TokenUpdate
-
-
-class EnrollmentType(StrEnum):
-    """How the device is enrolled."""
-
-    DEVICE = "device"
-    USER = "user"  # User Enrollment, identified by EnrollmentID

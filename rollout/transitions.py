@@ -1,7 +1,14 @@
-"""Which target state may follow which: the rules every ledger write obeys (no I/O)."""
+"""Which target state may follow which: the rules every target move obeys (no I/O).
+
+The engine builds its moves with :func:`move`, which carries the states the move is allowed
+from; the ledger applies a move only when the target is in one of them (under a row lock).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from rollout.ledger import Move
 from rollout.states import TargetState as T
 
 #: For each state, the states a target may move to. A move not listed here is refused, which
@@ -38,6 +45,13 @@ ALLOWED: dict[T, frozenset[T]] = {
 OPEN_STATES = frozenset({T.PLANNED, T.QUEUED, T.PUSHED, T.DELIVERED, T.DEFERRED})
 
 
-def may_move(current: str, new: str) -> bool:
-    """Whether a target in ``current`` may move to ``new`` (same state: a no-op, refused)."""
-    return T(new) in ALLOWED[T(current)]
+#: For each state, the states a target may come from.
+SOURCES: dict[T, frozenset[str]] = {
+    to: frozenset(src.value for src, nexts in ALLOWED.items() if to in nexts) for to in T
+}
+
+
+def move(target_id: int, to: T, **fields: Any) -> Move:
+    """Move ``target_id`` to ``to`` (setting ``fields``), if the state machine allows it from
+    the state the target is in when the ledger applies it."""
+    return Move(target_id, to.value, SOURCES[to], fields)

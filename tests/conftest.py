@@ -7,26 +7,19 @@ PostgreSQL and Redis tests skip when the local servers are not reachable, unless
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 REALWORLD = REPO.parent / "shared" / "realworld"
-REQUIRE_SERVICES = os.environ.get("ROLLOUT_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get(
     "ROLLOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("ROLLOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def _unavailable(what: str, why: object) -> None:
-    message = f"{what} is not reachable ({why})"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} and ROLLOUT_REQUIRE_SERVICES=1", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -39,33 +32,25 @@ def realworld() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_admin() -> str:
-    """A psycopg conninfo for the local server's maintenance database."""
-    import psycopg
+    """The URL of the local server's maintenance database."""
+    from rollout.ledger import db
 
-    conninfo = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(conninfo, connect_timeout=3) as conn:
-            conn.execute("select 1")
-    except psycopg.Error as exc:
-        _unavailable("PostgreSQL", exc)
-    return conninfo
+    why = db.server_reachable(PG_ADMIN_URL)
+    if why is not None:
+        unavailable("PostgreSQL", why)
+    return PG_ADMIN_URL
 
 
 @pytest.fixture
 def postgres_url(postgres_admin: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+    from rollout.ledger import db
 
-    name = f"rollout_test_{secrets.token_hex(6)}"
-    with psycopg.connect(postgres_admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(postgres_admin).set(drivername="postgresql+psycopg", database=name)
+    url = db.create_database(postgres_admin, "rollout_test")
     try:
-        yield url.render_as_string(hide_password=False)
+        yield url
     finally:
-        with psycopg.connect(postgres_admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.drop_database(postgres_admin, url)
 
 
 @pytest.fixture
@@ -88,15 +73,23 @@ def ledger_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def engine(ledger_url: str) -> Iterator[object]:
-    """An engine on a migrated ledger (SQLite and PostgreSQL)."""
-    from rollout.ledger.db import make_engine
+def ledger(ledger_url: str) -> Iterator[object]:
+    """A migrated ledger on each backend (SQLite and PostgreSQL)."""
+    from rollout.ledger import Ledger
 
-    eng = make_engine(ledger_url)
+    opened = Ledger.open(ledger_url)
     try:
-        yield eng
+        yield opened
     finally:
-        eng.dispose()
+        opened.dispose()
+
+
+@pytest.fixture
+def clock() -> object:
+    """The one clock of a test: moved forward by the test, never slept on."""
+    from rollout.clock import ManualClock
+
+    return ManualClock()
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +100,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
-        _unavailable("Redis", exc)
+        unavailable("Redis", exc)
     return REDIS_URL
 
 

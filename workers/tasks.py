@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rollout import controller, renewal
 from rollout.apns import PushClient
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
-from rollout.ledger import db
+from rollout.ledger import Ledger
 from rollout.pushing import push_client_from_settings
 from workers.app import FANOUT_QUEUE, app
 
@@ -35,12 +34,12 @@ def _per_process(name: str, build: Any) -> Any:
         return _resources[key]
 
 
-def ledger_engine() -> Engine:
-    """This process's ledger engine."""
-    engine: Engine = _per_process(
-        "engine", lambda: db.make_engine(get_settings().resolved_database_url())
+def ledger() -> Ledger:
+    """This process's ledger (its connection pool lives as long as the process)."""
+    opened: Ledger = _per_process(
+        "ledger", lambda: Ledger.open(get_settings().resolved_database_url())
     )
-    return engine
+    return opened
 
 
 def push_client() -> PushClient:
@@ -69,7 +68,7 @@ RETRYABLE = (OperationalError, DBAPIError, ConnectionError, TimeoutError)
 def tick(self: Task) -> dict[str, Any]:
     """Advance every running rollout by one tick."""
     report = controller.tick(
-        ledger_engine(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
+        ledger(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
     )
     return report.__dict__
 
@@ -79,7 +78,7 @@ def tick(self: Task) -> dict[str, Any]:
 def sweep(self: Task) -> dict[str, Any]:
     """Re-push or time out targets whose wait is over, and complete finished rollouts."""
     report = controller.sweep(
-        ledger_engine(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
+        ledger(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
     )
     return report.__dict__
 
@@ -89,7 +88,7 @@ def sweep(self: Task) -> dict[str, Any]:
 def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, int]:
     """Push one batch of targets and record every result."""
     return controller.push_batch(
-        ledger_engine(),
+        ledger(),
         push_client(),
         rollout_id,
         target_ids,
@@ -102,12 +101,12 @@ def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, 
           max_retries=3)  # fmt: skip
 def expiry_scan(self: Task) -> dict[str, Any]:
     """Find profiles about to expire on devices, and a push certificate about to expire."""
-    engine = ledger_engine()
-    out = renewal.scan(engine).as_dict()
+    now = SYSTEM_CLOCK.now()
+    out = renewal.scan(ledger(), now).as_dict()
     settings = get_settings()
     if settings.apns_cert:
         cert = push_client().certificate
         out["push_certificate"] = renewal.check_push_certificate(
-            engine, cert.not_after, cert.topic or ""
+            ledger(), cert.not_after, cert.topic or "", now
         )
     return out

@@ -15,8 +15,8 @@ commands it received through a real :class:`~rollout.sim.device.SimDevice` to sh
 results it sent are exactly what a device would have sent.
 
 ``baseline_checkins_per_s`` is a bare Starlette handler, measured in the same run by the same
-generator: parse a ~1 KB plist, INSERT one row through SQLAlchemy, answer 200. It is reported
-as requests/s; a product cycle is two requests.
+generator: parse a ~1 KB plist, append one row to the ledger's journal in its own transaction,
+answer 200. It is reported as requests/s; a product cycle is two requests.
 
 The bench makes its own database (``rollout_bench_<hex>`` on the local server, or the server of
 ``ROLLOUT_BENCH_POSTGRES_URL``) and drops it afterwards.
@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
+from rollout.ledger.db import backend_pids
 
 TOPIC = "com.apple.mgmt.External.c0ffee00-0000-4000-8000-0000000be7c1"
 CONCURRENCY = 256
@@ -76,17 +77,6 @@ def _proc_cpu_s(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _backend_pids(admin: str, database: str) -> list[int]:
-    """The PostgreSQL backends serving ``database`` (other databases' work is not counted)."""
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
-        ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
 def _postgres_cpu(pids: Sequence[int]) -> dict[int, float]:
     """CPU seconds of each of the PostgreSQL backends ``pids`` (when it can be read)."""
     out: dict[int, float] = {}
@@ -99,10 +89,6 @@ def _postgres_cpu(pids: Sequence[int]) -> dict[int, float]:
 def _postgres_cpu_since(before: dict[int, float], pids: Sequence[int]) -> float:
     after = _postgres_cpu(pids)
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
-
-
-def _conninfo(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 # --- the servers (child processes) -----------------------------------------------------------
@@ -140,29 +126,31 @@ def _uvicorn_config(app: Any, port: int) -> Any:
 
 
 def _serve_baseline(cfg: dict[str, Any]) -> None:
-    """A bare check-in handler: parse the plist, INSERT one row, answer 200."""
+    """A bare check-in handler: parse the plist, append one row, answer 200."""
     import uvicorn
-    from sqlalchemy import insert
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from rollout.ledger import db
+    from rollout.clock import SYSTEM_CLOCK
+    from rollout.ledger import Event, Ledger, db
 
-    engine = db.make_engine(cfg["database_url"], pool_size=20, max_overflow=0)
-    table = _baseline_table()
+    ledger = Ledger(db.make_engine(cfg["database_url"], pool_size=20, max_overflow=0))
 
     def write(msg: dict[str, Any]) -> None:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(table).values(
-                    udid=msg.get("UDID"),
-                    status=msg.get("Status"),
-                    command_uuid=msg.get("CommandUUID"),
-                    received_at=dt.datetime.now(dt.UTC),
-                )
+        with ledger.checkin() as store:
+            store.record(
+                [
+                    Event(
+                        "bench.baseline",
+                        {"status": msg.get("Status")},
+                        enrollment_id=msg.get("UDID"),
+                        command_uuid=msg.get("CommandUUID"),
+                    )
+                ],
+                SYSTEM_CLOCK.now(),
             )
 
     async def checkin(request: Request) -> Response:
@@ -172,20 +160,6 @@ def _serve_baseline(cfg: dict[str, Any]) -> None:
 
     app = Starlette(routes=[Route(BASELINE_PATH, checkin, methods=["PUT"])])
     uvicorn.Server(_uvicorn_config(app, cfg["port"])).run()
-
-
-def _baseline_table() -> Any:
-    from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table
-
-    return Table(
-        "bench_baseline_checkins",
-        MetaData(),
-        Column("id", BigInteger, primary_key=True, autoincrement=True),
-        Column("udid", String(64)),
-        Column("status", String(24)),
-        Column("command_uuid", String(64)),
-        Column("received_at", DateTime(timezone=True)),
-    )
 
 
 # --- the load generator (child process) ------------------------------------------------------
@@ -291,7 +265,7 @@ async def _generate_product(job: dict[str, Any]) -> dict[str, Any]:
                 latencies.append(t2 - t1)
 
         stats0 = json.loads((await client.request("GET", "/healthz")).body)
-        pg_pids = _backend_pids(job["admin"], job["database"])
+        pg_pids = backend_pids(job["admin"], job["database"])
         server_cpu0, client_cpu0 = _proc_cpu_s(job["server_pid"]), time.process_time()
         pg_cpu0 = _postgres_cpu(pg_pids)
         t_start = perf()
@@ -362,7 +336,7 @@ async def _generate_baseline(job: dict[str, Any]) -> dict[str, Any]:
                 if status != 200:
                     failures.append(f"request {i}: {status}")
 
-        pg_pids = _backend_pids(job["admin"], job["database"])
+        pg_pids = backend_pids(job["admin"], job["database"])
         server_cpu0 = _proc_cpu_s(job["server_pid"])
         pg_cpu0 = _postgres_cpu(pg_pids)
         t_start = perf()
@@ -458,14 +432,13 @@ class _Setup:
 
 
 def _setup_ledger(url: str, size: int, workdir: Path) -> _Setup:
-    """Migrate, enroll ``size`` devices (+ warm-up ones) and queue one install per device."""
+    """Enroll ``size`` devices (+ warm-up ones) and queue one install per device."""
     from cryptography.hazmat.primitives import hashes, serialization
-    from sqlalchemy import insert, select
 
-    from rollout.ledger import db
-    from rollout.ledger.models import DeviceRow, TargetRow
-    from rollout.ledger.profiles import add_profile
-    from rollout.ledger.rollouts import create_rollout, queue_commands, start_rollout
+    from rollout.ledger import Ledger, RunningRollout, SeedDevice
+    from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
+    from rollout.operations import create_rollout
+    from rollout.planning import TargetSpec
     from rollout.profiles import parse_profile
     from rollout.sim.fleet import FleetIdentities
     from rollout.sim.identity import make_device_ca
@@ -477,67 +450,46 @@ def _setup_ledger(url: str, size: int, workdir: Path) -> _Setup:
     now = dt.datetime.now(dt.UTC)
     udids = [f"00008030-00{n:014X}" for n in range(1, size + WARMUP_DEVICES + 1)]
     certs: dict[str, bytes] = {}
-    rows: list[dict[str, Any]] = []
+    seeds: list[SeedDevice] = []
     for n, udid in enumerate(udids):
         issued = identities.issue(udid)
-        der = issued.cert_der()
-        certs[udid] = der
-        rows.append(
-            {
-                "enrollment_id": udid,
-                "udid": udid,
-                "enrollment_type": "device",
-                "enrollment_state": "enrolled",
-                "platform": "iOS",
-                "os_version": "17.5.1",
-                "topic": TOPIC,
-                "push_token": f"{n:064x}",
-                "push_magic": f"magic-{n}",
-                "token_state": "active",
-                "identity_sha256": issued.cert.fingerprint(hashes.SHA256()).hex(),
-                "tags": [],
-                "enrolled_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+        certs[udid] = issued.cert_der()
+        sha = issued.cert.fingerprint(hashes.SHA256()).hex()
+        seeds.append(SeedDevice(udid, TOPIC, f"{n:064x}", f"magic-{n}", sha, "iOS", "17.5.1"))
     chain = make_apple_like_chain(not_before=now - dt.timedelta(days=30))
     data = make_profile(chain, name="Bench Field App In-House")
     profile = parse_profile(data, trust_anchors=chain.anchors)
-    engine = db.make_engine(url)
+    ledger = Ledger.open(url)
     try:
-        with db.transaction(engine) as session:
-            for start in range(0, len(rows), 5000):
-                session.execute(insert(DeviceRow), rows[start : start + 5000])
-            add_profile(session, profile, data)
-            ids = dict(
-                session.execute(
-                    select(DeviceRow.enrollment_id, DeviceRow.id).where(
-                        DeviceRow.enrollment_id.in_(udids[:size])
-                    )
-                ).all()
-            )
-            rollout = create_rollout(
-                session,
-                name="bench renewal",
-                profile_uuid=profile.uuid,
-                device_ids=list(ids.values()),
-            )
-            start_rollout(session, rollout.id)
-            targets = list(
-                session.scalars(select(TargetRow.id).where(TargetRow.rollout_id == rollout.id))
-            )
-            queue_commands(session, rollout.id, targets)
-            by_device = dict(
-                session.execute(
-                    select(TargetRow.device_id, TargetRow.command_uuid).where(
-                        TargetRow.rollout_id == rollout.id
-                    )
-                ).all()
-            )
-            rollout_id = rollout.id
+        with ledger.bulk() as bulk:
+            bulk.devices(seeds, now)
+        with ledger.library() as library:
+            library.add(profile, data, now)
+        summary = create_rollout(
+            ledger,
+            profile_uuid=profile.uuid,
+            spec=TargetSpec(keys=tuple(udids[:size])),
+            actor="bench",
+            now=now,
+            name="bench renewal",
+            start=True,
+        )
+        rollout_id = summary.rollout.id
+        with ledger.fanout() as fanout:
+            while fanout.claim_planned(
+                RunningRollout(rollout_id, 0),
+                5000,
+                request_type=INSTALL_PROVISIONING_PROFILE,
+                next_push_at=now + dt.timedelta(days=1),
+                now=now,
+            ):
+                pass
+        with ledger.registry() as registry:
+            ids = registry.device_ids(udids[:size])
+        with ledger.rollouts() as rollouts:
+            by_device = rollouts.command_uuids(rollout_id)
     finally:
-        engine.dispose()
+        ledger.dispose()
     devices = [_Device(u, certs[u], by_device[ids[u]] if u in ids else None) for u in udids]
     key = identities.key
     assert key is not None
@@ -552,42 +504,22 @@ def _setup_ledger(url: str, size: int, workdir: Path) -> _Setup:
 
 def _check_ledger(url: str, rollout_id: int, size: int) -> dict[str, Any]:
     """Every target acknowledged, every command acknowledged, kept counters = the rows."""
-    from sqlalchemy import func, select
+    from rollout.ledger import Ledger
 
-    from rollout.ledger import db
-    from rollout.ledger.models import CommandRow, TargetRow
-    from rollout.ledger.targets import counts
-
-    engine = db.make_engine(url)
+    ledger = Ledger.open(url)
     try:
-        with db.transaction(engine) as session:
-            by_state = dict(
-                session.execute(
-                    select(TargetRow.state, func.count())
-                    .where(TargetRow.rollout_id == rollout_id)
-                    .group_by(TargetRow.state)
-                ).all()
-            )
-            commands = dict(
-                session.execute(
-                    select(CommandRow.status, func.count())
-                    .where(CommandRow.rollout_id == rollout_id)
-                    .group_by(CommandRow.status)
-                ).all()
-            )
-            kept = counts(session, rollout_id)
+        with ledger.rollouts() as store:
+            by_state = store.recount(rollout_id)
+            commands = store.command_counts(rollout_id)
+            kept = store.state_counts(rollout_id)
     finally:
-        engine.dispose()
-    kept_total: dict[str, int] = {}
-    for states in kept.values():
-        for state, n in states.items():
-            kept_total[state] = kept_total.get(state, 0) + n
+        ledger.dispose()
     acknowledged = int(by_state.get("acknowledged", 0))
     return {
         "acknowledged": acknowledged,
         "all_acknowledged": acknowledged == size and commands == {"acknowledged": size},
-        "counters_exact": kept_total == {k: int(v) for k, v in by_state.items()},
-        "target_states": {k: int(v) for k, v in by_state.items()},
+        "counters_exact": kept == by_state,
+        "target_states": by_state,
     }
 
 
@@ -641,7 +573,7 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
                 ours = _run_generator(
                     {
                         "mode": "product",
-                        "admin": _conninfo(pg_admin_url()),
+                        "admin": pg_admin_url(),
                         "database": make_url(url).database,
                         "base_url": f"http://127.0.0.1:{port}",
                         "server_pid": server.pid,
@@ -653,20 +585,12 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
                     workdir,
                 )
             ledger = _check_ledger(url, setup.rollout_id, size)
-
-            from rollout.ledger import db
-
-            engine = db.make_engine(url)
-            try:
-                _baseline_table().create(engine)
-            finally:
-                engine.dispose()
             port = _free_port()
             with _child("serve-baseline", {"port": port, "database_url": url}, workdir) as base:
                 theirs = _run_generator(
                     {
                         "mode": "baseline",
-                        "admin": _conninfo(pg_admin_url()),
+                        "admin": pg_admin_url(),
                         "database": make_url(url).database,
                         "base_url": f"http://127.0.0.1:{port}",
                         "server_pid": base.pid,

@@ -39,25 +39,23 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
 from rollout.bench.push import NGINX, NGINX_CONF, TOPIC, Pki, free_port, make_pki, wait_port
 from rollout.bench.services import check_postgres, check_redis, pg_admin_url, scratch_database
+from rollout.clock import SYSTEM_CLOCK
+from rollout.enrollment import IdentityPolicy
 from rollout.inventory import DeviceRecord
-from rollout.ledger import db
-from rollout.ledger.devices import import_devices
-from rollout.ledger.models import DeviceRow
-from rollout.ledger.profiles import add_profile
-from rollout.ledger.queue import IdentityPolicy, Report, process_reports
-from rollout.ledger.rollouts import create_rollout, start_rollout
-from rollout.ledger.targets import counts
+from rollout.ledger import Ledger
+from rollout.operations import create_rollout
+from rollout.planning import TargetSpec
+from rollout.policy import EnginePolicy
+from rollout.reconcile import Report, process_reports
 from rollout.states import TargetState
 
 REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -200,7 +198,7 @@ def _endpoint(workdir: Path) -> Any:
 # ---- the fleet in the ledger ---------------------------------------------------------------
 
 
-def seed_rollout(engine: Engine, size: int) -> int:
+def seed_rollout(ledger: Ledger, size: int) -> int:
     """Import ``size`` pushable devices and start a rollout to all of them; its id."""
     from rollout.profiles import parse_profile
     from rollout.sim.profiles import make_apple_like_chain, make_profile
@@ -222,16 +220,20 @@ def seed_rollout(engine: Engine, size: int) -> int:
             )
             for i in range(start, min(size, start + IMPORT_CHUNK))
         ]
-        with db.transaction(engine) as session:
-            import_devices(session, records)
-    with db.transaction(engine) as session:
-        add_profile(session, profile, data)
-        ids = list(session.scalars(select(DeviceRow.id).order_by(DeviceRow.id)))
-        rollout = create_rollout(
-            session, name="fan-out bench", profile_uuid=profile.uuid, device_ids=ids
-        )
-        start_rollout(session, rollout.id)
-        return rollout.id
+        with ledger.registry() as store:
+            store.import_devices(records, SYSTEM_CLOCK.now())
+    with ledger.library() as library:
+        library.add(profile, data, SYSTEM_CLOCK.now())
+    summary = create_rollout(
+        ledger,
+        profile_uuid=profile.uuid,
+        spec=TargetSpec(everything=True),
+        actor="bench",
+        now=SYSTEM_CLOCK.now(),
+        name="fan-out bench",
+        start=True,
+    )
+    return summary.rollout.id
 
 
 # ---- devices that answer instantly ---------------------------------------------------------
@@ -241,7 +243,7 @@ def seed_rollout(engine: Engine, size: int) -> int:
 class Responder:
     """Acknowledges every pushed token through the ledger, in batches, on a thread."""
 
-    engine: Engine
+    ledger: Ledger
     feed: Callable[[], list[str]]
     batch: int = RESPONDER_BATCH
     acknowledged: int = 0
@@ -277,16 +279,25 @@ class Responder:
 
     def _answer(self, tokens: list[str], policy: IdentityPolicy) -> None:
         keys = [udid(int(t, 16)) for t in tokens]
-        with db.transaction(self.engine) as session:
-            served = process_reports(session, [Report(k, "Idle") for k in keys], identity=policy)
+        engine_policy = EnginePolicy()
+        with self.ledger.checkin() as store:
+            served = process_reports(
+                store,
+                [Report(k, "Idle") for k in keys],
+                identity=policy,
+                policy=engine_policy,
+                now=SYSTEM_CLOCK.now(),
+            )
         acks = [
             Report(k, "Acknowledged", command_uuid=o.served.command_uuid)
             for k, o in zip(keys, served, strict=True)
             if o.served is not None
         ]
         if acks:
-            with db.transaction(self.engine) as session:
-                process_reports(session, acks, identity=policy)
+            with self.ledger.checkin() as store:
+                process_reports(
+                    store, acks, identity=policy, policy=engine_policy, now=SYSTEM_CLOCK.now()
+                )
         self.reports += len(keys) + len(acks)
         self.acknowledged += len(acks)
         if self.on_ack is not None:
@@ -295,18 +306,18 @@ class Responder:
 
 def _responder_child(url: str, log_path: str, acked: Any, stop: Any, nice: int) -> None:
     os.nice(nice)
-    engine = db.make_engine(url)
+    ledger = Ledger.open(url)
     tail = _LogTail(Path(log_path))
 
     def publish(n: int) -> None:
         acked.value = n
 
-    responder = Responder(engine, tail.read, on_ack=publish, _stop=stop)
+    responder = Responder(ledger, tail.read, on_ack=publish, _stop=stop)
     try:
         responder._run()
     finally:
         tail.close()
-        engine.dispose()
+        ledger.dispose()
     if responder.error is not None:
         raise responder.error
 
@@ -386,16 +397,33 @@ def _start_workers(
         log = open(home / f"worker{i + 1}.log", "ab")  # noqa: SIM115 - lives with the process
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-                 "-n", f"bench{i + 1}@%h", "-Q", "control,fanout", "-c", str(concurrency),
-                 "-P", "prefork", "--without-mingle", "--without-gossip",
-                 "--without-heartbeat", "-l", "WARNING"],
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers.app",
+                    "worker",
+                    "-n",
+                    f"bench{i + 1}@%h",
+                    "-Q",
+                    "control,fanout",
+                    "-c",
+                    str(concurrency),
+                    "-P",
+                    "prefork",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--without-heartbeat",
+                    "-l",
+                    "WARNING",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        )  # fmt: skip
+        )
     return procs
 
 
@@ -497,26 +525,19 @@ def _wait_ready(app: Any, procs: list[subprocess.Popen[bytes]], home: Path) -> N
 # ---- the run -------------------------------------------------------------------------------
 
 
-def _progress(engine: Engine, rollout_id: int) -> tuple[int, int, int]:
+def _progress(ledger: Ledger, rollout_id: int) -> tuple[int, int, int]:
     """(planned, not yet pushed, acknowledged) from the kept counters."""
-    with db.transaction(engine) as session:
-        per_stage = counts(session, rollout_id)
-    planned = waiting = acked = 0
-    for states in per_stage.values():
-        planned += states.get(TargetState.PLANNED.value, 0)
-        waiting += sum(states.get(s, 0) for s in _NOT_YET_PUSHED)
-        acked += states.get(TargetState.ACKNOWLEDGED.value, 0)
-    return planned, waiting, acked
+    with ledger.rollouts() as store:
+        states = store.state_counts(rollout_id)
+    planned = states.get(TargetState.PLANNED.value, 0)
+    waiting = sum(states.get(s, 0) for s in _NOT_YET_PUSHED)
+    return planned, waiting, states.get(TargetState.ACKNOWLEDGED.value, 0)
 
 
-def _states(engine: Engine, rollout_id: int) -> dict[str, int]:
+def _states(ledger: Ledger, rollout_id: int) -> dict[str, int]:
     """Targets by state over every stage, from the kept counters."""
-    with db.transaction(engine) as session:
-        per_stage = counts(session, rollout_id)
-    total: Counter[str] = Counter()
-    for states in per_stage.values():
-        total.update(states)
-    return dict(sorted(total.items()))
+    with ledger.rollouts() as store:
+        return store.state_counts(rollout_id)
 
 
 @contextlib.contextmanager
@@ -564,11 +585,11 @@ def run_fanout_bench(
             _flushed_redis(broker),
             _endpoint(workdir) as (ep, feed),
         ):
-            engine = db.make_engine(url)
+            ledger = Ledger.open(url)
             app = Celery("rollout-bench", broker=broker)
             try:
                 t_seed = time.perf_counter()
-                rollout_id = seed_rollout(engine, size)
+                rollout_id = seed_rollout(ledger, size)
                 seed_s = time.perf_counter() - t_seed
                 procs = _start_workers(_worker_env(url, broker, ep, workdir), workdir, concurrency)
                 _wait_ready(app, procs, workdir)
@@ -576,20 +597,21 @@ def run_fanout_bench(
                 if ep.pushed_log is not None and RESPONDER_NICE:
                     responder = ChildResponder(url, ep.pushed_log, RESPONDER_NICE).start()
                 else:
-                    responder = Responder(engine, feed).start()
+                    responder = Responder(ledger, feed).start()
                 try:
-                    timings = _drive(app, broker, engine, rollout_id, size, procs, responder,
-                                     timeout, workdir)  # fmt: skip
+                    timings = _drive(
+                        app, broker, ledger, rollout_id, size, procs, responder, timeout, workdir
+                    )
                 finally:
                     responder.stop()
                 rss = worker_peak_rss([p.pid for p in procs])
                 cpu = cpu_seconds([p.pid for p in procs], str(make_url(url).database))
-                states = _states(engine, rollout_id)
+                states = _states(ledger, rollout_id)
             finally:
                 _stop_workers(procs)
                 with contextlib.suppress(Exception):
                     app.close()
-                engine.dispose()
+                ledger.dispose()
         done = True
     finally:
         if done:
@@ -627,7 +649,7 @@ def run_fanout_bench(
 def _drive(
     app: Any,
     broker: str,
-    engine: Engine,
+    ledger: Ledger,
     rollout_id: int,
     size: int,
     procs: list[subprocess.Popen[bytes]],
@@ -656,10 +678,12 @@ def _drive(
             for proc in procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a Celery worker exited with {proc.returncode}")
-            planned, waiting, acked = _progress(engine, rollout_id)
+            planned, waiting, acked = _progress(ledger, rollout_id)
             if TRACE:
-                print(f"{now - t0:7.2f}s planned {planned} waiting {waiting} acked {acked}",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"{now - t0:7.2f}s planned {planned} waiting {waiting} acked {acked}",
+                    file=sys.stderr,
+                )
             if pushed_at is None and waiting == 0:
                 pushed_at = now
             if acked >= size:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
-
-from sqlalchemy.engine import make_url
 
 from rollout.ledger import db
 
@@ -20,16 +17,11 @@ def pg_admin_url() -> str:
 
 
 def check_postgres(admin_url: str) -> str:
-    """A psycopg conninfo for the maintenance database, or RuntimeError saying why not."""
-    import psycopg
-
-    conninfo = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        with psycopg.connect(conninfo, connect_timeout=3) as conn:
-            conn.execute("select 1")
-    except psycopg.Error as exc:
-        raise RuntimeError(f"PostgreSQL is not reachable at {admin_url}: {exc}") from exc
-    return conninfo
+    """``admin_url`` when the server answers, else RuntimeError saying why not."""
+    why = db.server_reachable(admin_url)
+    if why is not None:
+        raise RuntimeError(f"PostgreSQL is not reachable at {admin_url}: {why}")
+    return admin_url
 
 
 def check_redis(url: str) -> None:
@@ -43,18 +35,11 @@ def check_redis(url: str) -> None:
 
 
 @contextlib.contextmanager
-def scratch_database(admin_conninfo: str, prefix: str) -> Iterator[str]:
-    """A fresh PostgreSQL database (SQLAlchemy URL), migrated, dropped on the way out."""
-    import psycopg
-
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_conninfo).set(drivername="postgresql+psycopg", database=name)
-    rendered = url.render_as_string(hide_password=False)
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database (its URL), migrated, dropped on the way out."""
+    url = db.create_database(admin_url, prefix)
     try:
-        db.upgrade(rendered)
-        yield rendered
+        db.upgrade(url)
+        yield url
     finally:
-        with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        db.drop_database(admin_url, url)

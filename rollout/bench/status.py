@@ -6,30 +6,26 @@ some still planned, queued, pushed, delivered or deferred, some failed, unreacha
 ineligible or cancelled, each side exit with realistic reasons), written with ``COPY``, its kept
 counters set through the ledger API from the same mix, and the tables analysed.
 
-Timed: ``READS`` calls of :func:`rollout.ledger.reports.rollout_summary`, each in its own
+Timed: ``READS`` calls of the rollout store's ``summary``, each in its own
 transaction as the API and the dashboard do, after a warm-up. ``p50_ms`` and ``p99_ms`` are the
 read's latency percentiles.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import statistics
 import time
-from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, text
-
 from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
-from rollout.ledger import db
-from rollout.ledger.models import ProfileRow
-from rollout.ledger.reports import rollout_summary
-from rollout.ledger.rollouts import create_rollout, start_rollout
-from rollout.ledger.targets import bump_counters, init_counters
-from rollout.ledger.types import utcnow
+from rollout.clock import SYSTEM_CLOCK
+from rollout.ledger import Ledger, NewRollout, RolloutSummary, SeedDevice, SeedTarget
+from rollout.profiles import parse_profile
+from rollout.sim.profiles import make_apple_like_chain, make_profile
+from rollout.states import RolloutState
 from rollout.states import TargetState as T
 
 READS = 500
@@ -65,69 +61,58 @@ def _pick(rng: random.Random, table: Any) -> Any:
     return table[-1]
 
 
-def seed_status_rollout(engine: Engine, size: int) -> int:
-    """Write ``size`` devices and one running rollout of them in :data:`MIX`; its id."""
-    rng = random.Random(SEED)
-    now = utcnow()
-    with db.transaction(engine) as session:
-        session.add(
-            ProfileRow(
-                uuid="5e6f7a8b-0000-4000-8000-00000000517a",
-                sha256="5" * 64,
-                name="Status bench",
-                kind="enterprise",
-                created_at=now,
-                expires_at=now + dt.timedelta(days=365),
-                signature_valid=True,
-                chain_trusted=True,
-                size=1,
-                content=b"0",
-            )
-        )
-        session.flush()
-        rollout = create_rollout(
-            session,
-            name="status bench",
-            profile_uuid="5e6f7a8b-0000-4000-8000-00000000517a",
-            device_ids=[],
-        )
-        init_counters(session, rollout.id, [1, 2])
-        start_rollout(session, rollout.id)
-        rollout_id = rollout.id
+def seed_status_rollout(ledger: Ledger, size: int) -> int:
+    """Write ``size`` devices and one running rollout of them in :data:`MIX`; its id.
 
-    tally: Counter[tuple[int, int, str]] = Counter()
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        with cur.copy(
-            "COPY devices (id, enrollment_id, udid, enrollment_type, enrollment_state, topic,"
-            " push_token, push_magic, token_state, tags, created_at, updated_at) FROM STDIN"
-        ) as copy:
-            for i in range(1, size + 1):
-                key = f"00008101-{i:016X}"
-                copy.write_row(
-                    (i, key, key, "device", "enrolled", TOPIC, f"{i:064x}", f"m{i}", "active",
-                     "[]", now, now)
-                )  # fmt: skip
-        with cur.copy(
-            "COPY targets (rollout_id, device_id, stage, state, reason, push_count, notnow_count,"
-            " requeue_after_token_update, updated_at) FROM STDIN"
-        ) as copy:
-            for i in range(1, size + 1):
-                state, _, reasons = _pick(rng, MIX)
-                stage = _pick(rng, STAGES)[0]
-                tally[(rollout_id, stage, state)] += 1
-                copy.write_row((rollout_id, i, stage, state, rng.choice(reasons), 1, 0, False, now))
-        cur.execute("SELECT setval('devices_id_seq', %s)", (size,))
-        raw.commit()
-    finally:
-        raw.close()
-    with db.transaction(engine) as session:
-        bump_counters(session, tally)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE targets"))
-        conn.execute(text("ANALYZE"))
+    Loaded in bulk through the ledger (``COPY`` on PostgreSQL), the kept counters moved with
+    the targets, and the statistics refreshed.
+    """
+    rng = random.Random(SEED)
+    now = SYSTEM_CLOCK.now()
+    chain = make_apple_like_chain()
+    data = make_profile(chain, name="Status bench")
+    profile = parse_profile(data, trust_anchors=chain.anchors)
+    with ledger.library() as library:
+        library.add(profile, data, now)
+    with ledger.bulk() as bulk:
+        ids = bulk.devices(
+            (
+                SeedDevice(f"00008101-{i:016X}", TOPIC, f"{i:064x}", f"m{i}")
+                for i in range(1, size + 1)
+            ),
+            now,
+        )
+    with ledger.rollouts() as store:
+        rollout_id = store.create(
+            NewRollout(
+                name="status bench",
+                profile_uuid=profile.uuid,
+                salt="bench",
+                stages=tuple(edge for _, edge in _cumulative(STAGES)),
+                targets=(),
+            ),
+            now,
+        )
+        store.set_state(rollout_id, RolloutState.RUNNING.value, now)
+
+    def targets() -> Iterator[SeedTarget]:
+        for device_id in ids:
+            state, _, reasons = _pick(rng, MIX)
+            stage = _pick(rng, STAGES)[0]
+            yield SeedTarget(device_id, stage, state, rng.choice(reasons), push_count=1)
+
+    with ledger.bulk() as bulk:
+        bulk.targets(rollout_id, targets(), now)
+        bulk.analyze()
     return rollout_id
+
+
+def _cumulative(stages: tuple[tuple[int, float], ...]) -> list[tuple[int, float]]:
+    out, total = [], 0.0
+    for stage, share in stages:
+        total += share
+        out.append((stage, min(1.0, round(total, 6))))
+    return out
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -143,25 +128,25 @@ def run_status_bench(
         raise ValueError("size must be >= 1")
     admin = check_postgres(postgres_admin or pg_admin_url())
     with scratch_database(admin, "rollout_bench_status") as url:
-        engine = db.make_engine(url)
+        ledger = Ledger.open(url)
         try:
             t0 = time.perf_counter()
-            rollout_id = seed_status_rollout(engine, size)
+            rollout_id = seed_status_rollout(ledger, size)
             seed_s = time.perf_counter() - t0
-            summary: dict[str, Any] | None = None
+            summary: RolloutSummary | None = None
             for _ in range(WARMUP):
-                with db.transaction(engine) as session:
-                    summary = rollout_summary(session, rollout_id)
+                with ledger.rollouts() as store:
+                    summary = store.summary(rollout_id)
             times: list[float] = []
             for _ in range(reads):
                 t = time.perf_counter()
-                with db.transaction(engine) as session:
-                    summary = rollout_summary(session, rollout_id)
+                with ledger.rollouts() as store:
+                    summary = store.summary(rollout_id)
                 times.append((time.perf_counter() - t) * 1000)
         finally:
-            engine.dispose()
+            ledger.dispose()
     assert summary is not None
-    counted = sum(summary["states"].values())
+    counted = sum(summary.states.values())
     if counted != size:
         raise RuntimeError(f"the summary counts {counted} targets, not {size}")
     return {
@@ -173,7 +158,7 @@ def run_status_bench(
             "mean_ms": round(statistics.fmean(times), 3),
             "max_ms": round(max(times), 3),
             "reads": reads,
-            "states": summary["states"],
+            "states": summary.states,
             "backend": "postgresql",
             "cores": os.cpu_count(),
             "seed_seconds": round(seed_s, 1),

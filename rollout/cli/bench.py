@@ -19,10 +19,6 @@ BENCHES = {
 }
 
 
-class BenchUnavailable(RuntimeError):
-    """A part the bench needs is missing (a server, a package); the message says which."""
-
-
 def _run(name: str, size: int | None, as_json: bool) -> None:
     module_name, func_name, default = BENCHES[name]
     try:

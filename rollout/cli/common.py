@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Iterator
@@ -9,12 +10,15 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
-from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
-from rollout.ledger import db
+from rollout.ledger import Ledger, db
+
+ACTOR = "cli"
+"""Who the journal says acted, for writes made from the command line."""
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -33,9 +37,14 @@ def ledger_url() -> str:
     return get_settings().resolved_database_url()
 
 
+def now() -> dt.datetime:
+    """The command's one reading of the clock."""
+    return SYSTEM_CLOCK.now()
+
+
 @contextmanager
-def ledger() -> Iterator[Engine]:
-    """An engine on an up-to-date ledger.
+def ledger() -> Iterator[Ledger]:
+    """An up-to-date ledger.
 
     The embedded SQLite ledger is migrated on first use; a server database must be migrated
     with ``rollout db upgrade`` first, and a clear error says so.
@@ -51,10 +60,10 @@ def ledger() -> Iterator[Engine]:
                 fail(
                     f"the ledger is at revision {rev or 'none'}, not {head}: run rollout db upgrade"
                 )
-        engine = db.make_engine(url)
+        opened = Ledger.open(url)
     except OperationalError as exc:
         fail(f"cannot open the ledger at {make_url(url).render_as_string()}: {exc.orig}")
     try:
-        yield engine
+        yield opened
     finally:
-        engine.dispose()
+        opened.dispose()

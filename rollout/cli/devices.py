@@ -8,10 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rollout.cli.common import fail, ledger, print_json
+from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.inventory import InventoryFormatError, read_inventory
-from rollout.ledger import db
-from rollout.ledger import devices as registry
+from rollout.ledger import Event
 
 app = typer.Typer(help="The device registry.", no_args_is_help=True)
 
@@ -43,8 +42,24 @@ def import_(
     write = bool(report.records) and not (all_or_nothing and report.errors)
     created = updated = facts = 0
     if write:
-        with ledger() as engine, db.transaction(engine) as session:
-            result = registry.import_devices(session, report.records)
+        with ledger() as opened, opened.registry() as store:
+            at = now()
+            result = store.import_devices(report.records, at)
+            store.record(
+                [
+                    Event(
+                        "devices.imported",
+                        {
+                            "by": ACTOR,
+                            "file": file.name,
+                            "created": result.created,
+                            "updated": result.updated,
+                            "profiles": result.profiles,
+                        },
+                    )
+                ],
+                at,
+            )
         created, updated, facts = result.created, result.updated, result.profiles
     outcome = {
         "file": str(file),
@@ -74,14 +89,14 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """List devices in the registry."""
-    with ledger() as engine, db.transaction(engine) as session:
-        rows = registry.list_devices(session, limit=limit)
-        total = registry.count_devices(session)
+    with ledger() as opened, opened.registry() as store:
+        rows = store.page(limit=limit)
+        total = sum(store.count_by_state().values())
         items = [
             {
                 "enrollment_id": r.enrollment_id,
                 "enrollment_type": r.enrollment_type,
-                "state": r.enrollment_state,
+                "state": r.state,
                 "platform": r.platform,
                 "os_version": r.os_version,
                 "serial_number": r.serial_number,

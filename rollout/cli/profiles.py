@@ -8,11 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rollout.cli.common import fail, ledger, print_json
+from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.config import get_settings
-from rollout.ledger import db
-from rollout.ledger import profiles as library
-from rollout.ledger.models import ProfileRow
+from rollout.ledger import Event, ProfileConflictError, ProfileEntry
 from rollout.profiles import (
     MAX_PROFILE_BYTES,
     Profile,
@@ -91,18 +89,24 @@ def add(
         if profile.signature.valid and not profile.signature.chain_trusted:
             hint = "; configure ROLLOUT_TRUST_ANCHORS or pass --allow-untrusted"
         fail(f"{file}: {exc}{hint}")
-    with ledger() as engine:
+    with ledger() as opened:
         try:
-            with db.transaction(engine) as session:
-                row, created = library.add_profile(session, profile, data)
-        except library.ProfileConflictError as exc:
+            with opened.library() as store:
+                at = now()
+                row, created = store.add(profile, data, at)
+                if created:
+                    store.record(
+                        [Event("profile.added", {"uuid": row.uuid, "name": row.name, "by": ACTOR})],
+                        at,
+                    )
+        except ProfileConflictError as exc:
             fail(str(exc))
     verb = "added" if created else "already in the library:"
     typer.echo(f"{verb} {row.uuid} {row.name!r} (expires {row.expires_at:%Y-%m-%d})")
 
 
-def _summary(row: ProfileRow) -> dict[str, object]:
-    data = dict(row.metadata_json)
+def _summary(row: ProfileEntry) -> dict[str, object]:
+    data = dict(row.metadata)
     data["added_at"] = row.added_at.isoformat().replace("+00:00", "Z")
     return data
 
@@ -110,9 +114,8 @@ def _summary(row: ProfileRow) -> dict[str, object]:
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
     """List the library, soonest expiry first."""
-    with ledger() as engine, db.transaction(engine) as session:
-        rows = library.list_profiles(session)
-        items = [_summary(r) for r in rows]
+    with ledger() as opened, opened.library() as store:
+        items = [_summary(r) for r in store.profiles()]
     if as_json:
         print_json(items)
         return
@@ -139,8 +142,8 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show one profile from the library."""
-    with ledger() as engine, db.transaction(engine) as session:
-        row = library.get_profile(session, uuid)
+    with ledger() as opened, opened.library() as store:
+        row = store.get(uuid)
         if row is None:
             fail(f"no profile {uuid} in the library")
         item = _summary(row)

@@ -2,28 +2,51 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import typer
-from sqlalchemy import select
 
-from rollout.cli.common import fail, ledger, print_json
-from rollout.ledger import db
-from rollout.ledger.devices import device_ids
-from rollout.ledger.models import DeviceRow, InstalledProfileRow, RolloutRow
-from rollout.ledger.profiles import get_profile
-from rollout.ledger.reports import rollout_summary
-from rollout.ledger.rollouts import RolloutError, create_rollout, start_rollout
+from rollout.cli.common import ACTOR, fail, ledger, now, print_json
+from rollout.operations import (
+    OperationError,
+    create_rollout,
+    list_rollouts,
+    rollout_summary,
+    start_rollout,
+)
+from rollout.planning import PlanningError, TargetSpec
 
 app = typer.Typer(help="Rollouts of a profile to devices.", no_args_is_help=True)
 
+MAX_ID_FILE_BYTES = 64 * 1024 * 1024
 
-def _read_ids(path: Path) -> list[str]:
+
+def read_device_list(path: Path) -> list[str]:
+    """UDIDs / EnrollmentIDs from a file: one per line (the first comma-separated field), or
+    an inventory CSV with a header naming a ``udid`` or ``enrollment_id`` column."""
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_ID_FILE_BYTES:
+            fail(f"{path}: larger than {MAX_ID_FILE_BYTES} bytes")
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         fail(f"{path}: {exc.strerror or exc}")
-    return [line.split(",")[0].strip() for line in text.splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        fail(f"{path}: not UTF-8 text (byte {exc.start})")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = [h.strip().lower() for h in lines[0].split(",")]
+    if "udid" in header or "enrollment_id" in header:
+        keys = []
+        for row in csv.DictReader(io.StringIO("\n".join(lines))):
+            norm = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            key = norm.get("udid") or norm.get("enrollment_id")
+            if key:
+                keys.append(key)
+        return keys
+    return [line.split(",")[0].strip() for line in lines]
 
 
 @app.command()
@@ -31,120 +54,125 @@ def create(
     profile: str = typer.Option(..., "--profile", help="UUID of a profile in the library."),
     name: str = typer.Option("", "--name", help="A name for the rollout."),
     devices_file: Path | None = typer.Option(
-        None, "--devices", help="File with one UDID or EnrollmentID per line."
+        None,
+        "--devices",
+        help="A file of UDIDs / EnrollmentIDs (one per line, or a CSV "
+        "inventory with a udid column).",
     ),
     holders_of: str | None = typer.Option(
-        None, "--holders-of", help="Every device known to hold this profile UUID."
+        None, "--holders-of", help="Devices known to hold this profile UUID."
     ),
-    all_devices: bool = typer.Option(False, "--all", help="Every enrolled device."),
+    tags: list[str] = typer.Option([], "--tag", help="Devices with this tag (repeatable: all)."),
+    platforms: list[str] = typer.Option(
+        [], "--platform", help="Devices of this platform (repeatable: any), e.g. iOS."
+    ),
+    all_devices: bool = typer.Option(
+        False, "--all", help="Every device in the registry that has not checked out."
+    ),
     start: bool = typer.Option(False, "--start", help="Start it at once."),
     as_json: bool = typer.Option(False, "--json", help="Print the new rollout as JSON."),
 ) -> None:
-    """Create a rollout (draft unless --start) of one profile to a set of devices."""
-    if sum(x is not None and x is not False for x in (devices_file, holders_of, all_devices)) != 1:
-        fail("choose the devices with exactly one of --devices, --holders-of, --all")
-    with ledger() as engine:
-        try:
-            with db.transaction(engine) as session:
-                row = get_profile(session, profile)
-                if row is None:
-                    fail(f"no profile {profile} in the library")
-                if devices_file is not None:
-                    keys = _read_ids(devices_file)
-                    found = device_ids(session, keys)
-                    missing = [k for k in keys if k not in found]
-                    if missing:
-                        fail(f"{len(missing)} device(s) unknown, e.g. {missing[0]}")
-                    ids = list(found.values())
-                elif holders_of is not None:
-                    ids = list(
-                        session.scalars(
-                            select(InstalledProfileRow.device_id).where(
-                                InstalledProfileRow.profile_uuid == holders_of.lower()
-                            )
-                        )
-                    )
-                else:
-                    ids = list(
-                        session.scalars(
-                            select(DeviceRow.id).where(DeviceRow.enrollment_state == "enrolled")
-                        )
-                    )
-                if not ids:
-                    fail("no device matches")
-                rollout = create_rollout(
-                    session,
-                    name=name or f"{row.name} → {len(ids)} devices",
-                    profile_uuid=row.uuid,
-                    device_ids=ids,
-                    created_by="cli",
-                )
-                if start:
-                    start_rollout(session, rollout.id)
-                summary = rollout_summary(session, rollout.id)
-        except RolloutError as exc:
-            fail(str(exc))
-    if as_json:
-        print_json(summary)
-    else:
-        assert summary is not None
-        typer.echo(
-            f"rollout {summary['rollout']['id']} ({summary['rollout']['state']}): "
-            f"{sum(summary['states'].values())} targets"
+    """Create a rollout (a draft unless --start) of one profile.
+
+    Choose the devices with --devices, --holders-of, --tag and --platform (they combine: a
+    device must match every one given), or --all alone.
+    """
+    narrowed = devices_file is not None or holders_of or tags or platforms
+    if all_devices and narrowed:
+        fail(
+            "--all selects every device: do not combine it with --devices, --holders-of, "
+            "--tag or --platform"
         )
+    if not all_devices and not narrowed:
+        fail("choose the devices: --devices FILE, --holders-of UUID, --tag, --platform, or --all")
+    keys = read_device_list(devices_file) if devices_file is not None else None
+    if keys is not None and not keys:
+        fail(f"{devices_file}: no device listed")
+    try:
+        spec = TargetSpec(
+            keys=tuple(keys) if keys is not None else None,
+            holders_of=holders_of,
+            tags=tuple(tags),
+            platforms=tuple(platforms),
+            everything=all_devices,
+        )
+        with ledger() as opened:
+            summary = create_rollout(
+                opened,
+                profile_uuid=profile,
+                spec=spec,
+                actor=ACTOR,
+                now=now(),
+                name=name,
+                start=start,
+            )
+    except (OperationError, PlanningError) as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(summary.as_json())
+    else:
+        r = summary.rollout
+        typer.echo(f"rollout {r.id} ({r.state}): {sum(summary.states.values())} targets")
+
+
+RolloutId = typer.Argument(..., min=1, max=2**63 - 1, help="The rollout's id.")
 
 
 @app.command()
-def start(rollout_id: int = typer.Argument(..., help="The rollout's id.")) -> None:
+def start(rollout_id: int = RolloutId) -> None:
     """Start a draft rollout (the next controller tick fans it out)."""
-    with ledger() as engine:
-        try:
-            with db.transaction(engine) as session:
-                start_rollout(session, rollout_id)
-        except RolloutError as exc:
-            fail(str(exc))
+    try:
+        with ledger() as opened:
+            start_rollout(opened, rollout_id, actor=ACTOR, now=now())
+    except OperationError as exc:
+        fail(str(exc))
     typer.echo(f"rollout {rollout_id} running")
 
 
 @app.command()
 def show(
-    rollout_id: int = typer.Argument(..., help="The rollout's id."),
+    rollout_id: int = RolloutId,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """A rollout's state and its targets' states (from the kept counters)."""
-    with ledger() as engine, db.transaction(engine) as session:
-        summary = rollout_summary(session, rollout_id)
-    if summary is None:
-        fail(f"no rollout {rollout_id}")
+    try:
+        with ledger() as opened:
+            summary = rollout_summary(opened, rollout_id)
+    except OperationError as exc:
+        fail(str(exc))
     if as_json:
-        print_json(summary)
+        print_json(summary.as_json())
         return
-    r = summary["rollout"]
-    typer.echo(f"rollout {r['id']} {r['name']!r}: {r['state']} (profile {r['profile']})")
-    for state, n in summary["states"].items():
+    r = summary.rollout
+    typer.echo(f"rollout {r.id} {r.name!r}: {r.state} (profile {r.profile_uuid})")
+    for state, n in summary.states.items():
         typer.echo(f"  {state:14} {n}")
-    for key in ("ineligible", "unreachable", "timed_out"):
-        for reason, n in summary[key].items():
-            typer.echo(f"  {key}: {reason} {n}")
+    for state, reasons in summary.reasons.items():
+        for reason, n in reasons.items():
+            typer.echo(f"  {state}: {reason} {n}")
 
 
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every rollout, newest first."""
-    with ledger() as engine, db.transaction(engine) as session:
-        rows = session.scalars(select(RolloutRow).order_by(RolloutRow.id.desc())).all()
-        items = [
-            {
-                "id": r.id,
-                "name": r.name,
-                "state": r.state,
-                "profile": r.profile_uuid,
-                "created_at": r.created_at.isoformat(),
-            }
-            for r in rows
-        ]
+    with ledger() as opened:
+        rows = list_rollouts(opened)
+    items = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "state": r.state,
+            "profile": r.profile_uuid,
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in rows
+    ]
     if as_json:
         print_json(items)
         return
+    if not items:
+        typer.echo("no rollouts yet")
+        return
+    typer.echo(f"{'id':>5}  {'state':10} {'profile':36}  name")
     for i in items:
-        typer.echo(f"{i['id']:>5}  {i['state']:10} {i['profile']}  {i['name']}")
+        typer.echo(f"{i['id']:>5}  {i['state']:10} {i['profile']:36}  {i['name']}")

@@ -1,4 +1,4 @@
-"""``rollout serve``: the web app (MDM endpoints, ops API)."""
+"""``rollout serve``: the web app (MDM endpoints, operator API)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ def serve(
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve the MDM endpoints and the ops API (put TLS in front: devices need HTTPS)."""
+    """Serve the MDM endpoints and the operator API (put TLS in front: devices need HTTPS)."""
     import uvicorn
 
     from rollout.web.app import create_app
 
     settings = get_settings()
-    with ledger() as engine:
+    with ledger() as opened:
         try:
-            app = create_app(settings, engine)
+            app = create_app(settings, opened)
         except (OSError, ValueError) as exc:
             fail(str(exc))
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")

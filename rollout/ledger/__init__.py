@@ -1,1 +1,317 @@
-"""The ledger: the one source of truth, and the only package that writes SQL."""
+"""The ledger: the one source of truth, and the only package that touches SQL.
+
+It stores facts and applies the moves it is given; it decides nothing. Each consumer sees it
+through one small interface, opened as a transaction by :class:`Ledger`::
+
+    with ledger.checkin() as store:   # the MDM endpoint, webhook receivers   -> CheckinStore
+    with ledger.fanout() as store:    # the controller tick and push batches  -> FanoutStore
+    with ledger.rollouts() as store:  # rollout reads and operator controls   -> RolloutStore
+    with ledger.library() as store:   # provisioning profiles                 -> LibraryStore
+    with ledger.registry() as store:  # devices and what they hold            -> RegistryStore
+    with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
+    with ledger.unit() as unit:       # several of them in one transaction
+
+This page lists every question the product asks its storage. Values crossing the boundary are
+the plain dataclasses of :mod:`rollout.ledger.records`; times are always given by the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.engine import Engine
+
+from rollout.ledger import db
+from rollout.ledger.bulk import BulkLoader, SeedDevice, SeedTarget
+from rollout.ledger.checkin import CheckinLedger
+from rollout.ledger.fanout import FanoutLedger
+from rollout.ledger.library import LibraryLedger, ProfileConflictError
+from rollout.ledger.records import (
+    AppliedMove,
+    Authentication,
+    CommandResultWrite,
+    CommandState,
+    DeviceFilter,
+    DeviceInfo,
+    DueTarget,
+    EnrolledDevice,
+    Event,
+    EventEntry,
+    Holding,
+    ImportResult,
+    InstalledProfile,
+    Move,
+    NewRollout,
+    ProfileEntry,
+    ProfileFact,
+    PushRecord,
+    PushRegistration,
+    PushTarget,
+    QueuedCommand,
+    ReportWrites,
+    RolloutInfo,
+    RolloutSummary,
+    RunningRollout,
+    TargetInfo,
+    UnpushableTarget,
+)
+from rollout.ledger.registry import RegistryLedger
+from rollout.ledger.rollouts import RolloutError, RolloutLedger
+
+if TYPE_CHECKING:
+    from rollout.inventory import DeviceRecord
+    from rollout.profiles import Profile
+
+
+class Journal(Protocol):
+    """Every store can append to the event journal and read it back."""
+
+    def record(self, events: Sequence[Event], at: dt.datetime) -> None: ...
+    def events(
+        self, *, kind: str | None = None, rollout_id: int | None = None, limit: int = 100
+    ) -> list[EventEntry]: ...
+
+
+class CheckinStore(Journal, Protocol):
+    """The check-in path: enrollments, the command queue, devices' answers."""
+
+    # Authenticate / TokenUpdate / CheckOut
+    def device(self, key: str, *, lock: bool = True) -> EnrolledDevice | None: ...
+    def certificate_holder(self, cert_sha256: str) -> str | None: ...
+    def authenticate(self, auth: Authentication, now: dt.datetime) -> int: ...
+    def register_push(self, device_id: int, reg: PushRegistration, now: dt.datetime) -> bool: ...
+    def check_out(self, device_id: int, now: dt.datetime) -> None: ...
+    def bind_identity(self, device_id: int, cert_sha256: str) -> None: ...
+    def drop_open_commands(self, device_id: int, now: dt.datetime) -> list[str]: ...
+    def device_targets(
+        self,
+        device_id: int,
+        states: Collection[str],
+        *,
+        command_uuids: Collection[str] | None = None,
+        flagged: bool = False,
+    ) -> list[int]: ...
+    def flag_for_token_update(self, target_ids: Sequence[int], flagged: bool) -> None: ...
+    def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
+    # connect reports, a batch at a time
+    def devices(self, keys: Collection[str]) -> dict[str, EnrolledDevice]: ...
+    def commands(self, command_uuids: Collection[str]) -> dict[str, CommandState]: ...
+    def open_commands(self, device_ids: Collection[int]) -> dict[int, list[QueuedCommand]]: ...
+    def apply_reports(self, writes: ReportWrites, now: dt.datetime) -> None: ...
+    def rollout_profile(self, rollout_id: int) -> bytes | None: ...
+    def enqueue(
+        self,
+        device_id: int,
+        command_uuid: str,
+        request_type: str,
+        body: bytes,
+        now: dt.datetime,
+        *,
+        priority: int = 0,
+    ) -> None: ...
+
+
+class FanoutStore(Journal, Protocol):
+    """The fan-out path: claiming targets, pushing them, waiting, finishing rollouts."""
+
+    def running(self) -> list[RunningRollout]: ...
+    def queued_count(self, rollout_id: int) -> int: ...
+    def unpushable_planned(
+        self, rollout: RunningRollout, limit: int = 5000
+    ) -> list[UnpushableTarget]: ...
+    def claim_planned(
+        self,
+        rollout: RunningRollout,
+        limit: int,
+        *,
+        request_type: str,
+        next_push_at: dt.datetime,
+        now: dt.datetime,
+    ) -> list[int]: ...
+    def due(self, now: dt.datetime, limit: int = 5000) -> list[DueTarget]: ...
+    def set_next_push(self, target_ids: Sequence[int], at: dt.datetime) -> None: ...
+    def push_targets(self, target_ids: Sequence[int]) -> list[PushTarget]: ...
+    def record_pushes(
+        self, pushes: Sequence[PushRecord], moves: Sequence[Move], now: dt.datetime
+    ) -> list[AppliedMove]: ...
+    def mark_tokens_dead(self, devices: Sequence[tuple[int, dt.datetime]]) -> None: ...
+    def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
+    def running_without(self, states: Collection[str]) -> list[int]: ...
+    def finish(self, rollout_ids: Sequence[int], state: str, now: dt.datetime) -> None: ...
+
+
+class RolloutStore(Journal, Protocol):
+    """Rollout reads and operator controls."""
+
+    def create(self, new: NewRollout, now: dt.datetime) -> int: ...
+    def get(self, rollout_id: int, *, lock: bool = False) -> RolloutInfo | None: ...
+    def recent(self, *, limit: int = 1000) -> list[RolloutInfo]: ...
+    def set_state(self, rollout_id: int, state: str, now: dt.datetime) -> None: ...
+    def summary(self, rollout_id: int) -> RolloutSummary | None: ...
+    def state_counts(self, rollout_id: int) -> dict[str, int]: ...
+    def stage_counts(self, rollout_id: int) -> dict[int, dict[str, int]]: ...
+    def recount(self, rollout_id: int) -> dict[str, int]: ...
+    def command_counts(self, rollout_id: int) -> dict[str, int]: ...
+    def command_uuids(self, rollout_id: int) -> dict[int, str]: ...
+    def targets(
+        self, rollout_id: int, device_ids: Collection[int] | None = None
+    ) -> dict[int, TargetInfo]: ...
+
+
+class LibraryStore(Journal, Protocol):
+    """The provisioning-profile library."""
+
+    def add(
+        self, profile: Profile, content: bytes, now: dt.datetime
+    ) -> tuple[ProfileEntry, bool]: ...
+    def profiles(self) -> list[ProfileEntry]: ...
+    def get(self, uuid: str) -> ProfileEntry | None: ...
+    def find(self, prefix: str) -> list[ProfileEntry]: ...
+    def content(self, uuid: str) -> bytes | None: ...
+    def newest_like(
+        self, *, app_id: str, team_id: str, outliving: dt.datetime, other_than: str
+    ) -> ProfileEntry | None: ...
+
+
+class RegistryStore(Journal, Protocol):
+    """The device registry and the profiles devices hold."""
+
+    def import_devices(self, records: Sequence[DeviceRecord], now: dt.datetime) -> ImportResult: ...
+    def device_ids(self, keys: Sequence[str]) -> dict[str, int]: ...
+    def get(self, key: str) -> DeviceInfo | None: ...
+    def page(
+        self, *, after_id: int = 0, limit: int = 100, where: DeviceFilter | None = None
+    ) -> list[DeviceInfo]: ...
+    def select(
+        self, where: DeviceFilter, *, after_id: int = 0, limit: int = 5000
+    ) -> list[tuple[int, str]]: ...
+    def count_by_state(self, where: DeviceFilter | None = None) -> dict[str, int]: ...
+    def installed(self, device_id: int) -> list[InstalledProfile]: ...
+    def expiring(self, horizon: dt.datetime) -> list[Holding]: ...
+
+
+class Unit:
+    """Every store over one transaction (for work that spans consumers, e.g. planning)."""
+
+    def __init__(self, session: db.Session) -> None:
+        self.checkin: CheckinStore = CheckinLedger(session)
+        self.fanout: FanoutStore = FanoutLedger(session)
+        self.rollouts: RolloutStore = RolloutLedger(session)
+        self.library: LibraryStore = LibraryLedger(session)
+        self.registry: RegistryStore = RegistryLedger(session)
+        self.bulk = BulkLoader(session)
+
+
+class Ledger:
+    """A ledger database: opens a transaction per unit of work, as the store it is used as.
+
+    Each ``with`` block is one transaction: committed when the block ends, rolled back when it
+    raises.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Ledger:
+        """A ledger on ``url`` (the schema must be migrated: see :func:`db.upgrade`)."""
+        return cls(db.make_engine(url))
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        """Close the pooled connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """Every store over one transaction."""
+        with db.transaction(self.engine) as session:
+            yield Unit(session)
+
+    @contextmanager
+    def checkin(self) -> Iterator[CheckinStore]:
+        """See :class:`CheckinStore`."""
+        with db.transaction(self.engine) as session:
+            yield CheckinLedger(session)
+
+    @contextmanager
+    def fanout(self) -> Iterator[FanoutStore]:
+        """See :class:`FanoutStore`."""
+        with db.transaction(self.engine) as session:
+            yield FanoutLedger(session)
+
+    @contextmanager
+    def rollouts(self) -> Iterator[RolloutStore]:
+        """See :class:`RolloutStore`."""
+        with db.transaction(self.engine) as session:
+            yield RolloutLedger(session)
+
+    @contextmanager
+    def library(self) -> Iterator[LibraryStore]:
+        """See :class:`LibraryStore`."""
+        with db.transaction(self.engine) as session:
+            yield LibraryLedger(session)
+
+    @contextmanager
+    def registry(self) -> Iterator[RegistryStore]:
+        """See :class:`RegistryStore`."""
+        with db.transaction(self.engine) as session:
+            yield RegistryLedger(session)
+
+    @contextmanager
+    def bulk(self) -> Iterator[BulkLoader]:
+        """See :class:`~rollout.ledger.bulk.BulkLoader`."""
+        with db.transaction(self.engine) as session:
+            yield BulkLoader(session)
+
+
+__all__ = [
+    "AppliedMove",
+    "Authentication",
+    "BulkLoader",
+    "CheckinStore",
+    "CommandResultWrite",
+    "CommandState",
+    "DeviceFilter",
+    "DeviceInfo",
+    "DueTarget",
+    "EnrolledDevice",
+    "Event",
+    "EventEntry",
+    "FanoutStore",
+    "Holding",
+    "ImportResult",
+    "InstalledProfile",
+    "Journal",
+    "Ledger",
+    "LibraryStore",
+    "Move",
+    "NewRollout",
+    "ProfileConflictError",
+    "ProfileEntry",
+    "ProfileFact",
+    "PushRecord",
+    "PushRegistration",
+    "PushTarget",
+    "QueuedCommand",
+    "RegistryStore",
+    "ReportWrites",
+    "RolloutError",
+    "RolloutInfo",
+    "RolloutStore",
+    "RolloutSummary",
+    "RunningRollout",
+    "SeedDevice",
+    "SeedTarget",
+    "TargetInfo",
+    "Unit",
+    "UnpushableTarget",
+    "db",
+]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_DB_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -101,3 +106,66 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+# ---- scratch databases on a PostgreSQL server (tests and benchmarks) ---------------------
+
+
+def _admin_engine(admin_url: str) -> Engine:
+    return make_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+
+
+def server_reachable(admin_url: str, timeout_s: int = 3) -> str | None:
+    """None when the PostgreSQL server at ``admin_url`` answers, else why not (one line)."""
+    engine = make_engine(admin_url, poolclass=NullPool, connect_args={"connect_timeout": timeout_s})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    finally:
+        engine.dispose()
+    return None
+
+
+def create_database(admin_url: str, prefix: str) -> str:
+    """Create a fresh, empty database named ``<prefix>_<random>`` on the server of
+    ``admin_url`` (a maintenance database such as ``postgres``); its URL."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    if not _DB_NAME.fullmatch(name):
+        raise ValueError(f"not a safe database name: {name!r}")
+    engine = _admin_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return (
+        make_url(normalise_url(admin_url)).set(database=name).render_as_string(hide_password=False)
+    )
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """Drop the database ``url`` names (closing its connections), if it exists."""
+    name = make_url(url).database or ""
+    if not _DB_NAME.fullmatch(name):
+        raise ValueError(f"not a safe database name: {name!r}")
+    engine = _admin_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+def backend_pids(admin_url: str, database: str) -> list[int]:
+    """The process ids of the PostgreSQL backends serving ``database`` (to measure its CPU)."""
+    engine = _admin_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+            ).all()
+    finally:
+        engine.dispose()
+    return [int(r[0]) for r in rows]

@@ -3,6 +3,8 @@
 Every table has a natural unique key that makes a repeated write harmless: a profile by UUID,
 a device by its enrollment id, a target per (rollout, device), a command per CommandUUID.
 States are stored as short strings (see ``rollout.states``) so the schema needs no native enums.
+No column takes its time from the clock: every timestamp is written by a caller that was given
+``now`` (one clock for the whole product, see ``rollout.clock``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from rollout.ledger.types import JSONType, UTCDateTime, utcnow
+from rollout.ledger.types import JSONType, UTCDateTime
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite so autoincrement works there.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
@@ -69,7 +71,7 @@ class ProfileRow(Base):
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     size: Mapped[int] = mapped_column(Integer)
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
-    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class DeviceRow(Base):
@@ -100,8 +102,8 @@ class DeviceRow(Base):
     enrolled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     checked_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class InstalledProfileRow(Base):
@@ -116,7 +118,7 @@ class InstalledProfileRow(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(String(24))  # import | profile_list | rollout
-    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class RolloutRow(Base):
@@ -134,10 +136,10 @@ class RolloutRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_by: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class StageRow(Base):
@@ -182,7 +184,7 @@ class TargetRow(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     error_chain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     requeue_after_token_update: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class CommandRow(Base):
@@ -203,7 +205,7 @@ class CommandRow(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(24), default="queued")
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     result_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     notnow_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -219,7 +221,7 @@ class EventRow(Base):
     __table_args__ = (Index("ix_events_rollout_id", "rollout_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(48), index=True)
     rollout_id: Mapped[int | None] = mapped_column(BigID)
     device_id: Mapped[int | None] = mapped_column(BigID)

@@ -1,141 +1,207 @@
-"""Rollouts in the ledger: creating one with its targets, and queueing targets' commands."""
+"""Rollouts in the ledger: writing a planned rollout, its state, and reading it back.
+
+Reads come from the kept per-stage counters (O(stages), whatever the rollout's size), except
+the breakdown of side exits by reason, which groups only the targets in those states.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-import uuid as uuidlib
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from rollout.ledger.events import record_event
+from rollout.ledger.journal import Journaled
 from rollout.ledger.models import CommandRow, ProfileRow, RolloutRow, StageRow, TargetRow
-from rollout.ledger.targets import Move, bump_counters, init_counters, move_targets
-from rollout.ledger.types import utcnow
+from rollout.ledger.moves import bump_counters, chunks, counts, init_counters
+from rollout.ledger.records import NewRollout, RolloutInfo, RolloutSummary, TargetInfo
 from rollout.states import RolloutState, TargetState
 
-INSTALL_REQUEST_TYPE = "InstallProvisioningProfile"
+#: Side exits whose reasons a summary breaks down.
+REASONED_STATES = (TargetState.INELIGIBLE, TargetState.UNREACHABLE, TargetState.TIMED_OUT)
 
 
 class RolloutError(ValueError):
-    """A rollout cannot be created or changed as asked."""
+    """A rollout cannot be written as asked (its profile is missing, say)."""
 
 
-def create_rollout(
-    session: Session,
-    *,
-    name: str,
-    profile_uuid: str,
-    device_ids: Sequence[int],
-    options: dict[str, Any] | None = None,
-    created_by: str | None = None,
-) -> RolloutRow:
-    """A draft rollout of one profile to ``device_ids``, in one stage, every target planned."""
-    if session.get(ProfileRow, profile_uuid) is None:
-        raise RolloutError(f"no profile {profile_uuid} in the library")
-    rollout = RolloutRow(
-        name=name,
-        profile_uuid=profile_uuid,
-        salt=secrets.token_hex(8),
-        options=options or {},
-        created_by=created_by,
-        state=RolloutState.DRAFT,
+def _info(r: RolloutRow) -> RolloutInfo:
+    return RolloutInfo(
+        id=r.id,
+        name=r.name,
+        state=r.state,
+        profile_uuid=r.profile_uuid,
+        current_stage=r.current_stage,
+        salt=r.salt,
+        created_by=r.created_by,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
     )
-    session.add(rollout)
-    session.flush()
-    session.add(StageRow(rollout_id=rollout.id, number=0, fraction=1.0))
-    init_counters(session, rollout.id, [0])
-    ids = sorted(set(device_ids))
-    now = utcnow()
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        session.execute(
-            insert(TargetRow),
-            [
-                {"rollout_id": rollout.id, "device_id": d, "stage": 0, "updated_at": now}
-                for d in chunk
-            ],
-        )
-    bump_counters(session, Counter({(rollout.id, 0, TargetState.PLANNED.value): len(ids)}))
-    record_event(
-        session,
-        "rollout.created",
-        rollout_id=rollout.id,
-        data={"name": name, "profile": profile_uuid, "targets": len(ids)},
-    )
-    return rollout
 
 
-def start_rollout(session: Session, rollout_id: int) -> None:
-    """Move a draft rollout to running."""
-    rollout = session.get(RolloutRow, rollout_id, with_for_update=True)
-    if rollout is None:
-        raise RolloutError(f"no rollout {rollout_id}")
-    if rollout.state != RolloutState.DRAFT:
-        raise RolloutError(f"rollout {rollout_id} is {rollout.state}, not draft")
-    rollout.state = RolloutState.RUNNING
-    rollout.started_at = utcnow()
-    record_event(session, "rollout.started", rollout_id=rollout_id)
-
-
-def queue_commands(
-    session: Session,
-    rollout_id: int,
-    target_ids: Sequence[int],
-    *,
-    next_push_at: dt.datetime | None = None,
-) -> list[str]:
-    """Give planned targets their command row (one statement) and move them to queued.
-
-    A target that already has a CommandUUID keeps it. Returns the CommandUUIDs queued.
-    """
-    if not target_ids:
-        return []
-    rows = session.execute(
-        select(TargetRow.id, TargetRow.device_id, TargetRow.command_uuid, TargetRow.state)
-        .where(TargetRow.id.in_(list(target_ids)), TargetRow.rollout_id == rollout_id)
-        .order_by(TargetRow.id)
-        .with_for_update()
-    ).all()
-    now = utcnow()
-    new_commands: list[dict[str, Any]] = []
-    moves: list[Move] = []
-    uuids: list[str] = []
-    for tid, device_id, existing, state in rows:
-        if state != TargetState.PLANNED:
-            continue
-        cmd = existing or str(uuidlib.uuid4()).upper()
-        if existing is None:
-            new_commands.append(
-                {
-                    "command_uuid": cmd,
-                    "device_id": device_id,
-                    "rollout_id": rollout_id,
-                    "request_type": INSTALL_REQUEST_TYPE,
-                    "status": "queued",
-                    "priority": 0,
-                    "notnow_count": 0,
-                    "created_at": now,
-                }
-            )
-        moves.append(
-            Move(tid, TargetState.QUEUED, {"command_uuid": cmd, "next_push_at": next_push_at})
-        )
-        uuids.append(cmd)
-    if new_commands:
-        session.execute(insert(CommandRow), new_commands)
-    move_targets(session, moves)
-    return uuids
-
-
-def rollout_profile_content(session: Session, rollout_id: int) -> bytes | None:
-    """The signed profile file a rollout installs (to render its command body once)."""
+def profile_content_of(session: Session, rollout_id: int) -> bytes | None:
+    """The signed profile file a rollout installs."""
     return session.scalar(
         select(ProfileRow.content)
         .join(RolloutRow, RolloutRow.profile_uuid == ProfileRow.uuid)
         .where(RolloutRow.id == rollout_id)
     )
+
+
+class RolloutLedger(Journaled):
+    """Rollout reads and controls, inside one transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def create(self, new: NewRollout, now: dt.datetime) -> int:
+        """Write a draft rollout, its stages and its planned targets; its id."""
+        s = self._session
+        if s.get(ProfileRow, new.profile_uuid) is None:
+            raise RolloutError(f"no profile {new.profile_uuid} in the library")
+        rollout = RolloutRow(
+            name=new.name,
+            profile_uuid=new.profile_uuid,
+            salt=new.salt,
+            options=dict(new.options),
+            created_by=new.created_by,
+            state=RolloutState.DRAFT.value,
+            current_stage=0,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(rollout)
+        s.flush()
+        s.add_all(
+            StageRow(rollout_id=rollout.id, number=k, fraction=f) for k, f in enumerate(new.stages)
+        )
+        init_counters(s, rollout.id, range(len(new.stages)))
+        rows = [
+            {"rollout_id": rollout.id, "device_id": d, "stage": k, "updated_at": now}
+            for d, k in new.targets
+        ]
+        for chunk in chunks(rows):
+            s.execute(insert(TargetRow), list(chunk))
+        planned = TargetState.PLANNED.value
+        bump_counters(s, Counter((rollout.id, k, planned) for _, k in new.targets))
+        return rollout.id
+
+    def get(self, rollout_id: int, *, lock: bool = False) -> RolloutInfo | None:
+        """The rollout's row (locked for a control when ``lock``), or None."""
+        row = self._session.get(RolloutRow, rollout_id, with_for_update=lock or None)
+        return _info(row) if row is not None else None
+
+    def recent(self, *, limit: int = 1000) -> list[RolloutInfo]:
+        """Rollouts, newest first."""
+        rows = self._session.scalars(select(RolloutRow).order_by(RolloutRow.id.desc()).limit(limit))
+        return [_info(r) for r in rows]
+
+    def set_state(self, rollout_id: int, state: str, now: dt.datetime) -> None:
+        """Record a rollout's new state (its start and end times with it)."""
+        values: dict[str, object] = {"state": state, "updated_at": now}
+        if state == RolloutState.RUNNING:
+            values["started_at"] = func.coalesce(RolloutRow.started_at, now)
+        if state in (RolloutState.COMPLETED, RolloutState.ABORTED):
+            values["finished_at"] = now
+        self._session.execute(
+            update(RolloutRow).where(RolloutRow.id == rollout_id).values(**values)
+        )
+
+    def summary(self, rollout_id: int) -> RolloutSummary | None:
+        """The rollout with its targets by stage and state (kept counters), and the reasons
+        of its side exits."""
+        s = self._session
+        row = s.get(RolloutRow, rollout_id)
+        if row is None:
+            return None
+        per_stage = counts(s, rollout_id)
+        total: Counter[str] = Counter()
+        for states in per_stage.values():
+            total.update(states)
+        reasons: dict[str, dict[str, int]] = {}
+        for state in REASONED_STATES:
+            reasons[state.value] = {}
+            if total.get(state.value):
+                reasons[state.value] = {
+                    str(reason): int(n)
+                    for reason, n in s.execute(
+                        select(TargetRow.reason, func.count())
+                        .where(TargetRow.rollout_id == rollout_id, TargetRow.state == state.value)
+                        .group_by(TargetRow.reason)
+                    )
+                }
+        return RolloutSummary(
+            rollout=_info(row),
+            states=dict(sorted(total.items())),
+            stages=[(k, dict(sorted(v.items()))) for k, v in sorted(per_stage.items())],
+            reasons=reasons,
+        )
+
+    def state_counts(self, rollout_id: int) -> dict[str, int]:
+        """Targets by state over every stage, from the kept counters (zeros left out)."""
+        total: Counter[str] = Counter()
+        for states in counts(self._session, rollout_id).values():
+            total.update(states)
+        return dict(sorted(total.items()))
+
+    def stage_counts(self, rollout_id: int) -> dict[int, dict[str, int]]:
+        """Targets by stage and state, from the kept counters (zeros left out)."""
+        return counts(self._session, rollout_id)
+
+    def recount(self, rollout_id: int) -> dict[str, int]:
+        """Targets by state counted row by row (to check the kept counters; a full scan)."""
+        return {
+            state: int(n)
+            for state, n in self._session.execute(
+                select(TargetRow.state, func.count())
+                .where(TargetRow.rollout_id == rollout_id)
+                .group_by(TargetRow.state)
+            )
+        }
+
+    def command_counts(self, rollout_id: int) -> dict[str, int]:
+        """The rollout's commands by status (a full scan; for checks, not dashboards)."""
+        return {
+            status: int(n)
+            for status, n in self._session.execute(
+                select(CommandRow.status, func.count())
+                .where(CommandRow.rollout_id == rollout_id)
+                .group_by(CommandRow.status)
+            )
+        }
+
+    def command_uuids(self, rollout_id: int) -> dict[int, str]:
+        """``device id -> CommandUUID`` of the rollout's targets that have a command."""
+        rows = self._session.execute(
+            select(TargetRow.device_id, TargetRow.command_uuid).where(
+                TargetRow.rollout_id == rollout_id, TargetRow.command_uuid.is_not(None)
+            )
+        )
+        return {device: uuid for device, uuid in rows if uuid is not None}
+
+    def targets(
+        self, rollout_id: int, device_ids: Collection[int] | None = None
+    ) -> dict[int, TargetInfo]:
+        """``device id -> target`` of the rollout's targets (all of them, or those given)."""
+        q = select(TargetRow).where(TargetRow.rollout_id == rollout_id)
+        if device_ids is not None:
+            q = q.where(TargetRow.device_id.in_(list(device_ids)))
+        return {
+            t.device_id: TargetInfo(
+                id=t.id,
+                device_id=t.device_id,
+                stage=t.stage,
+                state=t.state,
+                reason=t.reason,
+                command_uuid=t.command_uuid,
+                push_count=t.push_count,
+                notnow_count=t.notnow_count,
+                next_push_at=t.next_push_at,
+                requeue_after_token_update=t.requeue_after_token_update,
+                error_chain=t.error_chain,
+            )
+            for t in self._session.scalars(q.order_by(TargetRow.id))
+        }

@@ -21,15 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
-
+from rollout.clock import SYSTEM_CLOCK
 from rollout.config import EMBEDDED_BROKER_URL, Settings
-from rollout.ledger import db
-from rollout.ledger.devices import device_ids
-from rollout.ledger.models import RolloutRow
-from rollout.ledger.profiles import add_profile
-from rollout.ledger.reports import rollout_summary
-from rollout.ledger.rollouts import create_rollout, start_rollout
+from rollout.ledger import Ledger, db
+from rollout.operations import create_rollout, rollout_summary
+from rollout.planning import TargetSpec
 from rollout.profiles import Profile, parse_profile
 from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.fleet import FleetMix, SimFleet
@@ -63,7 +59,7 @@ class World:
         self.cfg = cfg
         self.home = cfg.home.resolve()
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.engine: Engine | None = None
+        self.ledger: Ledger | None = None
         self.standin: ApnsStandIn | None = None
         self.server: BackgroundServer | None = None
         self.fleet: SimFleet | None = None
@@ -90,7 +86,7 @@ class World:
             shutil.rmtree(self.home / "broker", ignore_errors=True)
             self.broker_url = EMBEDDED_BROKER_URL
         db.upgrade(self.database_url)
-        self.engine = db.make_engine(self.database_url)
+        self.ledger = Ledger.open(self.database_url)
 
         self.chain = make_apple_like_chain(
             not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
@@ -118,7 +114,7 @@ class World:
             identity_mode="strict",
             notnow_backoff_s=1.0 if self.cfg.fast else 2.0,
         )
-        self.server = BackgroundServer(create_app(settings, self.engine)).start()
+        self.server = BackgroundServer(create_app(settings, self.ledger)).start()
         self.transport = Http11Client(self.server.base_url, connections=32)
         self.fleet.start_in_thread(self.transport)
         return self
@@ -136,8 +132,8 @@ class World:
             self.server.stop()
         if self.standin is not None:
             self.standin.stop()
-        if self.engine is not None:
-            self.engine.dispose()
+        if self.ledger is not None:
+            self.ledger.dispose()
 
     def __enter__(self) -> World:
         return self.start()
@@ -155,32 +151,33 @@ class World:
 
     def open_rollout(self, name: str = "Field App renewal") -> int:
         """Put a freshly signed renewal in the library and start a rollout to the fleet."""
-        assert self.engine is not None and self.chain is not None and self.fleet is not None
+        assert self.ledger is not None and self.chain is not None and self.fleet is not None
         data = make_profile(self.chain, name="Field App In-House")
         profile = parse_profile(data, trust_anchors=self.chain.anchors)
         self.profile = profile
-        with db.transaction(self.engine) as session:
-            add_profile(session, profile, data)
-            ids = device_ids(session, [d.udid for d in self.fleet.devices])
-            rollout = create_rollout(
-                session, name=name, profile_uuid=profile.uuid, device_ids=list(ids.values())
-            )
-            start_rollout(session, rollout.id)
-            return rollout.id
+        now = SYSTEM_CLOCK.now()
+        with self.ledger.library() as store:
+            store.add(profile, data, now)
+        summary = create_rollout(
+            self.ledger,
+            profile_uuid=profile.uuid,
+            spec=TargetSpec(keys=tuple(d.udid for d in self.fleet.devices)),
+            actor="demo",
+            now=now,
+            name=name,
+            start=True,
+        )
+        return summary.rollout.id
 
     def summary(self, rollout_id: int) -> dict[str, Any]:
-        """The ledger's summary of the rollout."""
-        assert self.engine is not None
-        with db.transaction(self.engine) as session:
-            out = rollout_summary(session, rollout_id)
-        assert out is not None
-        return out
+        """The ledger's summary of the rollout (its JSON shape)."""
+        assert self.ledger is not None
+        return rollout_summary(self.ledger, rollout_id).as_json()
 
     def rollout_state(self, rollout_id: int) -> str:
         """The rollout's state in the ledger."""
-        assert self.engine is not None
-        with db.transaction(self.engine) as session:
-            return str(session.scalar(select(RolloutRow.state).where(RolloutRow.id == rollout_id)))
+        assert self.ledger is not None
+        return rollout_summary(self.ledger, rollout_id).rollout.state
 
     def wait(
         self,

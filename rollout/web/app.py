@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from typing import Any
 
 from cryptography import x509
 from fastapi import FastAPI
-from sqlalchemy import Engine
 
+from rollout.clock import SYSTEM_CLOCK, Clock
 from rollout.config import Settings, get_settings
-from rollout.ledger import db
-from rollout.ledger.queue import IdentityPolicy
+from rollout.enrollment import IdentityPolicy
+from rollout.ledger import Ledger
 from rollout.mdm import DeviceCATrust, IdentityConfig
+from rollout.web.api import operator_router
 from rollout.web.batcher import LedgerBatcher
 from rollout.web.mdm import MDM_PATHS, MDMConfig, MDMEndpoint, Receive, Scope, Send
 
@@ -47,34 +46,21 @@ def identity_from_settings(settings: Settings) -> tuple[IdentityConfig, Identity
 
 
 class RolloutApp:
-    """The product's ASGI app (MDM endpoints + FastAPI for the rest)."""
+    """The product's ASGI app: the MDM endpoints on a lean path, FastAPI for the rest."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, ledger: Ledger, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         identity, policy = identity_from_settings(settings)
-        backoff = settings.notnow_backoff_s
-
-        def notnow_delay(count: int) -> dt.timedelta:
-            return min(
-                dt.timedelta(seconds=backoff * 2 ** max(0, count - 1)), dt.timedelta(hours=4)
-            )
-
-        self.engine = engine
-        self.batcher = LedgerBatcher(engine, identity=policy, notnow_delay=notnow_delay)
+        self.ledger = ledger
+        self.batcher = LedgerBatcher(
+            ledger, identity=policy, policy=settings.engine_policy(), clock=clock
+        )
         self.mdm = MDMEndpoint(
-            self.batcher, MDMConfig(identity=identity, max_body_bytes=settings.max_body_bytes)
+            self.batcher,
+            MDMConfig(identity=identity, max_body_bytes=settings.max_body_bytes),
+            clock=clock,
         )
         self.api = FastAPI(title="rollout", version="0.1.0")
-
-        @self.api.get("/healthz")
-        def healthz() -> dict[str, Any]:
-            b = self.batcher
-            return {
-                "ok": True,
-                "batches": b.batches,
-                "reports": b.reports,
-                "write_cpu_s": round(b.write_cpu_s, 6),
-                "write_wall_s": round(b.write_wall_s, 6),
-            }
+        self.api.include_router(operator_router(ledger, self.batcher))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -97,8 +83,8 @@ class RolloutApp:
                 return
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> RolloutApp:
+def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -> RolloutApp:
     """Build the app on the configured (or given) ledger."""
     settings = settings or get_settings()
-    engine = engine or db.make_engine(settings.resolved_database_url())
-    return RolloutApp(engine, settings)
+    ledger = ledger or Ledger.open(settings.resolved_database_url())
+    return RolloutApp(ledger, settings)

@@ -3,15 +3,18 @@
 Handlers hand their parsed report to :class:`LedgerBatcher` and await the outcome. One writer
 thread takes whatever has queued up while the previous batch was being written (under load it
 lingers up to ``linger_s`` for more) and reconciles it with
-:func:`rollout.ledger.queue.process_reports` in a single transaction, so the ledger cost per
+:func:`rollout.reconcile.process_reports` in a single transaction, so the ledger cost per
 request falls as load rises. The outcome is only given back after the commit, so a
 device never gets a 200 for a result that is not yet stored.
+
+One device can never hurt another: when a batch fails to store, each of its reports is written
+again on its own, so only the report that cannot be stored fails (answered with a refusal and
+recorded), and its neighbours get their answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import queue
 import threading
@@ -20,13 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from rollout.ledger import db
-from rollout.ledger.queue import IdentityPolicy, NotNowDelay, Outcome, Report, process_reports
-from rollout.ledger.rollouts import rollout_profile_content
+from rollout.clock import Clock
+from rollout.enrollment import IdentityPolicy
+from rollout.ledger import CheckinStore, Event, Ledger
 from rollout.mdm import CommandTemplate, install_provisioning_profile
+from rollout.policy import EnginePolicy
+from rollout.reconcile import Outcome, Report, process_reports
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,11 +50,11 @@ class CommandBodies:
     def __init__(self) -> None:
         self._templates: dict[int, CommandTemplate] = {}
 
-    def body(self, session: Session, rollout_id: int, command_uuid: str) -> bytes:
+    def body(self, store: CheckinStore, rollout_id: int, command_uuid: str) -> bytes:
         """The wire bytes of ``rollout_id``'s command for one device."""
         template = self._templates.get(rollout_id)
         if template is None:
-            content = rollout_profile_content(session, rollout_id)
+            content = store.rollout_profile(rollout_id)
             if content is None:
                 raise LookupError(f"rollout {rollout_id} has no profile")
             template = install_provisioning_profile(content)
@@ -99,17 +103,18 @@ class LedgerBatcher:
 
     def __init__(
         self,
-        engine: Engine,
+        ledger: Ledger,
         *,
         identity: IdentityPolicy,
-        notnow_delay: NotNowDelay,
+        policy: EnginePolicy,
+        clock: Clock,
         max_batch: int = 512,
         linger_s: float = 0.01,
     ) -> None:
-        self._engine = engine
-        self._sessions = db.session_factory(engine)
+        self._ledger = ledger
         self.identity_policy = identity
-        self._notnow_delay = notnow_delay
+        self.policy = policy
+        self.clock = clock
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._last_batch = 0
@@ -141,7 +146,7 @@ class LedgerBatcher:
         answer: Answer = await item.future
         return answer
 
-    async def run(self, work: Callable[[Session], T]) -> T:
+    async def run(self, work: Callable[[CheckinStore], T]) -> T:
         """Run ``work`` in its own transaction on the writer thread (check-ins, records)."""
         item = _Item(("work", work), asyncio.get_running_loop())
         self._queue.put(item)
@@ -195,42 +200,86 @@ class LedgerBatcher:
             self.write_wall_s += time.perf_counter() - wall0
 
     def _write_connects_timed(self, items: list[_Item]) -> None:
-        reports = [i.payload[1] for i in items]
         try:
-            with self._sessions() as session, session.begin():
-                outcomes = process_reports(
-                    session,
-                    reports,
-                    identity=self.identity_policy,
-                    notnow_delay=self._notnow_delay,
-                    now=dt.datetime.now(dt.UTC),
-                )
-                answers = [self._answer(session, o) for o in outcomes]
-        except Exception as exc:  # the devices retry; nothing was committed
-            log.exception("connect batch of %d failed", len(items))
+            answers = self._store_reports([i.payload[1] for i in items])
+        except Exception as exc:
+            if len(items) == 1 or _ledger_unavailable(exc):
+                # Nothing was committed and the devices retry; a lone report that cannot be
+                # stored is refused (below) rather than failing again and again.
+                self._give_up(items, exc)
+                return
+            log.warning(
+                "connect batch of %d failed (%s); storing its reports one by one",
+                len(items),
+                type(exc).__name__,
+            )
             for item in items:
-                _settle(item, error=exc)
+                self._write_connects_timed([item])
             return
         self.batches += 1
         self.reports += len(items)
         _settle_all(items, answers)
 
-    def _answer(self, session: Session, outcome: Outcome) -> Answer:
+    def _store_reports(self, reports: list[Report]) -> list[Answer]:
+        with self._ledger.checkin() as store:
+            outcomes = process_reports(
+                store,
+                reports,
+                identity=self.identity_policy,
+                policy=self.policy,
+                now=self.clock.now(),
+            )
+            return [self._answer(store, o) for o in outcomes]
+
+    def _give_up(self, items: list[_Item], exc: Exception) -> None:
+        if len(items) > 1 or _ledger_unavailable(exc):
+            log.error("connect batch of %d failed: %s", len(items), exc)
+            for item in items:
+                _settle(item, error=exc)
+            return
+        [item] = items
+        report: Report = item.payload[1]
+        log.warning("report from %s cannot be stored: %s", report.enrollment_id, exc)
+        try:
+            with self._ledger.checkin() as store:
+                store.record(
+                    [
+                        Event(
+                            "mdm.refused",
+                            {"reason": "unstorable", "error": type(exc).__name__},
+                            enrollment_id=report.enrollment_id[:128],
+                            command_uuid=(report.command_uuid or "")[:64] or None,
+                        )
+                    ],
+                    self.clock.now(),
+                )
+        except Exception:
+            log.exception("could not record an unstorable report")
+        _settle(item, Answer(Outcome(refusal="unstorable"), b""))
+
+    def _answer(self, store: CheckinStore, outcome: Outcome) -> Answer:
         served = outcome.served
         if served is None:
             return Answer(outcome, b"")
         if served.body is not None:
             return Answer(outcome, served.body)
         assert served.rollout_id is not None
-        return Answer(outcome, self._bodies.body(session, served.rollout_id, served.command_uuid))
+        return Answer(outcome, self._bodies.body(store, served.rollout_id, served.command_uuid))
 
     def _write_work(self, item: _Item) -> None:
         work = item.payload[1]
         try:
-            with self._sessions() as session, session.begin():
-                result = work(session)
+            with self._ledger.checkin() as store:
+                result = work(store)
         except Exception as exc:
             log.exception("ledger work failed")
             _settle(item, error=exc)
             return
         _settle(item, result)
+
+
+def _ledger_unavailable(exc: BaseException) -> bool:
+    """The database is unreachable or the connection broke: nobody's report is at fault."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )

@@ -15,17 +15,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.orm import Session
-
-from rollout.ledger.enrollment import (
-    Authentication,
-    CheckinResult,
-    authenticate,
-    check_out,
-    token_update,
-)
-from rollout.ledger.events import record_event
-from rollout.ledger.queue import Report
+from rollout.clock import Clock
+from rollout.enrollment import IDENTITY_REFUSALS, CheckinOutcome, handle_checkin
+from rollout.ledger import CheckinStore, Event
 from rollout.mdm import (
     Authenticate,
     CheckOut,
@@ -38,6 +30,8 @@ from rollout.mdm import (
     parse_checkin,
     parse_report,
 )
+from rollout.mdm.commands import COMMAND_CONTENT_TYPE
+from rollout.reconcile import Report
 from rollout.web.batcher import LedgerBatcher
 
 log = logging.getLogger(__name__)
@@ -49,7 +43,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
 MDM_PATHS = frozenset({"/mdm", "/mdm/checkin", "/mdm/connect"})
-_COMMAND_HEADERS = [(b"content-type", b"application/xml; charset=UTF-8")]
+_COMMAND_HEADERS = [(b"content-type", COMMAND_CONTENT_TYPE.encode())]
 _EXCERPT = 4096
 
 
@@ -100,10 +94,10 @@ async def respond(send: Send, status: int, body: bytes = b"", headers: Any = Non
 class MDMEndpoint:
     """The ASGI callable behind ``/mdm``, ``/mdm/checkin`` and ``/mdm/connect``."""
 
-    def __init__(self, batcher: LedgerBatcher, config: MDMConfig) -> None:
+    def __init__(self, batcher: LedgerBatcher, config: MDMConfig, clock: Clock) -> None:
         self.batcher = batcher
         self.config = config
-        self.verifier = IdentityVerifier(config.identity)
+        self.verifier = IdentityVerifier(config.identity, clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"].rstrip("/") or "/"
@@ -156,40 +150,18 @@ class MDMEndpoint:
         if accepted is None:
             return
         result, cert = accepted
-        enrollment = result.enrollment
-        if enrollment.is_user_channel:
+        if result.enrollment.is_user_channel:
             # Provisioning-profile commands are device-channel only: nothing is queued for a
             # user channel, so its session ends at once.
             await respond(send, 200)
             return
-        report = Report(
-            enrollment_id=enrollment.device_key,
-            status=result.status.value,
-            command_uuid=result.command_uuid,
-            error_chain=tuple(
-                {
-                    "ErrorCode": e.code,
-                    "ErrorDomain": e.domain,
-                    "LocalizedDescription": e.localized_description,
-                    **(
-                        {"USEnglishDescription": e.us_english_description}
-                        if e.us_english_description is not None
-                        else {}
-                    ),
-                }
-                for e in result.error_chain
-            ),
-            cert_sha256=cert,
-            extra=_extra_keys(result.raw),
-        )
         try:
-            answer = await self.batcher.connect(report)
+            answer = await self.batcher.connect(Report.from_result(result, cert))
         except Exception:
             await respond(send, 500)  # the device keeps its result and retries
             return
-        outcome = answer.outcome
-        if outcome.status_code != 200:
-            await respond(send, outcome.status_code)
+        if answer.outcome.refusal is not None:
+            await respond(send, refusal_status(answer.outcome.refusal))
         elif answer.body:
             await respond(send, 200, answer.body, _COMMAND_HEADERS)
         else:
@@ -200,67 +172,45 @@ class MDMEndpoint:
         if accepted is None:
             return
         msg, cert = accepted
-        enrollment = msg.enrollment
+        if msg.enrollment.is_user_channel or not isinstance(
+            msg, Authenticate | TokenUpdate | CheckOut
+        ):
+            await self._other_checkin(send, msg)
+            return
         policy = self.batcher.identity_policy
-        work: Callable[[Session], CheckinResult]
-        if enrollment.is_user_channel or not isinstance(msg, Authenticate | TokenUpdate | CheckOut):
-            reply = checkin_reply(msg)
-            kind = msg.message_type if hasattr(msg, "message_type") else type(msg).__name__
+        clock = self.batcher.clock
 
-            def note(session: Session) -> CheckinResult:
-                record_event(
-                    session,
-                    "mdm.checkin_other",
-                    enrollment_id=enrollment.enrollment_key,
-                    data={"message_type": kind, "answered": reply.status_code},
-                )
-                return CheckinResult(reply.status_code)
-
-            work = note
-        elif isinstance(msg, Authenticate):
-            auth = Authentication(
-                enrollment_id=enrollment.device_key,
-                udid=enrollment.udid,
-                enrollment_type="user" if enrollment.is_user_enrollment else "device",
-                topic=msg.topic,
-                details={
-                    "os_version": msg.os_version,
-                    "build_version": msg.build_version,
-                    "product_name": msg.product_name,
-                    "serial_number": msg.serial_number,
-                    "device_name": getattr(msg, "device_name", None),
-                    "model": getattr(msg, "model", None),
-                },
-            )
-
-            def work(session: Session) -> CheckinResult:
-                return authenticate(session, auth, cert, policy)
-
-        elif isinstance(msg, TokenUpdate):
-            token_msg = msg
-
-            def work(session: Session) -> CheckinResult:
-                return token_update(
-                    session,
-                    enrollment.device_key,
-                    token_hex=token_msg.token_hex,
-                    push_magic=token_msg.push_magic,
-                    topic=token_msg.topic,
-                    cert_sha256=cert,
-                    policy=policy,
-                )
-
-        else:
-
-            def work(session: Session) -> CheckinResult:
-                return check_out(session, enrollment.device_key, cert, policy)
+        def work(store: CheckinStore) -> CheckinOutcome:
+            return handle_checkin(store, msg, cert, policy, clock.now())
 
         try:
-            result = await self.batcher.run(work)
+            outcome = await self.batcher.run(work)
         except Exception:
             await respond(send, 500)
             return
-        await respond(send, result.status_code)
+        await respond(send, 200 if outcome.refusal is None else refusal_status(outcome.refusal))
+
+    async def _other_checkin(self, send: Send, msg: Any) -> None:
+        """A check-in this product does not act on (a user channel, a bootstrap token, …):
+        answered as the protocol says, and noted."""
+        reply = checkin_reply(msg)
+        kind = getattr(msg, "message_type", type(msg).__name__)
+        clock = self.batcher.clock
+        event = Event(
+            "mdm.checkin_other",
+            {"message_type": kind, "answered": reply.status_code},
+            enrollment_id=msg.enrollment.enrollment_key,
+        )
+
+        def note(store: CheckinStore) -> None:
+            store.record([event], clock.now())
+
+        try:
+            await self.batcher.run(note)
+        except Exception:
+            await respond(send, 500)
+            return
+        await respond(send, reply.status_code)
 
     async def _refuse(
         self,
@@ -283,8 +233,10 @@ class MDMEndpoint:
             "body_b64": base64.b64encode(body[:_EXCERPT]).decode(),
         }
 
-        def note(session: Session) -> None:
-            record_event(session, "mdm.refused", data=data)
+        clock = self.batcher.clock
+
+        def note(store: CheckinStore) -> None:
+            store.record([Event("mdm.refused", data)], clock.now())
 
         try:
             await self.batcher.run(note)
@@ -293,11 +245,7 @@ class MDMEndpoint:
         await respond(send, status)
 
 
-_NOT_EXTRA = frozenset(
-    {"UDID", "EnrollmentID", "CommandUUID", "Status", "ErrorChain", "UserID",
-     "UserShortName", "UserLongName", "EnrollmentUserID", "NotOnConsole"}
-)  # fmt: skip
-
-
-def _extra_keys(raw: Any) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k not in _NOT_EXTRA}
+def refusal_status(reason: str) -> int:
+    """The HTTP status of a refusal: 403 when the device's identity does not fit, 400 for
+    anything else. Never 401: a device that gets 401 removes its MDM profile."""
+    return 403 if reason in IDENTITY_REFUSALS else 400

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile, tamper
+from tests.cli.support import rollout
 from tests.profiles.test_fields import JSON_KEYS
-
-
-def rollout(*args: str, home: Path, db_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
-    env["ROLLOUT_HOME"] = str(home)
-    if db_url:
-        env["ROLLOUT_DATABASE_URL"] = db_url
-    return subprocess.run(
-        [sys.executable, "-m", "rollout", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

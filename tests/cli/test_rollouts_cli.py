@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rollout.sim.profiles import make_apple_like_chain, make_profile
-from tests.cli.test_profiles_cli import rollout
+from tests.cli.support import rollout
 
 UUID = "0f0e0d0c-0b0a-4909-8807-060504030201"
 
@@ -47,5 +47,17 @@ def test_create_start_show_a_rollout_to_the_holders_of_a_profile(
     assert [r["id"] for r in json.loads(run("rollouts", "list", "--json").stdout)] == [int(rid)]
 
     res = run("rollouts", "create", "--profile", uuid, "--holders-of", UUID, "--all")
-    assert res.returncode == 1 and "exactly one" in res.stderr
+    assert res.returncode == 1 and "do not combine" in res.stderr
     assert run("rollouts", "show", "999").returncode == 1
+
+    # the inventory file itself can name the devices (its header is not read as a UDID)
+    res = run("rollouts", "create", "--profile", uuid, "--devices", str(inv), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["states"] == {"planned": 3}
+    # --all takes every device that has not checked out, imported ones included
+    res = run("rollouts", "create", "--profile", uuid, "--all", "--json")
+    assert json.loads(res.stdout)["states"] == {"planned": 3}
+    # nothing matching is explained
+    res = run("rollouts", "create", "--profile", uuid, "--tag", "nowhere")
+    assert res.returncode == 1
+    assert "no device matches tags nowhere (3 device(s) in the registry)" in res.stderr

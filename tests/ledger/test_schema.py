@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from rollout.ledger import db
+from rollout.ledger import Ledger, db
 from rollout.ledger.models import Base, CommandRow, DeviceRow, RolloutRow, TargetRow
-from tests.helpers import seed_profile
+from tests.support import add_profile
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -25,39 +25,52 @@ def test_migrations_create_every_model_table_and_reach_head(ledger_url: str) -> 
     assert set(Base.metadata.tables) <= tables
 
 
-def _seed(engine: Engine) -> tuple[int, int]:
-    with db.transaction(engine) as s:
-        device = DeviceRow(enrollment_id="00008020-000915083C80012E")
+def _device(key: str, **kw: object) -> DeviceRow:
+    return DeviceRow(enrollment_id=key, tags=[], created_at=NOW, updated_at=NOW, **kw)
+
+
+def _seed(ledger: Ledger) -> tuple[int, int]:
+    profile = add_profile(ledger, NOW)
+    with db.transaction(ledger.engine) as s:
+        device = _device("00008020-000915083C80012E")
         s.add(device)
-        profile = seed_profile(s)
-        rollout = RolloutRow(name="r", profile_uuid=profile.uuid, salt="s")
+        rollout = RolloutRow(
+            name="r", profile_uuid=profile.uuid, salt="s", created_at=NOW, updated_at=NOW
+        )
         s.add(rollout)
         s.flush()
         return rollout.id, device.id
 
 
-def test_one_target_per_rollout_and_device(engine: Engine) -> None:
-    rollout_id, device_id = _seed(engine)
-    with db.transaction(engine) as s:
-        s.add(TargetRow(rollout_id=rollout_id, device_id=device_id))
-    with pytest.raises(IntegrityError), db.transaction(engine) as s:
-        s.add(TargetRow(rollout_id=rollout_id, device_id=device_id))
+def test_one_target_per_rollout_and_device(ledger: Ledger) -> None:
+    rollout_id, device_id = _seed(ledger)
+    with db.transaction(ledger.engine) as s:
+        s.add(TargetRow(rollout_id=rollout_id, device_id=device_id, updated_at=NOW))
+    with pytest.raises(IntegrityError), db.transaction(ledger.engine) as s:
+        s.add(TargetRow(rollout_id=rollout_id, device_id=device_id, updated_at=NOW))
 
 
-def test_one_command_per_command_uuid(engine: Engine) -> None:
-    _, device_id = _seed(engine)
-    with db.transaction(engine) as s:
-        s.add(CommandRow(command_uuid="C-1", device_id=device_id, request_type="X"))
-    with pytest.raises(IntegrityError), db.transaction(engine) as s:
-        s.add(CommandRow(command_uuid="C-1", device_id=device_id, request_type="X"))
+def test_one_command_per_command_uuid(ledger: Ledger) -> None:
+    _, device_id = _seed(ledger)
+    with db.transaction(ledger.engine) as s:
+        s.add(CommandRow(command_uuid="C-1", device_id=device_id, request_type="X", created_at=NOW))
+    with pytest.raises(IntegrityError), db.transaction(ledger.engine) as s:
+        s.add(CommandRow(command_uuid="C-1", device_id=device_id, request_type="X", created_at=NOW))
 
 
-def test_timestamps_come_back_aware_utc_and_naive_ones_are_refused(engine: Engine) -> None:
-    with db.transaction(engine) as s:
-        s.add(DeviceRow(enrollment_id="00008020-000915083C80012E", last_seen_at=NOW))
-    with db.transaction(engine) as s:
+def test_no_row_takes_its_time_from_the_clock(ledger: Ledger) -> None:
+    """Every timestamp is given by a caller that holds the one clock: a row written without
+    one is refused rather than stamped with the wall clock."""
+    with pytest.raises(IntegrityError), db.transaction(ledger.engine) as s:
+        s.add(DeviceRow(enrollment_id="00008020-000915083C80012E", tags=[]))
+
+
+def test_timestamps_come_back_aware_utc_and_naive_ones_are_refused(ledger: Ledger) -> None:
+    with db.transaction(ledger.engine) as s:
+        s.add(_device("00008020-000915083C80012E", last_seen_at=NOW))
+    with db.transaction(ledger.engine) as s:
         device = s.scalar(select(DeviceRow))
         assert device is not None and device.last_seen_at is not None
         assert device.last_seen_at == NOW and device.last_seen_at.tzinfo is not None
-    with pytest.raises(Exception, match="naive datetime"), db.transaction(engine) as s:
-        s.add(DeviceRow(enrollment_id="x", last_seen_at=dt.datetime(2026, 1, 1)))
+    with pytest.raises(Exception, match="naive datetime"), db.transaction(ledger.engine) as s:
+        s.add(_device("x", last_seen_at=dt.datetime(2026, 1, 1)))

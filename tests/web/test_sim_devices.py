@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from rollout.ledger import db
-from rollout.ledger.devices import device_ids
 from rollout.mdm import Status
 from rollout.sim.device import DeviceBehavior, SessionResult, SimDevice
 from rollout.sim.http11 import Http11Client
 from rollout.sim.identity import issue_device_identity
 from rollout.sim.profiles import AppleLikeChain
-from tests.web.conftest import Served
-from tests.web.test_mdm_endpoint import install_rollout, target
+from tests.web.support import Served, install_rollout, target
 
 
 def device(web: Served, n: int, chain: AppleLikeChain, behavior: DeviceBehavior) -> SimDevice:
@@ -46,9 +43,7 @@ def test_a_simulated_device_enrolls_installs_and_reports(
 ) -> None:
     dev = device(web, 1, profile_chain, DeviceBehavior())
     enroll(web, dev)
-    with db.transaction(web.engine) as s:
-        ids = device_ids(s, [dev.udid])
-    rid = install_rollout(web, profile_chain, list(ids.values()))
+    rid = install_rollout(web, profile_chain, [dev.udid])
     [result] = sessions(web, dev, 1)
     assert result.ok and [o.status for o in result.outcomes] == [Status.ACKNOWLEDGED]
     assert target(web, rid, dev.udid).state == "acknowledged"
@@ -58,9 +53,7 @@ def test_a_simulated_device_enrolls_installs_and_reports(
 def test_notnow_then_success_over_two_sessions(web: Served, profile_chain: AppleLikeChain) -> None:
     dev = device(web, 2, profile_chain, DeviceBehavior(mode="notnow_then_ok", notnow_times=1))
     enroll(web, dev)
-    with db.transaction(web.engine) as s:
-        ids = device_ids(s, [dev.udid])
-    rid = install_rollout(web, profile_chain, list(ids.values()))
+    rid = install_rollout(web, profile_chain, [dev.udid])
     first, second = sessions(web, dev, 2)
     assert [o.status for o in first.outcomes] == [Status.NOT_NOW]
     assert [o.status for o in second.outcomes] == [Status.ACKNOWLEDGED]
@@ -72,9 +65,7 @@ def test_error_device_reports_a_real_looking_error_chain(
 ) -> None:
     dev = device(web, 3, profile_chain, DeviceBehavior(mode="error"))
     enroll(web, dev)
-    with db.transaction(web.engine) as s:
-        ids = device_ids(s, [dev.udid])
-    rid = install_rollout(web, profile_chain, list(ids.values()))
+    rid = install_rollout(web, profile_chain, [dev.udid])
     sessions(web, dev, 1)
     t = target(web, rid, dev.udid)
     assert t.state == "failed" and t.error_chain

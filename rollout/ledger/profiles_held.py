@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from rollout.ledger.models import InstalledProfileRow, ProfileRow, RolloutRow
+from rollout.ledger.records import ProfileFact
 from rollout.ledger.upsert import upsert
 
 _UPDATE = ["name", "expires_at", "source", "seen_at"]
@@ -59,27 +59,8 @@ def record_installs(
     )
 
 
-def profile_list_items(result: dict[str, Any]) -> list[tuple[str, str | None, dt.datetime | None]]:
-    """``(uuid, name, expiry)`` of each well-formed item of a ProvisioningProfileList answer."""
-    items = result.get("ProvisioningProfileList")
-    if not isinstance(items, list):
-        return []
-    out = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("UUID"), str):
-            continue
-        expiry = item.get("ExpiryDate")
-        if isinstance(expiry, dt.datetime):
-            expiry = expiry if expiry.tzinfo else expiry.replace(tzinfo=dt.UTC)
-        else:
-            expiry = None
-        name = item.get("Name")
-        out.append((item["UUID"].lower(), name if isinstance(name, str) else None, expiry))
-    return out
-
-
 def record_profile_lists(
-    session: Session, lists: Sequence[tuple[int, dict[str, Any]]], now: dt.datetime
+    session: Session, lists: Sequence[tuple[int, Sequence[ProfileFact]]], now: dt.datetime
 ) -> None:
     """Replace what each device reported holding with its ProvisioningProfileList answer.
 
@@ -87,9 +68,8 @@ def record_profile_lists(
     names are dropped; facts from an inventory import are kept, since a ``ManagedOnly`` list
     does not name unmanaged profiles.
     """
-    for device_id, result in lists:
-        items = profile_list_items(result)
-        listed = [uuid for uuid, _, _ in items]
+    for device_id, items in lists:
+        listed = [item.uuid for item in items]
         session.execute(
             delete(InstalledProfileRow).where(
                 InstalledProfileRow.device_id == device_id,
@@ -103,13 +83,13 @@ def record_profile_lists(
             [
                 {
                     "device_id": device_id,
-                    "profile_uuid": uuid,
-                    "name": name,
-                    "expires_at": expiry,
+                    "profile_uuid": item.uuid,
+                    "name": item.name,
+                    "expires_at": item.expires_at,
                     "source": "profile_list",
                     "seen_at": now,
                 }
-                for uuid, name, expiry in items
+                for item in items
             ],
             keys=["device_id", "profile_uuid"],
             update=_UPDATE,

@@ -1,4 +1,10 @@
-"""Moving targets between states, with the rollout counters kept exact in the same transaction."""
+"""Applying target moves, with the rollout counters kept exact in the same transaction.
+
+A :class:`~rollout.ledger.records.Move` is a compare-and-set: the ledger locks the targets,
+reads their states and applies each move whose ``allowed_from`` holds the state the target is
+in at that point. Moves of one target are composed in the order given (the second sees the
+state the first left); the counters move by exactly what happened.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import datetime as dt
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import any_, bindparam, insert, select, update
@@ -14,31 +20,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from rollout.ledger.models import RolloutCountRow, TargetRow
-from rollout.ledger.types import utcnow
+from rollout.ledger.records import AppliedMove, Move
 from rollout.states import TargetState
-from rollout.transitions import may_move
 
-CHUNK = 5000  # ids per statement
-
-
-@dataclass(frozen=True)
-class Move:
-    """Ask for one target to move to ``to``, setting ``fields`` on the way."""
-
-    target_id: int
-    to: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Applied:
-    """A move that happened: the target, its rollout and stage, and the two states."""
-
-    target_id: int
-    rollout_id: int
-    stage: int
-    before: str
-    after: str
+CHUNK = 5000
+"""Ids per statement: below SQLite's bound-parameter limit, and a sane IN list elsewhere."""
 
 
 def init_counters(session: Session, rollout_id: int, stages: Iterable[int]) -> None:
@@ -82,55 +68,66 @@ def among(conn: Any, column: Any) -> Any:
     return column.in_(bindparam("ids", expanding=True))
 
 
+def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    """``values`` in slices of at most ``size``."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 @dataclass
 class MovePlan:
-    """Target moves decided under lock: the updates to make, and the counter deltas."""
+    """Moves checked under lock: the updates to make, and the counter deltas."""
 
-    groups: list[tuple[Move, list[int]]]
+    groups: list[tuple[str, dict[str, Any], list[int]]]  # (state, fields, target ids)
     deltas: Counter[tuple[int, int, str]]
-    applied: list[Applied]
+    applied: list[AppliedMove]
     now: dt.datetime
 
 
-def plan_moves(conn: Any, moves: Sequence[Move]) -> MovePlan:
-    """Lock the targets (id order) and keep the allowed moves (the last word on a target wins).
+def lock_states(conn: Any, target_ids: Sequence[int]) -> dict[int, tuple[int, int, str]]:
+    """Lock the targets (in id order) and read ``id -> (rollout, stage, state)``."""
+    ids = sorted(set(target_ids))
+    current: dict[int, tuple[int, int, str]] = {}
+    q = (
+        select(TargetRow.id, TargetRow.rollout_id, TargetRow.stage, TargetRow.state)
+        .where(among(conn, TargetRow.id))
+        .order_by(TargetRow.id)
+        .with_for_update()
+    )
+    for chunk in chunks(ids):
+        for tid, rid, stage, state in conn.execute(q, {"ids": list(chunk)}):
+            current[tid] = (rid, stage, state)
+    return current
 
-    A move not allowed by :mod:`rollout.transitions` (a duplicate, late or out-of-order result)
-    is dropped. Targets that get the same values share one group, so a batch's
+
+def plan_moves(conn: Any, moves: Sequence[Move], now: dt.datetime) -> MovePlan:
+    """Lock the targets and keep the moves their states allow, composed in order.
+
+    Targets that end with the same state and values share one group, so a batch's
     acknowledgements become one ``UPDATE … WHERE id IN (…)`` (see :func:`apply_moves`).
     """
-    now = utcnow()
     deltas: Counter[tuple[int, int, str]] = Counter()
     if not moves:
         return MovePlan([], deltas, [], now)
-    wanted: dict[int, Move] = {}
+    locked = lock_states(conn, [m.target_id for m in moves])
+    state_now = {tid: state for tid, (_, _, state) in locked.items()}
+    final: dict[int, dict[str, Any]] = {}  # target -> fields set by its accepted moves
     for m in moves:
-        wanted[m.target_id] = m
-    ids = sorted(wanted)
-    current: dict[int, tuple[int, int, str]] = {}
-    for start in range(0, len(ids), CHUNK):
-        q = (
-            select(TargetRow.id, TargetRow.rollout_id, TargetRow.stage, TargetRow.state)
-            .where(among(conn, TargetRow.id))
-            .order_by(TargetRow.id)
-            .with_for_update()
-        )
-        for tid, rid, stage, state in conn.execute(q, {"ids": ids[start : start + CHUNK]}):
-            current[tid] = (rid, stage, state)
-    groups: dict[str, tuple[Move, list[int]]] = {}
-    applied: list[Applied] = []
-    for tid in ids:
-        if tid not in current:
+        state = state_now.get(m.target_id)
+        if state is None or state not in m.allowed_from:
             continue
-        rid, stage, state = current[tid]
-        move = wanted[tid]
-        if not may_move(state, move.to):
-            continue
-        key = json.dumps([move.to, move.fields], sort_keys=True, default=repr)
-        groups.setdefault(key, (move, []))[1].append(tid)
-        deltas[(rid, stage, state)] -= 1
-        deltas[(rid, stage, move.to)] += 1
-        applied.append(Applied(tid, rid, stage, state, move.to))
+        final[m.target_id] = {**final.get(m.target_id, {}), **m.fields}
+        state_now[m.target_id] = m.to
+    groups: dict[str, tuple[str, dict[str, Any], list[int]]] = {}
+    applied: list[AppliedMove] = []
+    for tid in sorted(final):
+        rid, stage, before = locked[tid]
+        to, fields = state_now[tid], final[tid]
+        key = json.dumps([to, fields], sort_keys=True, default=repr)
+        groups.setdefault(key, (to, fields, []))[2].append(tid)
+        deltas[(rid, stage, before)] -= 1
+        deltas[(rid, stage, to)] += 1
+        applied.append(AppliedMove(tid, rid, stage, before, to))
     return MovePlan(list(groups.values()), deltas, applied, now)
 
 
@@ -140,24 +137,24 @@ def apply_moves(session: Session, conn: Any, plan: MovePlan) -> None:
     No result is read, so on PostgreSQL it can run inside a pipeline."""
     columns = TargetRow.__table__.c
     singles: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for move, tids in plan.groups:
+    for to, fields, tids in plan.groups:
         if len(tids) == 1:
-            row = {"b_id": tids[0], **{f"v_{k}": v for k, v in move.fields.items()}}
-            row.update(v_state=move.to, v_updated_at=plan.now)
+            row = {"b_id": tids[0], **{f"v_{k}": v for k, v in fields.items()}}
+            row.update(v_state=to, v_updated_at=plan.now)
             singles[tuple(sorted(row))].append(row)
             continue
         values: dict[str, Any] = {
-            k: bindparam(f"v_{k}", type_=columns[k].type) for k in sorted(move.fields)
+            k: bindparam(f"v_{k}", type_=columns[k].type) for k in sorted(fields)
         }
         stmt = (
             update(TargetRow)
             .where(among(conn, TargetRow.id))
             .values(state=bindparam("v_state"), updated_at=bindparam("v_updated_at"), **values)
         )
-        params: dict[str, Any] = {f"v_{k}": v for k, v in move.fields.items()}
-        params.update(v_state=move.to, v_updated_at=plan.now)
-        for start in range(0, len(tids), CHUNK):
-            conn.execute(stmt, {**params, "ids": tids[start : start + CHUNK]})
+        params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
+        params.update(v_state=to, v_updated_at=plan.now)
+        for chunk in chunks(tids):
+            conn.execute(stmt, {**params, "ids": list(chunk)})
     for cols, rows in singles.items():
         one: dict[str, Any] = {
             c[2:]: bindparam(c, type_=columns[c[2:]].type) for c in cols if c != "b_id"
@@ -166,14 +163,10 @@ def apply_moves(session: Session, conn: Any, plan: MovePlan) -> None:
     bump_counters(session, plan.deltas)
 
 
-def move_targets(session: Session, moves: Sequence[Move]) -> list[Applied]:
-    """Apply the allowed ``moves``; refuse the others (duplicate, late or out of order).
-
-    The targets are locked (``FOR UPDATE`` on PostgreSQL; SQLite has one writer) so the states
-    read are the states changed, and the counters move by exactly what happened.
-    """
+def move_targets(session: Session, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]:
+    """Apply the moves the targets' states allow (see the module's docs); the applied ones."""
     conn = session.connection()
-    plan = plan_moves(conn, moves)
+    plan = plan_moves(conn, moves, now)
     apply_moves(session, conn, plan)
     return plan.applied
 

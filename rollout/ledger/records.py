@@ -1,0 +1,389 @@
+"""The plain values that cross the ledger's boundary, both ways.
+
+Reads return these (never ORM rows or sessions); writes take them. They carry facts only:
+which state a target should move to, and from which states that move is allowed, is decided
+by the engine (:mod:`rollout.transitions`) and handed in as a :class:`Move`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---- moves ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move one target to ``to``, setting ``fields`` on the way, if it is in ``allowed_from``.
+
+    The ledger applies a move only when the target's current state (read under a row lock) is
+    one of ``allowed_from``; otherwise the move is dropped. That compare-and-set is what makes
+    duplicate, late and out-of-order results harmless. Build moves with
+    :func:`rollout.transitions.move`, which fills ``allowed_from`` from the state machine.
+    """
+
+    target_id: int
+    to: str
+    allowed_from: frozenset[str]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AppliedMove:
+    """A move that happened: the target, its rollout and stage, and the two states."""
+
+    target_id: int
+    rollout_id: int
+    stage: int
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry for the append-only journal."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    rollout_id: int | None = None
+    device_id: int | None = None
+    enrollment_id: str | None = None
+    command_uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """An event as it was recorded."""
+
+    id: int
+    at: dt.datetime
+    kind: str
+    data: dict[str, Any]
+    rollout_id: int | None
+    device_id: int | None
+    enrollment_id: str | None
+    command_uuid: str | None
+
+
+# ---- the check-in path ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnrolledDevice:
+    """What the check-in path knows about one enrollment (a device channel)."""
+
+    id: int
+    key: str  # the UDID, or the EnrollmentID of a User Enrollment
+    state: str  # rollout.states.EnrollmentState
+    identity_sha256: str | None  # the certificate bound to it
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """The facts of an accepted Authenticate message."""
+
+    key: str
+    udid: str | None
+    enrollment_type: str  # device | user
+    topic: str | None
+    identity_sha256: str | None
+    details: dict[str, str] = field(default_factory=dict)  # os_version, serial_number, …
+
+
+@dataclass(frozen=True)
+class PushRegistration:
+    """The facts of an accepted TokenUpdate message."""
+
+    token_hex: str
+    push_magic: str
+    topic: str | None
+
+
+@dataclass(frozen=True)
+class CommandState:
+    """A queued command as a report about it finds it, with its rollout target if any."""
+
+    id: int
+    command_uuid: str
+    device_id: int
+    rollout_id: int | None
+    request_type: str
+    status: str  # rollout.states.CommandStatus
+    notnow_count: int
+    target_id: int | None
+    target_notnow: int
+
+
+@dataclass(frozen=True)
+class QueuedCommand:
+    """A command that may be served to its device, in serving order."""
+
+    id: int
+    command_uuid: str
+    device_id: int
+    rollout_id: int | None
+    request_type: str
+    status: str
+    body: bytes | None  # None for a rollout's command: rendered from the rollout's profile
+    target_id: int | None
+
+
+@dataclass(frozen=True)
+class CommandResultWrite:
+    """A device's answer to one command, to store on the command's row."""
+
+    command_id: int
+    status: str
+    notnow_count: int
+    error_chain: list[dict[str, Any]] | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProfileFact:
+    """A provisioning profile a device holds, as some source reported it."""
+
+    uuid: str
+    name: str | None = None
+    expires_at: dt.datetime | None = None
+
+
+@dataclass
+class ReportWrites:
+    """Everything a batch of connect reports writes, applied in one call and transaction.
+
+    Target moves are applied in list order (a later move of a target sees the state the earlier
+    one left), after the command results and before the journal.
+    """
+
+    results: list[CommandResultWrite] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)  # command ids served in this batch
+    moves: list[Move] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)  # device ids that connected
+    binds: list[tuple[int, str]] = field(default_factory=list)  # (device id, certificate sha)
+    installs: list[tuple[int, int]] = field(default_factory=list)  # (device id, rollout id)
+    profile_lists: list[tuple[int, list[ProfileFact]]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+# ---- the fan-out path ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunningRollout:
+    """A rollout the controller works on, and the highest stage open to fan-out."""
+
+    id: int
+    stage: int
+
+
+@dataclass(frozen=True)
+class UnpushableTarget:
+    """A planned target whose device cannot be woken, with the device's facts."""
+
+    target_id: int
+    token_state: str
+    enrollment_state: str
+
+
+@dataclass(frozen=True)
+class DueTarget:
+    """A target whose wait (``next_push_at``) is over."""
+
+    target_id: int
+    rollout_id: int
+    state: str
+    push_count: int
+    notnow_count: int
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """A target of a fan-out batch with what its device needs to be woken."""
+
+    target_id: int
+    state: str
+    push_count: int
+    device_id: int
+    token: str | None
+    push_magic: str | None
+    topic: str | None
+    token_state: str
+    enrollment_state: str
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """A push APNs accepted: the target's new push count, next deadline and APNs id."""
+
+    target_id: int
+    push_count: int
+    next_push_at: dt.datetime
+    apns_id: str | None
+
+
+# ---- rollouts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewRollout:
+    """A rollout to write: its profile, its stages and each target's stage."""
+
+    name: str
+    profile_uuid: str
+    salt: str
+    stages: tuple[float, ...]  # cumulative fractions, the last one 1.0
+    targets: tuple[tuple[int, int], ...]  # (device id, stage number)
+    created_by: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RolloutInfo:
+    """A rollout's own row."""
+
+    id: int
+    name: str
+    state: str
+    profile_uuid: str
+    current_stage: int
+    salt: str
+    created_by: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One device's target in a rollout."""
+
+    id: int
+    device_id: int
+    stage: int
+    state: str
+    reason: str | None
+    command_uuid: str | None
+    push_count: int
+    notnow_count: int
+    next_push_at: dt.datetime | None
+    requeue_after_token_update: bool
+    error_chain: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    """A rollout with its targets counted by stage, state and reason (from kept counters)."""
+
+    rollout: RolloutInfo
+    states: dict[str, int]
+    stages: list[tuple[int, dict[str, int]]]
+    reasons: dict[str, dict[str, int]]  # state -> reason -> count, for the side exits
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape the CLI and the demo print."""
+        r = self.rollout
+        return {
+            "rollout": {
+                "id": r.id,
+                "name": r.name,
+                "state": r.state,
+                "profile": r.profile_uuid,
+                "created_at": r.created_at.isoformat(),
+                "started_at": r.started_at.isoformat() if r.started_at else None,
+                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+            },
+            "states": dict(self.states),
+            "stages": [{"stage": k, "states": dict(v)} for k, v in self.stages],
+            **{state: dict(by_reason) for state, by_reason in self.reasons.items()},
+        }
+
+
+# ---- the library and the registry ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """A provisioning profile in the library (without its file)."""
+
+    uuid: str
+    sha256: str
+    name: str
+    app_id: str | None
+    team_id: str | None
+    kind: str
+    platforms: tuple[str, ...]
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    signature_valid: bool
+    chain_trusted: bool
+    metadata: dict[str, Any]  # the profile's own JSON description (rollout.profiles)
+    added_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device in the registry."""
+
+    id: int
+    enrollment_id: str
+    udid: str | None
+    enrollment_type: str
+    state: str
+    platform: str | None
+    os_version: str | None
+    serial_number: str | None
+    model: str | None
+    product_name: str | None
+    token_state: str
+    tags: tuple[str, ...]
+    last_seen_at: dt.datetime | None
+    topic: str | None = None
+    push_token: str | None = None
+    push_magic: str | None = None
+    identity_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class InstalledProfile:
+    """A profile known to be on a device, where that fact came from, and when."""
+
+    profile_uuid: str
+    name: str | None
+    expires_at: dt.datetime | None
+    source: str  # import | rollout | profile_list
+    seen_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Holding:
+    """A profile on devices that expires before some horizon."""
+
+    profile_uuid: str
+    name: str | None
+    app_id: str | None
+    team_id: str | None
+    expires_at: dt.datetime
+    devices: int
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Which devices a query selects; every given criterion must hold."""
+
+    states: tuple[str, ...] = ()  # enrollment states, any of them
+    tags: tuple[str, ...] = ()  # all of them
+    platforms: tuple[str, ...] = ()  # any of them
+    holders_of: str | None = None  # a profile UUID
+    keys: tuple[str, ...] | None = None  # UDIDs / EnrollmentIDs
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """How many devices an import created and updated, and profile facts it stored."""
+
+    created: int
+    updated: int
+    profiles: int

@@ -1,0 +1,215 @@
+"""The device registry: inventory imports, device reads and selections, installed profiles."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, select, true
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from rollout.inventory import COLUMNS, DeviceRecord
+from rollout.ledger.journal import Journaled
+from rollout.ledger.models import DeviceRow, InstalledProfileRow, ProfileRow
+from rollout.ledger.moves import chunks
+from rollout.ledger.records import DeviceFilter, DeviceInfo, Holding, ImportResult, InstalledProfile
+from rollout.ledger.upsert import upsert
+from rollout.states import TokenState
+
+# The record's fields that are device columns of the same name (profiles go to their own table).
+_RECORD_COLUMNS = (
+    "enrollment_type",
+    *(c for c in COLUMNS if c not in ("enrollment_id", "profiles")),
+)
+
+
+def _info(row: DeviceRow) -> DeviceInfo:
+    return DeviceInfo(
+        id=row.id,
+        enrollment_id=row.enrollment_id,
+        udid=row.udid,
+        enrollment_type=row.enrollment_type,
+        state=row.enrollment_state,
+        platform=row.platform,
+        os_version=row.os_version,
+        serial_number=row.serial_number,
+        model=row.model,
+        product_name=row.product_name,
+        token_state=row.token_state,
+        tags=tuple(row.tags or ()),
+        last_seen_at=row.last_seen_at,
+        topic=row.topic,
+        push_token=row.push_token,
+        push_magic=row.push_magic,
+        identity_sha256=row.identity_sha256,
+    )
+
+
+class RegistryLedger(Journaled):
+    """The device registry, inside one transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def import_devices(self, records: Sequence[DeviceRecord], now: dt.datetime) -> ImportResult:
+        """Upsert ``records`` by enrollment id, in batches.
+
+        A field the record leaves empty keeps the device's current value. A push token makes
+        the device pushable again (its token state becomes active).
+        """
+        if not records:
+            return ImportResult(0, 0, 0)
+        s = self._session
+        keys = [r.enrollment_id for r in records]
+        existing = set(self.device_ids(keys))
+        # Rows with the same set of given fields share one statement.
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for r in records:
+            row: dict[str, Any] = {"enrollment_id": r.enrollment_id, "updated_at": now}
+            for col in _RECORD_COLUMNS:
+                value = getattr(r, col)
+                if value is not None:
+                    row[col] = list(value) if col == "tags" else value
+            if r.push_token is not None:
+                row["token_state"] = TokenState.ACTIVE.value
+                row["token_dead_at"] = None
+            groups[tuple(sorted(row))].append(row)
+        table = DeviceRow.__table__
+        for cols, rows in groups.items():
+            for row in rows:
+                row.setdefault("created_at", now)
+            update = [c for c in cols if c not in ("enrollment_id", "created_at")]
+            upsert(s, table, rows, keys=["enrollment_id"], update=update)
+
+        facts = [(r.enrollment_id, p) for r in records for p in r.profiles]
+        if facts:
+            ids = self.device_ids(sorted({k for k, _ in facts}))
+            upsert(
+                s,
+                InstalledProfileRow.__table__,
+                [
+                    {
+                        "device_id": ids[key],
+                        "profile_uuid": p.uuid,
+                        "name": p.name,
+                        "expires_at": p.expires_at,
+                        "source": "import",
+                        "seen_at": now,
+                    }
+                    for key, p in facts
+                ],
+                keys=["device_id", "profile_uuid"],
+                update=["name", "expires_at", "source", "seen_at"],
+            )
+        created = len({k for k in keys if k not in existing})
+        return ImportResult(created=created, updated=len(keys) - created, profiles=len(facts))
+
+    def device_ids(self, keys: Sequence[str]) -> dict[str, int]:
+        """Map UDIDs / EnrollmentIDs to device ids (unknown ones are left out)."""
+        found: dict[str, int] = {}
+        for chunk in chunks(list(keys)):
+            for key, ident in self._session.execute(
+                select(DeviceRow.enrollment_id, DeviceRow.id).where(
+                    DeviceRow.enrollment_id.in_(list(chunk))
+                )
+            ):
+                found[key] = ident
+        return found
+
+    def get(self, key: str) -> DeviceInfo | None:
+        """The device with this UDID or EnrollmentID, or None."""
+        row = self._session.scalar(select(DeviceRow).where(DeviceRow.enrollment_id == key))
+        return _info(row) if row is not None else None
+
+    def page(
+        self, *, after_id: int = 0, limit: int = 100, where: DeviceFilter | None = None
+    ) -> list[DeviceInfo]:
+        """A page of devices in id order (keyset pagination from ``after_id``)."""
+        q = (
+            select(DeviceRow)
+            .where(DeviceRow.id > after_id, self._matches(where or DeviceFilter()))
+            .order_by(DeviceRow.id)
+            .limit(limit)
+        )
+        return [_info(r) for r in self._session.scalars(q)]
+
+    def select(
+        self, where: DeviceFilter, *, after_id: int = 0, limit: int = 5000
+    ) -> list[tuple[int, str]]:
+        """``(id, enrollment id)`` of a page of matching devices (keyset from ``after_id``)."""
+        q = (
+            select(DeviceRow.id, DeviceRow.enrollment_id)
+            .where(DeviceRow.id > after_id, self._matches(where))
+            .order_by(DeviceRow.id)
+            .limit(limit)
+        )
+        return [(i, k) for i, k in self._session.execute(q)]
+
+    def count_by_state(self, where: DeviceFilter | None = None) -> dict[str, int]:
+        """Matching devices by enrollment state."""
+        q = (
+            select(DeviceRow.enrollment_state, func.count())
+            .where(self._matches(where or DeviceFilter()))
+            .group_by(DeviceRow.enrollment_state)
+        )
+        return {state: int(n) for state, n in self._session.execute(q)}
+
+    def installed(self, device_id: int) -> list[InstalledProfile]:
+        """The profiles known to be on one device."""
+        rows = self._session.scalars(
+            select(InstalledProfileRow)
+            .where(InstalledProfileRow.device_id == device_id)
+            .order_by(InstalledProfileRow.profile_uuid)
+        )
+        return [
+            InstalledProfile(r.profile_uuid, r.name, r.expires_at, r.source, r.seen_at)
+            for r in rows
+        ]
+
+    def expiring(self, horizon: dt.datetime) -> list[Holding]:
+        """Profiles held by devices whose expiry (from the library, else the inventory) comes
+        before ``horizon``, soonest first, with how many devices hold each."""
+        expiry = func.coalesce(ProfileRow.expires_at, InstalledProfileRow.expires_at)
+        rows = self._session.execute(
+            select(
+                InstalledProfileRow.profile_uuid,
+                func.max(func.coalesce(ProfileRow.name, InstalledProfileRow.name)),
+                func.max(ProfileRow.app_id),
+                func.max(ProfileRow.team_id),
+                func.min(expiry),
+                func.count(),
+            )
+            .outerjoin(ProfileRow, ProfileRow.uuid == InstalledProfileRow.profile_uuid)
+            .where(expiry.is_not(None), expiry <= horizon)
+            .group_by(InstalledProfileRow.profile_uuid)
+            .order_by(func.min(expiry))
+        ).all()
+        return [Holding(u, n, a, t, e, c) for u, n, a, t, e, c in rows]
+
+    def _matches(self, where: DeviceFilter) -> ColumnElement[bool]:
+        conds: list[ColumnElement[bool]] = []
+        if where.states:
+            conds.append(DeviceRow.enrollment_state.in_(list(where.states)))
+        if where.platforms:
+            conds.append(DeviceRow.platform.in_(list(where.platforms)))
+        if where.keys is not None:
+            conds.append(DeviceRow.enrollment_id.in_(list(where.keys)))
+        if where.holders_of is not None:
+            conds.append(
+                exists().where(
+                    InstalledProfileRow.device_id == DeviceRow.id,
+                    InstalledProfileRow.profile_uuid == where.holders_of.lower(),
+                )
+            )
+        for tag in where.tags:
+            conds.append(self._has_tag(tag))
+        return and_(true(), *conds)
+
+    def _has_tag(self, tag: str) -> ColumnElement[bool]:
+        if self._session.get_bind().dialect.name == "postgresql":
+            return DeviceRow.tags.cast(JSONB).contains([tag])
+        each = func.json_each(DeviceRow.tags).table_valued("value")
+        return exists(select(1).select_from(each).where(each.c.value == tag))

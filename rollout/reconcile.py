@@ -1,0 +1,305 @@
+"""Reconciling devices' command reports into the ledger, a batch at a time.
+
+One module for every way answers arrive: the built-in MDM endpoint hands in the reports of the
+requests that came in together; a webhook receiver (NanoMDM, MicroMDM) hands in what it was
+sent. For each report: check the device and its identity, persist the result once
+(idempotent on the CommandUUID: a repeat changes nothing), move the rollout target, then choose
+the device's next command. The ledger reads are a fixed handful of batch queries and the writes
+one :meth:`~rollout.ledger.CheckinStore.apply_reports` call, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollout.enrollment import IdentityPolicy, identity_refusal
+from rollout.ledger import (
+    CheckinStore,
+    CommandResultWrite,
+    CommandState,
+    Event,
+    Move,
+    ProfileFact,
+    QueuedCommand,
+    ReportWrites,
+)
+from rollout.mdm import CommandResult, MDMProtocolError, Status, parse_provisioning_profile_list
+from rollout.mdm.commands import PROVISIONING_PROFILE_LIST
+from rollout.policy import EnginePolicy
+from rollout.states import FINAL_COMMAND_STATUSES, CommandStatus, EnrollmentState, TargetState
+from rollout.transitions import move
+
+_STATUS_TO_COMMAND = {
+    "Acknowledged": CommandStatus.ACKNOWLEDGED,
+    "Error": CommandStatus.ERROR,
+    "CommandFormatError": CommandStatus.COMMAND_FORMAT_ERROR,
+    "NotNow": CommandStatus.NOT_NOW,
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    """One device's answer on its device channel, already parsed and its identity verified."""
+
+    enrollment_id: str
+    status: str  # Idle | Acknowledged | Error | CommandFormatError | NotNow
+    command_uuid: str | None = None
+    error_chain: tuple[dict[str, Any], ...] = ()
+    cert_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # command-specific keys, JSON-ready
+    profile_list: tuple[ProfileFact, ...] | None = None  # an acknowledged profile list
+
+    @classmethod
+    def from_result(cls, result: CommandResult, cert_sha256: str | None) -> Report:
+        """The report a parsed command result makes (the same for every transport)."""
+        return cls(
+            enrollment_id=result.enrollment.device_key,
+            status=result.status.value,
+            command_uuid=result.command_uuid,
+            error_chain=tuple(
+                {
+                    "ErrorCode": e.code,
+                    "ErrorDomain": e.domain,
+                    "LocalizedDescription": e.localized_description,
+                    **(
+                        {"USEnglishDescription": e.us_english_description}
+                        if e.us_english_description is not None
+                        else {}
+                    ),
+                }
+                for e in result.error_chain
+            ),
+            cert_sha256=cert_sha256,
+            extra=_jsonable({k: v for k, v in result.raw.items() if k not in _NOT_EXTRA}),
+            profile_list=_profile_list(result),
+        )
+
+
+@dataclass(frozen=True)
+class Served:
+    """The command chosen for a device: its UUID, and where its body comes from."""
+
+    command_uuid: str
+    request_type: str
+    rollout_id: int | None
+    body: bytes | None  # None for a rollout's command: rendered from the rollout's profile
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to answer one report: the command to serve (or none), or why it was refused."""
+
+    served: Served | None = None
+    refusal: str | None = None
+
+
+def process_reports(
+    store: CheckinStore,
+    reports: Sequence[Report],
+    *,
+    identity: IdentityPolicy,
+    policy: EnginePolicy,
+    now: dt.datetime,
+) -> list[Outcome]:
+    """Persist a batch of reports and choose each device's next command (one per report)."""
+    devices = store.devices({r.enrollment_id for r in reports})
+    commands = store.commands({r.command_uuid for r in reports if r.command_uuid})
+    writes = ReportWrites()
+    outcomes: list[Outcome | None] = [None] * len(reports)
+    answered: dict[int, str | None] = {}  # report index -> the CommandUUID it answered
+    serve_for: dict[int, int] = {}  # report index -> device id
+    handled: set[str] = set()  # CommandUUIDs whose result this batch already took
+
+    for i, r in enumerate(reports):
+        dev = devices.get(r.enrollment_id)
+        if dev is None:
+            outcomes[i] = Outcome(refusal="unknown_enrollment")
+            writes.events.append(_event("mdm.refused", r, reason="unknown_enrollment"))
+            continue
+        refusal = identity_refusal(dev.identity_sha256, r.cert_sha256, identity)
+        if refusal:
+            outcomes[i] = Outcome(refusal=refusal)
+            writes.events.append(_event("mdm.refused", r, device_id=dev.id, reason=refusal))
+            continue
+        if (
+            dev.identity_sha256 is None
+            and r.cert_sha256 is not None
+            and identity.bind_on_first_sight
+        ):
+            writes.binds.append((dev.id, r.cert_sha256))
+        writes.seen.append(dev.id)
+        answered[i] = r.command_uuid
+        if dev.state != EnrollmentState.CHECKED_OUT:
+            serve_for[i] = dev.id
+        if r.status == Status.IDLE or not r.command_uuid:
+            continue
+        cmd = commands.get(r.command_uuid)
+        if cmd is None:
+            writes.events.append(
+                _event("mdm.anomaly", r, device_id=dev.id, reason="unknown_command")
+            )
+            continue
+        if cmd.device_id != dev.id:
+            writes.events.append(
+                _event("mdm.anomaly", r, device_id=dev.id, reason="foreign_command")
+            )
+            continue
+        if cmd.status in FINAL_COMMAND_STATUSES or r.command_uuid in handled:
+            continue  # a repeat: the first report was kept, this one changes nothing
+        if cmd.status == CommandStatus.NOT_NOW and r.status == Status.NOT_NOW:
+            continue  # the same NotNow again: nothing new to record
+        handled.add(r.command_uuid)
+        _take_result(writes, r, cmd, dev.id, policy, now)
+
+    # The next command is chosen from the commands as they were before this batch: the only
+    # ones its results change are the ones just answered, which are never served back.
+    queue = store.open_commands(set(serve_for.values()))
+    served = _choose_next(writes, reports, serve_for, answered, handled, queue, now)
+    store.apply_reports(writes, now)
+    return [o if o is not None else Outcome(served=served.get(i)) for i, o in enumerate(outcomes)]
+
+
+def _take_result(
+    writes: ReportWrites,
+    r: Report,
+    cmd: CommandState,
+    device_id: int,
+    policy: EnginePolicy,
+    now: dt.datetime,
+) -> None:
+    """Record one new result and the target's move."""
+    new_status = _STATUS_TO_COMMAND[r.status]
+    chain = [dict(x) for x in r.error_chain] or None
+    notnow = cmd.notnow_count + (1 if new_status == CommandStatus.NOT_NOW else 0)
+    writes.results.append(
+        CommandResultWrite(cmd.id, new_status.value, notnow, chain, r.extra or None)
+    )
+    writes.events.append(
+        _event(
+            "mdm.result",
+            r,
+            device_id=device_id,
+            rollout_id=cmd.rollout_id,
+            status=r.status,
+            error_chain=chain,
+        )
+    )
+    if new_status == CommandStatus.ACKNOWLEDGED:
+        if cmd.request_type == PROVISIONING_PROFILE_LIST and r.profile_list is not None:
+            writes.profile_lists.append((device_id, list(r.profile_list)))
+        elif cmd.rollout_id is not None:
+            writes.installs.append((device_id, cmd.rollout_id))
+    if cmd.target_id is None:
+        return
+    if new_status == CommandStatus.ACKNOWLEDGED:
+        writes.moves.append(move(cmd.target_id, TargetState.ACKNOWLEDGED, finished_at=now))
+    elif new_status == CommandStatus.NOT_NOW:
+        count = cmd.target_notnow + 1
+        writes.moves.append(
+            move(
+                cmd.target_id,
+                TargetState.DEFERRED,
+                notnow_count=count,
+                next_push_at=now + policy.notnow_delay(count),
+            )
+        )
+    else:
+        writes.moves.append(
+            move(
+                cmd.target_id,
+                TargetState.FAILED,
+                finished_at=now,
+                error_chain=chain,
+                reason=failure_reason(r),
+            )
+        )
+
+
+def _choose_next(
+    writes: ReportWrites,
+    reports: Sequence[Report],
+    serve_for: dict[int, int],
+    answered: dict[int, str | None],
+    handled: set[str],
+    queue: dict[int, list[QueuedCommand]],
+    now: dt.datetime,
+) -> dict[int, Served]:
+    """Each device's next command: open, not the one it just answered, and a NotNow'd command
+    only at the start of a session (Idle), so a NotNow never loops. The chosen commands are
+    marked sent and their targets delivered (after the results' moves)."""
+    chosen: dict[int, Served] = {}
+    taken: set[int] = set()
+    delivered: list[Move] = []
+    for i, device_id in serve_for.items():
+        idle = reports[i].status == Status.IDLE
+        for cmd in queue.get(device_id, []):
+            if cmd.id in taken or cmd.command_uuid in handled:
+                continue
+            if cmd.command_uuid == answered.get(i):
+                continue
+            if cmd.status == CommandStatus.NOT_NOW and not idle:
+                continue
+            taken.add(cmd.id)
+            chosen[i] = Served(cmd.command_uuid, cmd.request_type, cmd.rollout_id, cmd.body)
+            writes.sent.append(cmd.id)
+            if cmd.target_id is not None:
+                delivered.append(move(cmd.target_id, TargetState.DELIVERED, delivered_at=now))
+            break
+    writes.moves.extend(delivered)
+    return chosen
+
+
+def failure_reason(r: Report) -> str:
+    """The reason a failed target keeps: ``CommandFormatError``, or the top error's
+    ``domain:code``."""
+    if r.status == Status.COMMAND_FORMAT_ERROR:
+        return "CommandFormatError"
+    if r.error_chain:
+        top = r.error_chain[0]
+        return f"{top.get('ErrorDomain', '?')}:{top.get('ErrorCode', '?')}"
+    return "Error"
+
+
+_NOT_EXTRA = frozenset(
+    {"UDID", "EnrollmentID", "CommandUUID", "Status", "ErrorChain", "UserID",
+     "UserShortName", "UserLongName", "EnrollmentUserID", "NotOnConsole"}
+)  # fmt: skip
+
+
+def _profile_list(result: CommandResult) -> tuple[ProfileFact, ...] | None:
+    if result.status is not Status.ACKNOWLEDGED or PROVISIONING_PROFILE_LIST not in result.raw:
+        return None
+    try:
+        items = parse_provisioning_profile_list(result)
+    except MDMProtocolError:
+        return None
+    return tuple(ProfileFact(i.uuid.lower(), i.name, i.expiry_date) for i in items)
+
+
+def _jsonable(value: Any) -> Any:
+    """Command-specific keys as JSON (dates to ISO strings, bytes to hex)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _event(kind: str, r: Report, **data: Any) -> Event:
+    device_id = data.pop("device_id", None)
+    rollout_id = data.pop("rollout_id", None)
+    return Event(
+        kind,
+        {k: v for k, v in data.items() if v is not None},
+        rollout_id=rollout_id,
+        device_id=device_id,
+        enrollment_id=r.enrollment_id,
+        command_uuid=r.command_uuid,
+    )

@@ -1,0 +1,84 @@
+"""What the engine tests share: a fleet with a running rollout, enrolled devices with their
+certificates, a rollout with every command queued, and reports run through reconcile."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from rollout.clock import ManualClock
+from rollout.enrollment import IdentityPolicy
+from rollout.inventory import read_inventory
+from rollout.ledger import Ledger, RunningRollout
+from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
+from rollout.policy import EnginePolicy
+from rollout.reconcile import Outcome, Report, process_reports
+from tests.support import TOPIC, add_profile, enroll, start_rollout, token, udid
+
+
+@dataclass
+class Fleet:
+    rollout_id: int
+    devices: dict[int, int]  # n -> device id
+
+
+def make_fleet(
+    ledger: Ledger, n: int, now: dt.datetime, *, no_token: frozenset[int] = frozenset()
+) -> Fleet:
+    """``n`` imported devices (pushable unless in ``no_token``) and a running rollout to them."""
+    lines = ["udid,push_token,push_magic,topic"]
+    for i in range(n):
+        pushable = i not in no_token
+        lines.append(f"{udid(i)},{token(i)},magic-{i},{TOPIC}" if pushable else f"{udid(i)},,,")
+    report = read_inventory(("\n".join(lines) + "\n").encode(), fmt="csv")
+    assert not report.errors
+    with ledger.registry() as store:
+        store.import_devices(report.records, now)
+        ids = store.device_ids([udid(i) for i in range(n)])
+    profile = add_profile(ledger, now)
+    rollout_id = start_rollout(ledger, profile.uuid, [udid(i) for i in range(n)], now)
+    return Fleet(rollout_id, {i: ids[udid(i)] for i in range(n)})
+
+
+CERT = {n: f"{n:064x}" for n in range(10)}
+STRICT = IdentityPolicy()
+POLICY = EnginePolicy(notnow_backoff=dt.timedelta(minutes=1))
+IMPORTED = "11111111-2222-3333-4444-555555555555"
+STALE = "66666666-7777-8888-9999-000000000000"
+
+
+def enrolled(ledger: Ledger, clock: ManualClock, *ns: int) -> list[int]:
+    return [enroll(ledger, n, clock.now(), cert_sha256=CERT[n], policy=STRICT) for n in ns]
+
+
+def queued_rollout(
+    ledger: Ledger, clock: ManualClock, ns: list[int]
+) -> tuple[int, dict[int, str], str]:
+    """A running rollout to devices ``ns`` with every target queued: (id, device -> uuid,
+    profile uuid)."""
+    profile = add_profile(ledger, clock.now())
+    rid = start_rollout(ledger, profile.uuid, [udid(n) for n in ns], clock.now())
+    with ledger.fanout() as store:
+        store.claim_planned(
+            RunningRollout(rid, 0),
+            1000,
+            request_type=INSTALL_PROVISIONING_PROFILE,
+            next_push_at=clock.now(),
+            now=clock.now(),
+        )
+    with ledger.rollouts() as store:
+        return rid, store.command_uuids(rid), profile.uuid
+
+
+def report(
+    ledger: Ledger, clock: ManualClock, *reports: Report, identity: IdentityPolicy = STRICT
+) -> list[Outcome]:
+    with ledger.checkin() as store:
+        return process_reports(
+            store, list(reports), identity=identity, policy=POLICY, now=clock.now()
+        )
+
+
+def state(ledger: Ledger, rid: int, device: int) -> str:
+    with ledger.rollouts() as store:
+        return store.targets(rid, [device])[device].state
