@@ -2,8 +2,8 @@
 
 Messages from cryptography's ASN.1 layer (``ParseError { kind: InvalidLength, location:
 ["Certificate::tbs_cert"] }``), from asn1crypto (``Error parsing asn1crypto.cms.SignerInfo -
-class should have been universal, but context was found``) and from Python's own conversions
-(``invalid literal for int() with base 10``) name the library's types, not the problem. A
+class should have been universal, but context was found``) and from Python itself (``invalid
+literal for int() with base 10``) name the library's types, not the problem. A
 person reading ``rollout profiles inspect`` needs the problem, so every message built from a
 library's exception goes through :func:`plain_reason`.
 """
@@ -103,18 +103,6 @@ def _asn1crypto(message: str) -> str | None:
     return None
 
 
-def _python(exc: BaseException, message: str) -> str | None:
-    if "integer string conversion" in message:
-        return "a number has too many digits"
-    if message.startswith("invalid literal for int()"):
-        return "a number is not a whole number"
-    if message.startswith("could not convert string to float"):
-        return "a number is not a number"
-    if isinstance(exc, AttributeError | TypeError | KeyError | IndexError):
-        return None  # a library tripped over its own input: nothing in its words is useful
-    return message
-
-
 def plain_reason(exc: BaseException) -> str:
     """One line saying what is wrong, in words, without the library's type names or syntax.
 
@@ -129,7 +117,8 @@ def plain_reason(exc: BaseException) -> str:
     for reading in (_rust_asn1(message), _asn1crypto(message)):
         if reading is not None:
             return reading
-    plain = _python(exc, message) if message else None
-    if plain is None or "{" in plain or "::" in plain:
-        return "its encoding is broken"
-    return plain
+    if isinstance(exc, AttributeError | TypeError | KeyError | IndexError) or not message:
+        return "its encoding is broken"  # a library tripped over its own input
+    if any(mark in message for mark in ("{", "::", "()")):
+        return "its encoding is broken"  # debug syntax or a Python call: not for people
+    return message
