@@ -1,25 +1,156 @@
-"""Configuration read from the environment (prefix ``ROLLOUT_``) with explicit defaults."""
+"""Configuration read from the environment (prefix ``ROLLOUT_``) with explicit defaults.
+
+Every value is checked when the settings are built: numbers are whole or finite and inside a
+range that makes sense, names are among the allowed ones, the database URL names a backend
+the ledger supports, and ``ROLLOUT_HOME`` becomes an absolute path once, so a later change of
+folder cannot move the ledger. :func:`load_settings` turns every problem into one
+:class:`SettingsError` line naming the variable, such as
+``ROLLOUT_MAX_BODY_BYTES: 'abc' is not a whole number``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import re
+import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from rollout.policy import EnginePolicy
 
+ENV_PREFIX = "ROLLOUT_"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_BROKER_URL = "filesystem://"
+IDENTITY_MODES = ("strict", "bind-on-first-sight", "off")
+IDENTITY_SOURCES = ("mdm-signature", "client-cert")
+# backend → the drivers the ledger ships with (None: the URL names no driver); psycopg 3 is
+# the only PostgreSQL driver installed, and ledger.db rewrites postgresql:// and postgres://
+DATABASE_DRIVERS: dict[str, tuple[str | None, ...]] = {
+    "sqlite": (None, "pysqlite"),
+    "postgresql": (None, "psycopg"),
+    "postgres": (None,),
+}
+_DAY = 24 * 3600.0
+_SETTING = "rollout_setting"  # the error type of every check below
+
+
+class SettingsError(ValueError):
+    """A setting is invalid: one line naming its environment variable and what is wrong."""
+
+
+def _invalid(reason: str) -> PydanticCustomError:
+    return PydanticCustomError(_SETTING, "{reason}", {"reason": reason})
+
+
+def _quoted(value: object) -> str:
+    """``repr(value)``, cut short: a message quotes a bad value, never all of a long one."""
+    if isinstance(value, str) and len(value) > 32:
+        return repr(value[:32]) + "..."
+    return repr(value)
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+# a plain decimal: float() would also take "nan", "inf", "1_0" and digits of other scripts
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def _whole_number(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        text = value.strip()
+        # no setting needs more digits, and int() of thousands of them is slow, then refused
+        if len(text.lstrip("+-")) > 18:
+            raise _invalid(f"{_quoted(value)} is far too large")
+        return int(text)
+    raise _invalid(f"{_quoted(value)} is not a whole number")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        number = float(value.strip())
+    else:
+        raise _invalid(f"{_quoted(value)} is not a number")
+    if not math.isfinite(number):
+        raise _invalid(f"{_quoted(value)} is not a finite number")
+    return number
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else ""
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _invalid(f"{_quoted(value)} is not true or false (use true/false, 1/0, yes/no, on/off)")
+
+
+def _within(
+    low: float, high: float, unit: str = "", *, above: bool = False
+) -> Callable[[Any], Any]:
+    """A check that a number lies in ``[low, high]`` (``(low, high]`` when ``above``)."""
+    suffix = f" {unit}" if unit else ""
+
+    def check(value: float) -> float:
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        if above and value <= low:
+            raise _invalid(f"{shown} must be more than {low:g}{suffix}")
+        if value < low:
+            raise _invalid(f"{shown} is less than {low:g}{suffix}")
+        if value > high:
+            raise _invalid(f"{shown} is more than {high:g}{suffix}")
+        return value
+
+    return check
+
+
+_Whole = BeforeValidator(_whole_number)
+_Number = BeforeValidator(_number)
+Flag = Annotated[bool, BeforeValidator(_flag)]
+# Bounds: a body under 1 KiB refuses every real check-in; a fan-out batch is one SQL statement
+# and one Celery message, so tens of thousands of targets in one is a mistake, not a tuning;
+# 20 pushes with a 30-day answer time-out keeps the doubling re-push delay representable
+# (timedelta ends near 2.7 million years); the time-outs and periods must be above zero.
+BodyBytes = Annotated[int, _Whole, AfterValidator(_within(1024, 1024**3))]
+BatchSize = Annotated[int, _Whole, AfterValidator(_within(1, 10_000))]
+MaxPushes = Annotated[int, _Whole, AfterValidator(_within(1, 20))]
+Backoff = Annotated[float, _Number, AfterValidator(_within(0, 4 * 3600, "seconds", above=True))]
+ResponseTimeout = Annotated[
+    float, _Number, AfterValidator(_within(0, 30 * _DAY, "seconds", above=True))
+]
+TickInterval = Annotated[float, _Number, AfterValidator(_within(0, 3600, "seconds", above=True))]
+SweepInterval = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
+DispatchGrace = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
+RateLimit = Annotated[float, _Number, AfterValidator(_within(0, 1e6, "pushes per second"))]
 
 
 class Settings(BaseSettings):
-    """Every setting the product reads; each one can be set as ``ROLLOUT_<NAME>``."""
+    """Every setting the product reads; each one can be set as ``ROLLOUT_<NAME>``.
 
-    model_config = SettingsConfigDict(env_prefix="ROLLOUT_", extra="ignore")
+    Build it with :func:`load_settings` (or :func:`get_settings`) to get a one-line
+    :class:`SettingsError` for a bad value; ``Settings(...)`` itself raises pydantic's error.
+    """
+
+    # an empty variable (ROLLOUT_BATCH_SIZE= in an env file) means "not set": the default
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True, validate_default=True
+    )
 
     home: Path = Field(
         default=Path("var"),
@@ -39,7 +170,7 @@ class Settings(BaseSettings):
         description="Comma-separated paths of DER or PEM root certificates that profile "
         "signatures must chain to (for example Apple Root CA).",
     )
-    max_body_bytes: int = Field(default=1024 * 1024, description="Largest MDM request body.")
+    max_body_bytes: BodyBytes = Field(default=1024 * 1024, description="Largest MDM request body.")
     device_ca: str = Field(
         default="",
         description="Comma-separated PEM files of the CAs that issue device identity "
@@ -59,7 +190,7 @@ class Settings(BaseSettings):
         "bind-on-first-sight: bind devices that have none yet (migrated fleets); "
         "off: no identity required (development only).",
     )
-    notnow_backoff_s: float = Field(
+    notnow_backoff_s: Backoff = Field(
         default=300.0, description="First re-push delay after NotNow; doubles up to 4 h."
     )
 
@@ -68,27 +199,127 @@ class Settings(BaseSettings):
     )
     apns_key: str = Field(default="", description="PEM private key, when not in apns_cert.")
     apns_password: str = Field(default="", description="Password of the .p12 or the key.")
-    apns_sandbox: bool = Field(default=False, description="Use APNs' sandbox host.")
+    apns_sandbox: Flag = Field(default=False, description="Use APNs' sandbox host.")
     apns_url: str = Field(default="", description="Base URL override (https://host:port).")
     apns_ca: str = Field(default="", description="Extra CA file to verify the APNs server.")
-    apns_rate_limit: float = Field(default=0.0, description="Pushes/s for all workers; 0 = off.")
+    apns_rate_limit: RateLimit = Field(
+        default=0.0, description="Pushes/s for all workers; 0 = off."
+    )
     redis_url: str = Field(
         default="",
         description="Redis for the shared push rate limit and circuit breaker; default: the "
         "broker when it is Redis, else in-process.",
     )
-    batch_size: int = Field(default=500, description="Targets per fan-out task.")
-    response_timeout_s: float = Field(
+    batch_size: BatchSize = Field(default=500, description="Targets per fan-out task.")
+    response_timeout_s: ResponseTimeout = Field(
         default=4 * 3600.0, description="Silence after a push before it is pushed again."
     )
-    max_pushes: int = Field(default=3, description="Pushes before a silent target times out.")
-    tick_interval_s: float = Field(default=5.0, description="Controller tick period (beat).")
-    sweep_interval_s: float = Field(default=60.0, description="Time-out sweep period (beat).")
-    fast: bool = Field(default=False, description="Short time-outs (demo and tests).")
+    max_pushes: MaxPushes = Field(default=3, description="Pushes before a silent target times out.")
+    tick_interval_s: TickInterval = Field(default=5.0, description="Controller tick period (beat).")
+    sweep_interval_s: SweepInterval = Field(
+        default=60.0, description="Time-out sweep period (beat)."
+    )
+    fast: Flag = Field(default=False, description="Short time-outs (demo and tests).")
 
-    dispatch_grace_s: float = Field(
+    dispatch_grace_s: DispatchGrace = Field(
         default=120.0, description="Re-dispatch a queued batch no worker pushed by then."
     )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # resolved once, here: every later use (the SQLite file, the broker's folder, the
+        # demo's keys) then names the same folder whatever the current folder becomes
+        try:
+            return value.expanduser().resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise _invalid(f"{_quoted(str(value))} is not a usable path ({exc})") from None
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        supported = "sqlite or postgresql, e.g. postgresql://user@host/db or sqlite:///path"
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            # the URL is not quoted back: it may hold a password
+            raise _invalid(f"not a database URL (use {supported})") from None
+        backend, _, driver = url.drivername.partition("+")
+        drivers = DATABASE_DRIVERS.get(backend)
+        if drivers is None:
+            raise _invalid(f"backend {_quoted(backend)} is not supported (use {supported})")
+        if (driver or None) not in drivers:
+            forms = " or ".join(f"{backend}+{d}://" if d else f"{backend}://" for d in drivers)
+            raise _invalid(f"driver {_quoted(driver)} is not supported (use {forms})")
+        return value
+
+    @field_validator("identity_mode", mode="before")
+    @classmethod
+    def _known_identity_mode(cls, value: Any) -> Any:
+        mode = value.strip().lower() if isinstance(value, str) else value
+        if mode not in IDENTITY_MODES:
+            raise _invalid(f"{_quoted(value)} is not one of {', '.join(IDENTITY_MODES)}")
+        return mode
+
+    @field_validator("identity_sources", mode="before")
+    @classmethod
+    def _known_identity_sources(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise _invalid(f"{_quoted(value)} is not a comma-separated list")
+        sources = [s.strip().lower() for s in value.split(",") if s.strip()]
+        if not sources:
+            raise _invalid(f"names no source; use one or more of {', '.join(IDENTITY_SOURCES)}")
+        for source in sources:
+            if source not in IDENTITY_SOURCES:
+                raise _invalid(f"{_quoted(source)} is not one of {', '.join(IDENTITY_SOURCES)}")
+        return ",".join(dict.fromkeys(sources))
+
+    def ensure_home(self) -> Path:
+        """Make sure the home folder exists and can be written; return it.
+
+        Call it before anything writes there (the embedded ledger, the broker's files, the
+        demo's keys). Raises :class:`SettingsError` when the path is a file, cannot be
+        created, or refuses a new file.
+        """
+        home = self.home
+        try:
+            if home.exists() and not home.is_dir():
+                raise SettingsError(f"ROLLOUT_HOME: {home} is a file, not a folder")
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                f"ROLLOUT_HOME: cannot create {home} ({exc.strerror or exc})"
+            ) from None
+        try:
+            # a real file, not os.access(): that says yes to root on a read-only mount
+            with tempfile.TemporaryFile(dir=home):
+                pass
+        except OSError as exc:
+            raise SettingsError(
+                f"ROLLOUT_HOME: cannot write in {home} ({exc.strerror or exc})"
+            ) from None
+        return home
+
+    def embedded_ledger_path(self) -> Path | None:
+        """The SQLite file that holds the ledger, or None for a server (or in-memory) ledger."""
+        url = make_url(self.resolved_database_url())
+        if url.drivername.partition("+")[0] != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).expanduser().absolute()
+
+    def ledger_location(self) -> str:
+        """Where the ledger is, for people: the SQLite file, or the server URL without password.
+
+        Printed by commands that open the ledger, so running one from another folder or with
+        another ``ROLLOUT_HOME`` shows at once which ledger it uses.
+        """
+        path = self.embedded_ledger_path()
+        if path is not None:
+            return f"SQLite file {path}"
+        return make_url(self.resolved_database_url()).render_as_string(hide_password=True)
 
     def engine_policy(self) -> EnginePolicy:
         """The engine's policy: the defaults (or the fast ones), then what was set explicitly."""
@@ -130,7 +361,29 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.home / 'rollout.sqlite3').resolve()}"
 
 
+def _describe(error: ErrorDetails) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+    if error["type"] == _SETTING:
+        return f"{name}: {error['msg']}"
+    # a check this module does not make itself; pydantic's words, without the value (which
+    # may be a password or a URL holding one)
+    return f"{name}: {error['msg'][:1].lower()}{error['msg'][1:]}"
+
+
+def load_settings(**values: Any) -> Settings:
+    """Settings from the environment (``values`` override it, by field name), all checked.
+
+    Raises :class:`SettingsError`, one line naming each bad variable and what is wrong
+    (``ROLLOUT_BATCH_SIZE: 0 is less than 1; ROLLOUT_IDENTITY_MODE: 'lax' is not one of ...``).
+    """
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(e) for e in exc.errors())) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment (see :func:`load_settings`)."""
+    return load_settings()

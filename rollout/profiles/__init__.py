@@ -8,10 +8,11 @@ given). Public API::
     load_trust_anchors(paths) -> list[x509.Certificate]
     render_text(profile, *, now=None) -> str
 
-``Profile.to_json()`` keys: uuid, name, app_id_name, app_id, team_id, team_name, platforms, kind,
-created_at, expires_at, provisions_all_devices, provisioned_devices, developer_certificates
-(subject, common_name, serial, not_after, sha256), signature (valid, chain_trusted, signer,
-signed_at, reason), sha256. Dates are ISO 8601 UTC ending in ``Z``.
+``Profile.to_json()`` keys: uuid, name, app_id_name, app_id, team_id, team_name, platforms, kind
+(development, ad-hoc, enterprise, app-store, mac-app-store, developer-id, unknown), created_at,
+expires_at, provisions_all_devices, provisioned_devices, developer_certificates (subject,
+common_name, serial, not_after, sha256), signature (valid, chain_trusted, signer, signed_at,
+reason), sha256. Dates are ISO 8601 UTC ending in ``Z``.
 
 Design of the signature check: ``parse_profile`` never refuses a file for its signature; it
 reports the verdict in ``Profile.signature``. Paths that install a profile call

@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from rollout.profiles.reasons import plain_reason
+
 MAX_DEPTH = 8
 
 
@@ -78,7 +80,7 @@ def _ca_problem(cert: x509.Certificate, below: int) -> str | None:
     except x509.ExtensionNotFound:
         return f"'{describe(cert)}' is not a CA (no basicConstraints)"
     except ValueError as exc:
-        return f"'{describe(cert)}' has unreadable extensions ({exc})"
+        return f"'{describe(cert)}' has unreadable extensions ({plain_reason(exc)})"
     if not constraints.ca:
         return f"'{describe(cert)}' is not a CA (basicConstraints cA=FALSE)"
     if constraints.path_length is not None and below > constraints.path_length:
@@ -155,7 +157,7 @@ def _leaf_problem(cert: x509.Certificate) -> str | None:
     except x509.ExtensionNotFound:
         return None
     except ValueError as exc:
-        return f"signer '{describe(cert)}' has unreadable extensions ({exc})"
+        return f"signer '{describe(cert)}' has unreadable extensions ({plain_reason(exc)})"
     if not usage.digital_signature:
         return f"signer '{describe(cert)}' key usage does not allow digital signatures"
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,6 +28,7 @@ from rollout.profiles.errors import (
     NotSignedDataError,
     UnsignedPlistError,
 )
+from rollout.profiles.reasons import plain_reason
 
 OID_DATA = "1.2.840.113549.1.7.1"
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -45,17 +47,12 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
 _T = TypeVar("_T")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _structural(what: str, func: Callable[[], _T]) -> _T:
     """Run an asn1crypto access; turn whatever it raises into a MalformedCMSError."""
     try:
         return func()
     except Exception as exc:  # asn1crypto raises many types on broken input
-        raise MalformedCMSError(f"malformed CMS {what}: {_one_line(exc)}") from exc
+        raise MalformedCMSError(f"malformed CMS {what}: {plain_reason(exc)}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,16 +183,27 @@ def _load_cert(index: int, choice: acms.CertificateChoices) -> x509.Certificate 
     if choice.name != "certificate":
         return None  # attribute certificates and the like play no part here
     try:
-        cert = x509.load_der_x509_certificate(choice.chosen.dump())
-        # cryptography decodes these lazily; read them now so later code cannot trip on them
-        _ = (cert.subject, cert.issuer, cert.serial_number)
-        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
-        return cert
+        with warnings.catch_warnings():
+            # cryptography warns (on stderr, with a source line) about a serial that is not
+            # positive and about over-long names; the serial is refused below instead, and
+            # Apple's own certificates carry common names longer than X.520 allows
+            warnings.simplefilter("ignore", UserWarning)
+            cert = x509.load_der_x509_certificate(choice.chosen.dump())
+            # cryptography decodes these lazily; read them now so later code cannot trip on them
+            _ = (cert.subject, cert.issuer)
+            serial = cert.serial_number
+            _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
     except (ValueError, TypeError, x509.InvalidVersion) as exc:
         raise MalformedCMSError(
             f"malformed CMS: certificate #{index} is not a valid X.509 certificate "
-            f"({_one_line(exc)})"
+            f"({plain_reason(exc)})"
         ) from exc
+    if serial <= 0:
+        # RFC 5280 requires a positive serial and cryptography will soon refuse the rest
+        raise MalformedCMSError(
+            f"malformed CMS: certificate #{index} has a serial number that is not positive"
+        )
+    return cert
 
 
 def open_envelope(data: bytes) -> Envelope:
@@ -205,7 +213,7 @@ def open_envelope(data: bytes) -> Envelope:
         info = acms.ContentInfo.load(data, strict=True)
         content_type = info["content_type"].dotted
     except Exception as exc:  # asn1crypto raises many types on broken input
-        raise NotCMSError(f"not a CMS structure ({_one_line(exc)})") from exc
+        raise NotCMSError(f"not a CMS structure ({plain_reason(exc)})") from exc
     if content_type != OID_SIGNED_DATA:
         name = _structural("content type", lambda: info["content_type"].native)
         raise NotSignedDataError(f"CMS content type is {name} ({content_type}), not SignedData")

@@ -17,6 +17,7 @@ class ProfileKind(enum.StrEnum):
     AD_HOC = "ad-hoc"
     ENTERPRISE = "enterprise"
     APP_STORE = "app-store"
+    MAC_APP_STORE = "mac-app-store"
     DEVELOPER_ID = "developer-id"
     UNKNOWN = "unknown"
 

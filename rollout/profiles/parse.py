@@ -9,14 +9,18 @@ from pathlib import Path
 
 from cryptography import x509
 
+from rollout.files import read_capped
 from rollout.profiles.chain import describe, evaluate_chain
 from rollout.profiles.cms import open_envelope, verify_signature
 from rollout.profiles.errors import ProfileSignatureError, ProfileTooLargeError
 from rollout.profiles.kind import classify
 from rollout.profiles.model import Profile, SignatureVerdict
 from rollout.profiles.plist_fields import Fields, extract_fields, read_plist
+from rollout.profiles.reasons import plain_reason
 
 MAX_PROFILE_BYTES = 1024 * 1024
+MAX_ANCHOR_FILE_BYTES = 1024 * 1024
+"""Largest trust-anchor file: room for a bundle of hundreds of PEM roots."""
 
 
 def parse_profile(data: bytes, *, trust_anchors: Sequence[x509.Certificate] = ()) -> Profile:
@@ -99,7 +103,7 @@ def ensure_installable(profile: Profile, *, require_trusted_chain: bool = False)
 
 
 def _certs_from_file(path: Path) -> list[x509.Certificate]:
-    blob = path.read_bytes()
+    blob = read_capped(path, MAX_ANCHOR_FILE_BYTES)
     if b"-----BEGIN" in blob:
         certs = x509.load_pem_x509_certificates(blob)
     else:
@@ -111,7 +115,8 @@ def load_trust_anchors(paths: Iterable[str | PathLike[str]]) -> list[x509.Certif
     """Certificates from DER or PEM files (a PEM file may hold several), in order.
 
     Raises ``ValueError`` naming the file when one holds no readable certificate, and
-    ``OSError`` when one cannot be read.
+    ``OSError`` (:class:`rollout.files.FileReadError`, one line naming the file) when one
+    cannot be read or is over :data:`MAX_ANCHOR_FILE_BYTES`.
     """
     anchors: list[x509.Certificate] = []
     for raw in paths:
@@ -119,5 +124,7 @@ def load_trust_anchors(paths: Iterable[str | PathLike[str]]) -> list[x509.Certif
         try:
             anchors.extend(_certs_from_file(path))
         except ValueError as exc:
-            raise ValueError(f"{path}: not a DER or PEM certificate file ({exc})") from exc
+            raise ValueError(
+                f"{path}: not a DER or PEM certificate file ({plain_reason(exc)})"
+            ) from exc
     return anchors

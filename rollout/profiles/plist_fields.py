@@ -31,6 +31,7 @@ from rollout.profiles.errors import (
     WrongTypeError,
 )
 from rollout.profiles.model import DeveloperCertificate
+from rollout.profiles.reasons import plain_reason
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _T = TypeVar("_T")
@@ -140,6 +141,30 @@ def _locate_bad_data(content: bytes) -> str:
     return found[0] if found else "a <data> element"
 
 
+def _plist_problem(exc: Exception) -> str:
+    """What plistlib tripped over, in words (its own messages name Python internals)."""
+    message = str(exc).strip()
+    if isinstance(exc, AttributeError):
+        # plistlib matches <date> text with a regex and calls .groupdict() on no match
+        return "a <date> is not an ISO 8601 date"
+    if isinstance(exc, TypeError) and "required argument" in message:
+        # a <date> holding only a year reaches datetime() without a month
+        return "a <date> is not a complete date"
+    if isinstance(exc, IndexError):
+        # plistlib looks for the enclosing <dict> of a <key> on an empty stack
+        return "an element stands where a property list does not allow it"
+    if isinstance(exc, ValueError) and re.search(r"must be in|out of range", message):
+        return f"a <date> is not a valid date ({message.splitlines()[0]})"
+    if "integer string conversion" in message:
+        return "an <integer> has too many digits"
+    if message.startswith("invalid literal for int()"):
+        return "an <integer> is not a whole number"
+    if message.startswith("could not convert string to float"):
+        return "a <real> is not a number"
+    # expat's and plistlib's own messages are plain ("mismatched tag: line 3, column 7")
+    return plain_reason(exc)
+
+
 def read_plist(content: bytes) -> dict[str, Any]:
     """Decode the signed content as an XML property list whose top level is a dict."""
     if content.startswith(b"bplist"):
@@ -154,9 +179,8 @@ def read_plist(content: bytes) -> dict[str, Any]:
         key = _locate_bad_data(content)
         raise BadDataError(key, f"{key}: <data> is not valid base64") from exc
     except Exception as exc:  # expat, plistlib and int/date conversions raise many types
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ContentNotPlistError(
-            f"signed content is not a valid XML property list ({detail})"
+            f"signed content is not a valid XML property list ({_plist_problem(exc)})"
         ) from exc
     if not isinstance(value, dict):
         raise ContentNotPlistError(
@@ -203,19 +227,23 @@ def _developer_certificate(index: int, der: object) -> DeveloperCertificate:
     key = f"DeveloperCertificates[{index}]"
     if not isinstance(der, bytes):
         raise WrongTypeError("DeveloperCertificates", f"{key} must be data, got {_describe(der)}")
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise BadDataError(key, f"{key} is not a DER X.509 certificate") from exc
-    try:
-        with warnings.catch_warnings():
-            # real Apple certificates carry common names longer than X.520's 64 characters
-            warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():
+        # real Apple certificates carry common names longer than X.520's 64 characters, and
+        # cryptography warns on stderr about a serial that is not positive (refused below)
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except (ValueError, x509.InvalidVersion) as exc:
+            raise BadDataError(key, f"{key} is not a DER X.509 certificate") from exc
+        try:
             names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        subject = cert.subject.rfc4514_string()
-        not_after = cert.not_valid_after_utc
-    except (ValueError, TypeError) as exc:
-        raise BadDataError(key, f"{key} has an unreadable subject or validity") from exc
+            subject = cert.subject.rfc4514_string()
+            not_after = cert.not_valid_after_utc
+            serial = cert.serial_number
+        except (ValueError, TypeError) as exc:
+            raise BadDataError(key, f"{key} has an unreadable subject or validity") from exc
+    if serial <= 0:
+        raise BadDataError(key, f"{key} has a serial number that is not positive")
     common_name = None
     if names:
         raw = names[0].value
@@ -224,7 +252,7 @@ def _developer_certificate(index: int, der: object) -> DeveloperCertificate:
     return DeveloperCertificate(
         subject=subject,
         common_name=common_name,
-        serial=format(cert.serial_number, "x"),
+        serial=format(serial, "x"),
         not_after=not_after,
         sha256=digest,
     )

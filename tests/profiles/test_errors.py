@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import plistlib
 import re
+import warnings
+from pathlib import Path
 
 import pytest
 from asn1crypto import cms as acms
@@ -17,6 +19,7 @@ from rollout.profiles import (
     DetachedContentError,
     InvalidDatesError,
     InvalidUUIDError,
+    MalformedCMSError,
     MissingKeyError,
     NotCMSError,
     NotSignedDataError,
@@ -24,6 +27,7 @@ from rollout.profiles import (
     ProfileTooLargeError,
     UnsignedPlistError,
     WrongTypeError,
+    load_trust_anchors,
     parse_profile,
 )
 from rollout.sim.profiles import (
@@ -220,3 +224,122 @@ def test_expiration_before_creation(chain: AppleLikeChain) -> None:
         data,
         "^ExpirationDate 2026-04-30T00:00:00Z is before CreationDate 2026-05-01T00:00:00Z$",
     )
+
+
+# --- library messages become plain sentences ------------------------------------------------
+
+# What the parsing libraries print about themselves: their type names and debug syntax.
+INTERNALS = re.compile(
+    r"ParseError|asn1crypto|Error parsing|\{|::|int\(\)|groupdict|set_int_max_str_digits|https?:"
+)
+
+
+def _plain(exc_type: type[ProfileError], data: bytes, pattern: str) -> None:
+    err = _raises(exc_type, data, pattern)
+    assert not INTERNALS.search(str(err)), str(err)
+
+
+def _broken_certificate(chain: AppleLikeChain, offset: int, value: int) -> bytes:
+    """A profile whose signer certificate has one byte changed (its DER, not the CMS around it)."""
+    data = bytearray(make_profile(chain))
+    at = data.find(chain.signer.cert_der())
+    data[at + offset] = value
+    return bytes(data)
+
+
+def test_a_broken_certificate_length_is_named_in_words(chain: AppleLikeChain) -> None:
+    # offset 5: the long-form length of the to-be-signed body (82 xx xx becomes 81 xx)
+    _plain(
+        MalformedCMSError,
+        _broken_certificate(chain, 5, 0x81),
+        r"^malformed CMS: certificate #\d is not a valid X\.509 certificate "
+        r"\(a length is wrong, in the certificate body\)$",
+    )
+
+
+def test_a_certificate_with_a_negative_serial_is_refused_without_a_warning(
+    chain: AppleLikeChain,
+) -> None:
+    # offset 15: the first byte of the 20-byte serial; 0x80 makes the INTEGER negative
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cryptography's deprecation warning would print
+        _plain(
+            MalformedCMSError,
+            _broken_certificate(chain, 15, 0x80),
+            r"^malformed CMS: certificate #\d has a serial number that is not positive$",
+        )
+        der = bytearray(chain.developer.cert_der())
+        der[15] = 0x80
+        _plain(
+            BadDataError,
+            make_profile(chain, extra_keys={"DeveloperCertificates": [bytes(der)]}),
+            r"^DeveloperCertificates\[0\] has a serial number that is not positive$",
+        )
+
+
+@pytest.mark.parametrize(
+    ("data", "exc_type", "pattern"),
+    [
+        (b"\x30\x03\x80\x01\x05", NotCMSError, r"^not a CMS structure \(a content type has the"),
+        (
+            b"\x30\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02\xa0\x03\x02\x01\x05\x00\x00",
+            MalformedCMSError,
+            r"^malformed CMS SignedData: a signed data has the wrong tag or form$",
+        ),
+        (b"\x30\x82\xff\xff\x06", NotCMSError, r"^not a CMS structure \(the data ends early"),
+    ],
+)
+def test_asn1_structure_errors_name_no_library_types(
+    data: bytes, exc_type: type[ProfileError], pattern: str
+) -> None:
+    _plain(exc_type, data, pattern)
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        ("<integer>abc</integer>", r"\(an <integer> is not a whole number\)$"),
+        ("<integer>" + "9" * 5000 + "</integer>", r"\(an <integer> has too many digits\)$"),
+        ("<date>soon</date>", r"\(a <date> is not an ISO 8601 date\)$"),
+        ("<date>2026-13-01T00:00:00Z</date>", r"\(a <date> is not a valid date \(month must"),
+        ("<real>x</real>", r"\(a <real> is not a number\)$"),
+        ("<date>2026Z</date>", r"\(a <date> is not a complete date\)$"),
+    ],
+)
+def test_plist_value_errors_name_the_element(
+    chain: AppleLikeChain, value: str, pattern: str
+) -> None:
+    xml = plist_bytes(profile_plist(chain)).decode()
+    xml = xml.replace("<key>AppIDName</key>", f"<key>Odd</key>{value}<key>AppIDName</key>")
+    _plain(ContentNotPlistError, sign_content(chain, xml.encode()), pattern)
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (
+            b"\x30\x03\x02\x01\x05",
+            r"\(an element is not the one expected there, in the certificate body\)$",
+        ),
+        (b"hello", r"\(the data ends early\)$"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n",
+            r"\(the PEM text is damaged \(bad base64 or BEGIN/END lines\)\)$",
+        ),
+    ],
+)
+def test_trust_anchor_files_that_hold_no_certificate(
+    tmp_path: Path, content: bytes, pattern: str
+) -> None:
+    path = tmp_path / "root.der"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_trust_anchors([path])
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a DER or PEM certificate file (")
+    assert not INTERNALS.search(message), message
+
+
+def test_a_trust_anchor_path_that_never_ends_is_refused_at_the_cap() -> None:
+    with pytest.raises(OSError, match=r"^/dev/zero: over the 1048576-byte limit$"):
+        load_trust_anchors(["/dev/zero"])

@@ -188,8 +188,16 @@ def test_render_text(chain: AppleLikeChain) -> None:
         (["iOS", "xrOS"], False, False, False, ProfileKind.APP_STORE),
         (["tvOS"], False, False, False, ProfileKind.APP_STORE),
         (["iOS"], False, False, True, ProfileKind.UNKNOWN),
-        (["OSX"], False, False, False, ProfileKind.UNKNOWN),
+        # macOS has no ad hoc distribution: listed devices make a development profile
+        (["OSX"], False, True, False, ProfileKind.DEVELOPMENT),
+        (["macOS"], False, True, False, ProfileKind.DEVELOPMENT),
+        (["iOS", "OSX"], False, True, False, ProfileKind.AD_HOC),
+        # neither device key on macOS: the Mac App Store
+        (["OSX"], False, False, False, ProfileKind.MAC_APP_STORE),
+        (["macOS", "OSX"], False, False, False, ProfileKind.MAC_APP_STORE),
+        (["OSX"], False, False, True, ProfileKind.UNKNOWN),
         ([], False, False, False, ProfileKind.UNKNOWN),
+        (["Windows"], False, False, False, ProfileKind.UNKNOWN),
     ],
 )
 def test_kind_rules(
@@ -202,6 +210,17 @@ def test_kind_rules(
         get_task_allow=gta,
     )
     assert got is expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("ad-hoc", ProfileKind.DEVELOPMENT), ("app-store", ProfileKind.MAC_APP_STORE)],
+)
+def test_macos_only_profiles(chain: AppleLikeChain, kind: str, expected: ProfileKind) -> None:
+    profile = _parse(chain, kind=kind, platforms=("OSX",))
+    assert profile.kind is expected
+    assert profile.to_json()["kind"] == expected.value
+    assert f"Kind:      {expected.value}" in render_text(profile)
 
 
 def test_macos_security_get_task_allow(chain: AppleLikeChain) -> None:

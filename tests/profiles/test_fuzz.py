@@ -1,8 +1,13 @@
-"""Property tests: whatever bytes come in, the only exception is a ProfileError."""
+"""Property tests: whatever bytes come in, the only exception is a ProfileError.
+
+Its message, and a signature verdict's reason, are plain words: no library type names or debug
+syntax, and no warning printed on the way.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from functools import cache
 
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +22,7 @@ from rollout.sim.profiles import (
     profile_plist,
     sign_content,
 )
+from tests.profiles.test_errors import INTERNALS
 
 _SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -42,13 +48,19 @@ def _samples() -> tuple[bytes, ...]:
 
 
 def _parse_or_profile_error(data: bytes) -> None:
-    try:
-        result = parse_profile(data, trust_anchors=[])
-    except ProfileError as exc:
-        assert str(exc) and "\n" not in str(exc)
-    else:
-        assert isinstance(result, Profile)
-        result.to_json()
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        try:
+            result = parse_profile(data, trust_anchors=[])
+        except ProfileError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            assert not INTERNALS.search(str(exc)), str(exc)
+        else:
+            assert isinstance(result, Profile)
+            result.to_json()
+            reason = result.signature.reason or ""
+            assert not INTERNALS.search(reason), reason
+    assert not shown, [str(w.message) for w in shown]
 
 
 @_SETTINGS

@@ -5,7 +5,7 @@ Findings: all Apple-signed ones verify and chain to Apple Root CA at their signi
 their "Apple iPhone Certification Authority" is issued by Apple Root CA, so the configured anchor
 is reached and the legacy root is simply unused. match_test.provisionprofile is the 2015 App Store
 profile with "iOS" changed to "OSX": it parses, its signature is invalid, and by our rules a
-macOS-only profile without device keys is of ``unknown`` kind.
+macOS-only profile without device keys is a Mac App Store one (``mac-app-store``).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def test_tampered_match_profile(realworld: Path, apple_root: list[Any]) -> None:
     profile = parse_profile(data, trust_anchors=apple_root)
     assert profile.uuid == "98264c6b-5151-4349-8d0f-66691e48ae35"
     assert profile.platforms == ("OSX",)
-    assert profile.kind is ProfileKind.UNKNOWN  # macOS-only, no device keys: keys do not tell
+    assert profile.kind is ProfileKind.MAC_APP_STORE  # macOS-only, neither device key
     assert not profile.signature.valid and not profile.signature.chain_trusted
     assert (
         profile.signature.reason
