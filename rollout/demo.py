@@ -56,7 +56,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         )
         say(f"ledger {where}; broker {broker}")
         say(f"1. Enrolling {cfg.devices} simulated devices through /mdm/checkin …")
-        enrolled = world.enroll()
+        enrolled = world.enroll(progress=_every(cfg.devices, say, started))
         say(f"   {enrolled} enrolled (Authenticate + TokenUpdate, signed with their identities)")
         rollout_id = world.open_rollout()
         assert world.profile is not None
@@ -75,12 +75,17 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
                 last[0] = line
 
         summary = world.wait(rollout_id, cfg.timeout, progress)
+        elapsed = time.monotonic() - started
         fleet = world.fleet.mix.counts(cfg.devices)
-    elapsed = time.monotonic() - started
-    say(f"4. Rollout {summary['rollout']['state']} in {elapsed:.1f}s")
-    for key in ("unreachable", "timed_out"):
-        if summary[key]:
-            say(f"   {key}: " + ", ".join(f"{r} {n}" for r, n in summary[key].items()))
+    say(f"4. Rollout {summary['rollout']['state']} in {elapsed:.1f}s; every device, by state:")
+    width = max(len(k) for k in summary["states"]) if summary["states"] else 0
+    for state, n in summary["states"].items():
+        reasons = summary.get(state) if state in ("unreachable", "timed_out", "ineligible") else {}
+        why = f"  ({', '.join(f'{r} {k}' for r, k in reasons.items())})" if reasons else ""
+        say(f"   {state:{width}}  {n:>7}{why}")
+    say(f"   {'total':{width}}  {sum(summary['states'].values()):>7}")
+    say("5. The demo's ledger stays for a look; for example:")
+    say(f"   ROLLOUT_DATABASE_URL={world.database_url} rollout rollouts show {rollout_id}")
     return {
         "devices": cfg.devices,
         "rollout": {"id": summary["rollout"]["id"], "state": summary["rollout"]["state"]},
@@ -92,6 +97,17 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "fleet": fleet,
         "seconds": round(elapsed, 1),
     }
+
+
+def _every(total: int, say: Say, started: float) -> Callable[[int], None]:
+    """Report enrollment progress about every tenth of the fleet (and at the end)."""
+    step = max(1, total // 10)
+
+    def progress(done: int) -> None:
+        if done % step == 0 or done == total:
+            say(f"   {time.monotonic() - started:6.1f}s  {done}/{total} enrolled")
+
+    return progress
 
 
 def _indent(text: str) -> str:

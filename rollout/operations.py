@@ -15,6 +15,7 @@ from rollout.ledger import (
     Event,
     Ledger,
     NewRollout,
+    ProfileEntry,
     RolloutInfo,
     RolloutStore,
     RolloutSummary,
@@ -31,6 +32,20 @@ class NotFoundError(OperationError):
     """What the operation names does not exist."""
 
 
+def find_profile(ledger: Ledger, key: str) -> ProfileEntry:
+    """The library's profile with UUID ``key``, or the only one whose UUID starts with it."""
+    with ledger.library() as store:
+        exact = store.get(key)
+        if exact is not None:
+            return exact
+        found = store.find(key) if len(key.strip()) >= 4 else []
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise OperationError(f"{key!r} starts {len(found)} profiles' UUIDs: give more of it")
+    raise NotFoundError(f"no profile {key} in the library")
+
+
 def create_rollout(
     ledger: Ledger,
     *,
@@ -42,14 +57,12 @@ def create_rollout(
     stages: Sequence[float] = SINGLE_STAGE,
     start: bool = False,
 ) -> RolloutSummary:
-    """Plan a rollout of a library profile to the devices ``spec`` selects (a draft, or
-    running when ``start``); its summary. Raises :class:`OperationError` (or
-    :class:`~rollout.planning.PlanningError`) with the reason."""
+    """Plan a rollout of a library profile (its UUID, or a unique start of it) to the devices
+    ``spec`` selects (a draft, or running when ``start``); its summary. Raises
+    :class:`OperationError` (or :class:`~rollout.planning.PlanningError`) with the reason."""
     salt = secrets.token_hex(8)
+    profile = find_profile(ledger, profile_uuid)
     with ledger.unit() as unit:
-        profile = unit.library.get(profile_uuid)
-        if profile is None:
-            raise NotFoundError(f"no profile {profile_uuid} in the library")
         devices = select_targets(unit.registry, spec)
         rollout_id = unit.rollouts.create(
             NewRollout(
@@ -90,7 +103,14 @@ def start_rollout(ledger: Ledger, rollout_id: int, *, actor: str, now: dt.dateti
         _start(store, rollout_id, actor, now)
 
 
+def _check_id(rollout_id: int) -> None:
+    # Ids are 64-bit in the ledger: anything else names no rollout (and must not reach SQL).
+    if not 0 < rollout_id < 2**63:
+        raise NotFoundError(f"no rollout {rollout_id}")
+
+
 def _start(store: RolloutStore, rollout_id: int, actor: str, now: dt.datetime) -> None:
+    _check_id(rollout_id)
     rollout = store.get(rollout_id, lock=True)
     if rollout is None:
         raise NotFoundError(f"no rollout {rollout_id}")
@@ -102,6 +122,7 @@ def _start(store: RolloutStore, rollout_id: int, actor: str, now: dt.datetime) -
 
 def rollout_summary(ledger: Ledger, rollout_id: int) -> RolloutSummary:
     """A rollout and its targets by stage, state and reason."""
+    _check_id(rollout_id)
     with ledger.rollouts() as store:
         summary = store.summary(rollout_id)
     if summary is None:

@@ -9,13 +9,14 @@ ledger holds every result.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
-from rollout.config import EMBEDDED_BROKER_URL, Settings, get_settings
+from rollout.config import EMBEDDED_BROKER_URL, Settings, SettingsError, get_settings
 
 CONTROL_QUEUE = "control"
 FANOUT_QUEUE = "fanout"
@@ -78,4 +79,8 @@ def make_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-app = make_app()
+try:
+    app = make_app()
+except SettingsError as _exc:  # a bad setting stops the worker with one line, no traceback
+    sys.stderr.write(f"error: {_exc}\n")
+    raise SystemExit(2) from None

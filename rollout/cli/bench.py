@@ -37,7 +37,7 @@ def _run(name: str, size: int | None, as_json: bool) -> None:
         typer.echo(f"  {key:28} {value}")
 
 
-SizeOption = typer.Option(None, "--size", min=1, help="How many devices / pushes.")
+SizeOption = typer.Option(None, "--size", min=1, metavar="N", help="How many devices / pushes.")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object.")
 
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from rollout.clock import SYSTEM_CLOCK
@@ -37,6 +36,10 @@ def ledger_url() -> str:
     return get_settings().resolved_database_url()
 
 
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def now() -> dt.datetime:
     """The command's one reading of the clock."""
     return SYSTEM_CLOCK.now()
@@ -46,12 +49,19 @@ def now() -> dt.datetime:
 def ledger() -> Iterator[Ledger]:
     """An up-to-date ledger.
 
-    The embedded SQLite ledger is migrated on first use; a server database must be migrated
-    with ``rollout db upgrade`` first, and a clear error says so.
+    The embedded SQLite ledger is migrated on first use (and a new one is announced, with its
+    place, so a command run from the wrong folder does not pass unnoticed); a server database
+    must be migrated with ``rollout db upgrade`` first, and a clear error says so.
     """
-    url = ledger_url()
+    settings = get_settings()
+    url = settings.resolved_database_url()
     try:
-        if make_url(db.normalise_url(url)).get_backend_name() == "sqlite":
+        embedded = settings.embedded_ledger_path()
+        if embedded is not None:
+            if not settings.database_url:
+                settings.ensure_home()
+            if not embedded.exists():
+                typer.echo(f"note: a new, empty ledger: {settings.ledger_location()}", err=True)
             db.upgrade(url)
         else:
             rev = db.current_revision(url)
@@ -62,7 +72,7 @@ def ledger() -> Iterator[Ledger]:
                 )
         opened = Ledger.open(url)
     except OperationalError as exc:
-        fail(f"cannot open the ledger at {make_url(url).render_as_string()}: {exc.orig}")
+        fail(f"cannot open the ledger ({settings.ledger_location()}): {_first_line(exc.orig)}")
     try:
         yield opened
     finally:

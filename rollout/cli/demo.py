@@ -9,11 +9,23 @@ from rollout.config import get_settings
 
 
 def demo(
-    devices: int = typer.Option(2000, "--devices", min=1, max=1_000_000, help="Fleet size."),
-    seed: int = typer.Option(7, "--seed", help="Random seed for the fleet and its mix."),
+    devices: int = typer.Option(
+        2000, "--devices", min=1, max=1_000_000, metavar="N", help="Fleet size."
+    ),
+    seed: int = typer.Option(
+        7, "--seed", metavar="S", help="Random seed for the fleet and its mix."
+    ),
     fast: bool = typer.Option(False, "--fast", help="Short time-outs (seconds, not hours)."),
-    workers: int = typer.Option(1, "--workers", min=1, max=8, help="Celery worker processes."),
-    timeout: float = typer.Option(900, "--timeout", help="Give up after this many seconds."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=8, metavar="N", help="Celery worker processes."
+    ),
+    timeout: float = typer.Option(
+        900,
+        "--timeout",
+        min=1,
+        metavar="SECONDS",
+        help="Give up (exit 1) if the rollout has not ended after this many seconds.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print only the summary, as JSON."),
 ) -> None:
     """Run the demo: on the embedded default (SQLite + filesystem broker) unless

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
+from rollout.files import FileReadError, read_capped
 from rollout.inventory import InventoryFormatError, read_inventory
 from rollout.ledger import Event
 
@@ -19,8 +20,10 @@ MAX_INVENTORY_BYTES = 512 * 1024 * 1024
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="CSV (with a header) or JSON lines."),
-    fmt: str | None = typer.Option(None, "--format", help="csv or jsonl (default: guessed)."),
+    file: Path = typer.Argument(..., metavar="FILE", help="CSV (with a header) or JSON lines."),
+    fmt: str | None = typer.Option(
+        None, "--format", metavar="csv|jsonl", help="csv or jsonl (default: guessed)."
+    ),
     all_or_nothing: bool = typer.Option(
         False, "--all-or-nothing", help="Write nothing when any row is invalid."
     ),
@@ -30,11 +33,9 @@ def import_(
     if fmt not in (None, "csv", "jsonl"):
         fail("--format must be csv or jsonl")
     try:
-        if file.stat().st_size > MAX_INVENTORY_BYTES:
-            fail(f"{file}: larger than {MAX_INVENTORY_BYTES} bytes")
-        report = read_inventory(file.read_bytes(), fmt=fmt, name=file.name)
-    except OSError as exc:
-        fail(f"{file}: {exc.strerror or exc}")
+        report = read_inventory(read_capped(file, MAX_INVENTORY_BYTES), fmt=fmt, name=file.name)
+    except FileReadError as exc:
+        fail(str(exc))
     except InventoryFormatError as exc:
         fail(f"{file}: {exc}")
     for error in report.errors:
@@ -85,7 +86,7 @@ def import_(
 
 @app.command("list")
 def list_(
-    limit: int = typer.Option(50, help="How many devices."),
+    limit: int = typer.Option(50, "--limit", min=1, metavar="N", help="How many devices."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """List devices in the registry."""

@@ -10,7 +10,9 @@ from rich.table import Table
 
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.config import get_settings
+from rollout.files import FileReadError, read_capped
 from rollout.ledger import Event, ProfileConflictError, ProfileEntry
+from rollout.operations import OperationError, find_profile
 from rollout.profiles import (
     MAX_PROFILE_BYTES,
     Profile,
@@ -28,6 +30,7 @@ app = typer.Typer(
 TrustOption = typer.Option(
     None,
     "--trust-anchor",
+    metavar="ROOT",
     help="Root certificate (DER or PEM) the signature must chain to; repeatable. "
     "Defaults to ROLLOUT_TRUST_ANCHORS.",
 )
@@ -35,12 +38,9 @@ TrustOption = typer.Option(
 
 def _read(path: Path, anchors: list[Path] | None) -> tuple[Profile, bytes]:
     try:
-        size = path.stat().st_size
-        if size > MAX_PROFILE_BYTES:
-            fail(f"{path}: {size} bytes is over the {MAX_PROFILE_BYTES}-byte limit for a profile")
-        data = path.read_bytes()
-    except OSError as exc:
-        fail(f"{path}: {exc.strerror or exc}")
+        data = read_capped(path, MAX_PROFILE_BYTES)
+    except FileReadError as exc:
+        fail(str(exc))
     paths = anchors if anchors else get_settings().trust_anchor_paths()
     try:
         roots = load_trust_anchors(paths)
@@ -54,7 +54,9 @@ def _read(path: Path, anchors: list[Path] | None) -> tuple[Profile, bytes]:
 
 @app.command()
 def inspect(
-    file: Path = typer.Argument(..., help="A .mobileprovision or .provisionprofile file."),
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help="A .mobileprovision or .provisionprofile file."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     trust_anchor: list[Path] | None = TrustOption,
 ) -> None:
@@ -74,7 +76,9 @@ def inspect(
 
 @app.command()
 def add(
-    file: Path = typer.Argument(..., help="A signed profile file to keep in the library."),
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help="A signed profile file to keep in the library."
+    ),
     trust_anchor: list[Path] | None = TrustOption,
     allow_untrusted: bool = typer.Option(
         False, "--allow-untrusted", help="Keep a profile whose signer chain is not trusted."
@@ -119,18 +123,19 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.
     if as_json:
         print_json(items)
         return
-    table = Table("uuid", "name", "kind", "app id", "expires", "signature")
+    table = Table("name", "kind", "app id", "expires", "signature")
+    table.add_column("uuid", no_wrap=True, min_width=36)  # whole: other commands take it
     for item in items:
         sig = item["signature"]
         assert isinstance(sig, dict)
         verdict = "trusted" if sig["chain_trusted"] else ("valid" if sig["valid"] else "INVALID")
         table.add_row(
-            str(item["uuid"]),
             str(item["name"]),
             str(item["kind"]),
             str(item["app_id"]),
             str(item["expires_at"])[:10],
             verdict,
+            str(item["uuid"]),
         )
     Console().print(table)
     typer.echo(f"{len(items)} profile(s)")
@@ -138,17 +143,35 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.
 
 @app.command()
 def show(
-    uuid: str = typer.Argument(..., help="The profile's UUID."),
+    uuid: str = typer.Argument(
+        ..., metavar="UUID", help="The profile's UUID, or a unique start of it."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show one profile from the library."""
-    with ledger() as opened, opened.library() as store:
-        row = store.get(uuid)
-        if row is None:
-            fail(f"no profile {uuid} in the library")
-        item = _summary(row)
+    try:
+        with ledger() as opened:
+            item = _summary(find_profile(opened, uuid))
+    except OperationError as exc:
+        fail(str(exc))
     if as_json:
         print_json(item)
-    else:
-        for key, value in item.items():
-            typer.echo(f"{key:24} {value}")
+        return
+    for key, value in item.items():
+        if isinstance(value, dict):
+            typer.echo(f"{key}:")
+            for sub, inner in value.items():
+                typer.echo(f"  {sub:22} {_plain(inner)}")
+        else:
+            typer.echo(f"{key:24} {_plain(value)}")
+
+
+def _plain(value: object) -> str:
+    """A value as a person reads it (no Python reprs)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value) or "-"
+    return str(value)

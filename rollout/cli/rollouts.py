@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
+from rollout.files import FileReadError, read_capped
 from rollout.operations import (
     OperationError,
     create_rollout,
@@ -27,11 +28,9 @@ def read_device_list(path: Path) -> list[str]:
     """UDIDs / EnrollmentIDs from a file: one per line (the first comma-separated field), or
     an inventory CSV with a header naming a ``udid`` or ``enrollment_id`` column."""
     try:
-        if path.stat().st_size > MAX_ID_FILE_BYTES:
-            fail(f"{path}: larger than {MAX_ID_FILE_BYTES} bytes")
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        fail(f"{path}: {exc.strerror or exc}")
+        text = read_capped(path, MAX_ID_FILE_BYTES).decode("utf-8-sig")
+    except FileReadError as exc:
+        fail(str(exc))
     except UnicodeDecodeError as exc:
         fail(f"{path}: not UTF-8 text (byte {exc.start})")
     lines = [line for line in text.splitlines() if line.strip()]
@@ -51,20 +50,31 @@ def read_device_list(path: Path) -> list[str]:
 
 @app.command()
 def create(
-    profile: str = typer.Option(..., "--profile", help="UUID of a profile in the library."),
-    name: str = typer.Option("", "--name", help="A name for the rollout."),
+    profile: str = typer.Option(
+        ...,
+        "--profile",
+        metavar="UUID",
+        help="UUID (or a unique start of one) of a profile in the library.",
+    ),
+    name: str = typer.Option("", "--name", metavar="NAME", help="A name for the rollout."),
     devices_file: Path | None = typer.Option(
         None,
         "--devices",
+        metavar="FILE",
         help="A file of UDIDs / EnrollmentIDs (one per line, or a CSV "
         "inventory with a udid column).",
     ),
     holders_of: str | None = typer.Option(
-        None, "--holders-of", help="Devices known to hold this profile UUID."
+        None, "--holders-of", metavar="UUID", help="Devices known to hold this profile UUID."
     ),
-    tags: list[str] = typer.Option([], "--tag", help="Devices with this tag (repeatable: all)."),
+    tags: list[str] = typer.Option(
+        [], "--tag", metavar="TAG", help="Devices with this tag (repeatable: all)."
+    ),
     platforms: list[str] = typer.Option(
-        [], "--platform", help="Devices of this platform (repeatable: any), e.g. iOS."
+        [],
+        "--platform",
+        metavar="PLATFORM",
+        help="Devices of this platform (repeatable: any), e.g. iOS.",
     ),
     all_devices: bool = typer.Option(
         False, "--all", help="Every device in the registry that has not checked out."
@@ -115,7 +125,7 @@ def create(
         typer.echo(f"rollout {r.id} ({r.state}): {sum(summary.states.values())} targets")
 
 
-RolloutId = typer.Argument(..., min=1, max=2**63 - 1, help="The rollout's id.")
+RolloutId = typer.Argument(..., min=1, metavar="ID", help="The rollout's id.")
 
 
 @app.command()

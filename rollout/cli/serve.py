@@ -9,9 +9,13 @@ from rollout.config import get_settings
 
 
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on."),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="Address to listen on."),
+    port: int = typer.Option(
+        8000, "--port", min=1, max=65535, metavar="PORT", help="Port to listen on."
+    ),
+    log_level: str = typer.Option(
+        "info", "--log-level", metavar="LEVEL", help="uvicorn log level."
+    ),
 ) -> None:
     """Serve the MDM endpoints and the operator API (put TLS in front: devices need HTTPS)."""
     import uvicorn

@@ -509,15 +509,22 @@ class SimFleet:
         transport: Transport,
         concurrency: int = 64,
         devices: Iterable[SimDevice] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[EnrollResult]:
         """Authenticate + TokenUpdate for every device (offline ones too: they enroll, then
-        go silent), at most ``concurrency`` at a time. Results in device order."""
+        go silent), at most ``concurrency`` at a time. Results in device order; ``progress``
+        is told how many are done after each one."""
         chosen = list(self.devices if devices is None else devices)
         slots = asyncio.Semaphore(concurrency)
+        done = [0]
 
         async def one(device: SimDevice) -> EnrollResult:
             async with slots:
-                return await device.enroll(transport, path=self.checkin_path)
+                result = await device.enroll(transport, path=self.checkin_path)
+            done[0] += 1
+            if progress is not None:
+                progress(done[0])
+            return result
 
         return list(await asyncio.gather(*(one(d) for d in chosen)))
 

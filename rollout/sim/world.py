@@ -59,6 +59,7 @@ class World:
         self.cfg = cfg
         self.home = cfg.home.resolve()
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._beats: list[subprocess.Popen[bytes]] = []
         self.ledger: Ledger | None = None
         self.standin: ApnsStandIn | None = None
         self.server: BackgroundServer | None = None
@@ -143,10 +144,12 @@ class World:
 
     # ---- the fleet and the rollout -------------------------------------------------------
 
-    def enroll(self, concurrency: int = 64) -> int:
-        """Enroll every device through the real check-in endpoint; returns how many enrolled."""
+    def enroll(self, concurrency: int = 64, progress: Callable[[int], None] | None = None) -> int:
+        """Enroll every device through the real check-in endpoint; returns how many enrolled.
+        ``progress`` is told how many are done after each device (from the fleet's thread)."""
         assert self.fleet is not None and self.transport is not None
-        results = self.fleet.submit(self.fleet.enroll_all(self.transport, concurrency)).result()
+        job = self.fleet.enroll_all(self.transport, concurrency, progress=progress)
+        results = self.fleet.submit(job).result()
         return sum(1 for r in results if r.ok)
 
     def open_rollout(self, name: str = "Field App renewal") -> int:
@@ -271,7 +274,9 @@ class World:
     def start_beat(self) -> subprocess.Popen[bytes]:
         """Celery beat, sending the controller tick and the sweep on schedule."""
         schedule = self.home / "beat-schedule"
-        return self._spawn(["beat", "-s", str(schedule), "-l", "WARNING"], "beat")
+        proc = self._spawn(["beat", "-s", str(schedule), "-l", "WARNING"], "beat")
+        self._beats.append(proc)
+        return proc
 
     def check_processes(self) -> None:
         """Raise if a worker or beat process died on its own (a killed one is removed)."""
@@ -283,17 +288,22 @@ class World:
                 )
 
     def stop_processes(self) -> None:
-        """Stop the worker and beat processes (TERM, then KILL)."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+        """Stop beat, then the workers: TERM to each main process, which shuts its pool down
+        itself (TERM to a whole process group would kill the pool's children under it, and
+        Celery logs each as an error); KILL to the group of any still alive after 10 s."""
         deadline = time.monotonic() + 10
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        beats = [p for p in self.procs if p in self._beats]
+        for group in (beats, [p for p in self.procs if p not in beats]):
+            for proc in group:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGTERM)
+            for proc in group:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
         self.procs.clear()
+        self._beats.clear()

@@ -18,14 +18,10 @@ from rollout.web.mdm import MDM_PATHS, MDMConfig, MDMEndpoint, Receive, Scope, S
 
 log = logging.getLogger(__name__)
 
-IDENTITY_MODES = ("strict", "bind-on-first-sight", "off")
-
 
 def identity_from_settings(settings: Settings) -> tuple[IdentityConfig, IdentityPolicy]:
     """The device-identity check and binding policy the settings ask for."""
-    mode = settings.identity_mode.strip().lower()
-    if mode not in IDENTITY_MODES:
-        raise ValueError(f"ROLLOUT_IDENTITY_MODE must be one of {', '.join(IDENTITY_MODES)}")
+    mode = settings.identity_mode  # checked against IDENTITY_MODES when the settings load
     cas: list[x509.Certificate] = []
     for path in settings.device_ca_paths():
         cas.extend(x509.load_pem_x509_certificates(path.read_bytes()))
