@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from rollout.ledger import Authentication, CheckinStore, EnrolledDevice, Event, PushRegistration
 from rollout.mdm import Authenticate, CheckinMessage, CheckOut, TokenUpdate
+from rollout.mdm.products import platform_of
 from rollout.states import EnrollmentState, TargetState
 from rollout.transitions import OPEN_STATES, move
 
@@ -111,6 +112,7 @@ def authenticate(
                     ("serial_number", msg.serial_number),
                     ("device_name", msg.device_name),
                     ("model", msg.model),
+                    ("platform", platform_of(msg.product_name, msg.model)),
                 )
                 if v is not None
             },

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from rollout.cli import bench, db, devices, profiles, rollouts
@@ -30,9 +32,30 @@ app.command()(serve)
 
 
 def main() -> None:
-    """Entry point of the ``rollout`` script: a bad setting is one line, never a traceback."""
+    """Entry point of the ``rollout`` script.
+
+    Whatever goes wrong is one line on stderr and a non-zero exit, never a traceback: a bad
+    setting or usage (exit 2), a failed command (exit 1, said by the command), anything
+    unexpected (exit 1; set ``ROLLOUT_DEBUG=1`` to see the traceback).
+    """
     try:
-        app()
+        code = app(standalone_mode=False)
     except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        _one_line(f"error: {exc}", 2)
+    except typer.TyperException as exc:  # usage: a bad option or argument, or none at all
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())  # the help itself
+            raise SystemExit(2) from None
+        _one_line(f"error: {exc.format_message()}", exc.exit_code)
+    except typer.Abort:
+        _one_line("error: aborted", 1)
+    except Exception as exc:
+        if os.environ.get("ROLLOUT_DEBUG") == "1":
+            raise
+        _one_line(f"error: unexpected {type(exc).__name__}: {exc}", 1)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str, code: int) -> None:
+    typer.echo(" ".join(message.split()), err=True)
+    raise SystemExit(code)

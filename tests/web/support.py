@@ -73,7 +73,12 @@ class Device:
         return self.put(path, msg, CHECKIN).status_code
 
     def enroll(self) -> None:
-        assert self.checkin("Authenticate", OSVersion="17.5", SerialNumber="SER") == 200
+        assert (
+            self.checkin(
+                "Authenticate", OSVersion="17.5", SerialNumber="SER", ProductName="iPhone14,2"
+            )
+            == 200
+        )
         assert self.checkin("TokenUpdate", Token=b"\x01" * 32, PushMagic="magic") == 200
 
     def report(self, status: str, uuid: str | None = None, path: str = "/mdm/connect",
