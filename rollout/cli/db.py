@@ -35,6 +35,8 @@ def current() -> None:
     settings = get_settings()
     url = settings.resolved_database_url()
     path = settings.embedded_ledger_path()
+    if path is not None and not settings.database_url:
+        settings.ensure_home()
     if path is not None and not path.exists():
         typer.echo(f"no ledger yet (one is made on first use): {settings.ledger_location()}")
         return

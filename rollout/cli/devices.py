@@ -38,6 +38,8 @@ def import_(
         fail(str(exc))
     except InventoryFormatError as exc:
         fail(f"{file}: {exc}")
+    if not report.records and not report.errors:
+        fail(f"{file}: holds no device rows")
     for error in report.errors:
         typer.echo(f"{file}: {error}", err=True)
     write = bool(report.records) and not (all_or_nothing and report.errors)
