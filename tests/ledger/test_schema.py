@@ -74,3 +74,41 @@ def test_timestamps_come_back_aware_utc_and_naive_ones_are_refused(ledger: Ledge
         assert device.last_seen_at == NOW and device.last_seen_at.tzinfo is not None
     with pytest.raises(Exception, match="naive datetime"), db.transaction(ledger.engine) as s:
         s.add(_device("x", last_seen_at=dt.datetime(2026, 1, 1)))
+
+
+def test_the_udid_migration_upper_cases_device_keys_and_leaves_duplicates(
+    ledger_url: str,
+) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    command.downgrade(db.alembic_config(ledger_url), "0001")  # rows as an earlier version wrote
+    engine = db.make_engine(ledger_url)
+    rows = [
+        ("663b07bb783e9ade1dae4fbb92ea12afc0ce5b69", "663b07bb783e9ade1dae4fbb92ea12afc0ce5b69"),
+        ("00008020-000915083c80012e", "00008020-000915083c80012e"),  # its twin exists
+        ("00008020-000915083C80012E", "00008020-000915083C80012E"),
+        ("user-enrollment-id-Ab", None),  # EnrollmentIDs are kept as they are
+    ]
+    try:
+        with engine.begin() as conn:
+            for key, udid in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO devices (enrollment_id, udid, enrollment_type, "
+                        "enrollment_state, token_state, tags, created_at, updated_at) VALUES "
+                        "(:k, :u, 'device', 'imported', 'missing', '[]', :t, :t)"
+                    ),
+                    {"k": key, "u": udid, "t": NOW.replace(tzinfo=None)},
+                )
+        db.upgrade(ledger_url)
+        with engine.connect() as conn:
+            keys = sorted(conn.execute(text("SELECT enrollment_id FROM devices")).scalars())
+    finally:
+        engine.dispose()
+    assert keys == [
+        "00008020-000915083C80012E",
+        "00008020-000915083c80012e",
+        "663B07BB783E9ADE1DAE4FBB92EA12AFC0CE5B69",
+        "user-enrollment-id-Ab",
+    ]
