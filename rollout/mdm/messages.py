@@ -12,7 +12,10 @@ Parsing rules (all failures raise :class:`~rollout.mdm.errors.MDMProtocolError`)
   One leniency: an ``ErrorChain`` item without ``LocalizedDescription`` gets ``""``, because that
   text is diagnostic only and refusing the report would make the device resend it forever.
 * The channel identity comes from ``UDID`` or, for user enrollment, ``EnrollmentID`` (``UDID``
-  wins if both are present); neither gives ``no_identity``.
+  wins if both are present); neither gives ``no_identity``. UDIDs are case-insensitive and come
+  out in their canonical upper-case form (:func:`rollout.identifiers.normalize_udid`), so a
+  device that reports its UDID in lower case matches its record; EnrollmentIDs are kept exactly
+  as sent. ``raw`` and the body bytes (what a signature covers) are never changed.
 
 ``raw`` holds the whole decoded dictionary (read-only) and is left out of ``repr`` because it can
 hold secrets (``UnlockToken``, ``BootstrapToken``).
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
+from rollout.identifiers import normalize_udid
 from rollout.mdm.errors import MDMProtocolError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -119,6 +123,9 @@ class Enrollment:
     ``UDID``, or the ``EnrollmentID`` for user enrollment; a user channel is
     ``<device>:<UserID>``, ``<device>:<UserShortName>`` on Shared iPad, or
     ``<EnrollmentID>:<EnrollmentUserID>`` for a user-enrollment user channel.
+
+    ``udid`` is canonical (upper case, see :func:`rollout.identifiers.normalize_udid`) however
+    the device or the caller spelt it.
     """
 
     udid: str | None = None
@@ -129,6 +136,10 @@ class Enrollment:
     enrollment_user_id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.udid is not None:
+            udid = normalize_udid(self.udid) or None
+            if udid != self.udid:
+                object.__setattr__(self, "udid", udid)
         if not self.udid and not self.enrollment_id:
             raise MDMProtocolError("no_identity", "neither UDID nor EnrollmentID is present")
         if self.is_shared_ipad_user and not self.user_short_name:
