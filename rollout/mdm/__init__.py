@@ -26,6 +26,7 @@ from rollout.mdm.identity import (
 from rollout.mdm.lean_report import parse_report
 from rollout.mdm.messages import (
     MAX_BODY_BYTES,
+    NOT_SERVED_CHECKINS,
     Authenticate,
     CheckinMessage,
     CheckinReply,
@@ -46,6 +47,7 @@ from rollout.mdm.verifier import IdentityVerifier
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "NOT_SERVED_CHECKINS",
     "Authenticate",
     "CheckOut",
     "CheckinMessage",

@@ -349,31 +349,48 @@ def parse_checkin(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> CheckinMes
 
 
 class CheckinReply(NamedTuple):
-    """What to answer a check-in: HTTP status and body."""
+    """What to answer a check-in: HTTP status, body, and why (None when accepted)."""
 
     status_code: int
     body: bytes
+    reason: str | None = None
+
+
+NOT_SERVED_CHECKINS = frozenset(
+    {
+        "SetBootstrapToken",
+        "GetBootstrapToken",
+        "DeclarativeManagement",
+        "GetToken",
+        "ReturnToService",
+    }
+)
+"""Check-in types Apple defines that rollout does not serve (see :func:`checkin_reply`)."""
 
 
 def checkin_reply(msg: CheckinMessage) -> CheckinReply:
     """The HTTP answer for a parsed check-in (after identity checks and persistence succeeded).
 
     * ``Authenticate``, ``TokenUpdate``, ``CheckOut``: 200 with an empty body.
-    * ``UserAuthenticate``: 410, which declines the user channel (nanomdm's default).
-    * Everything else (``SetBootstrapToken``, ``GetBootstrapToken``, ``DeclarativeManagement``,
-      ``GetToken``, unknown types): 501 Not Implemented with an empty body. Devices send these
-      only when the server advertises the matching capability, which this product does not; a
-      200 with an empty body would wrongly claim, e.g., that a bootstrap token was escrowed or
-      would hand the device an empty reply where it expects a plist. nanomdm answers these with
-      a 5xx too when it has no handler.
+    * ``UserAuthenticate``: 410 (``user_channel_declined``), which declines the user channel
+      (nanomdm's default).
+    * The other types Apple defines (:data:`NOT_SERVED_CHECKINS`): 501 (``not_served``) with an
+      empty body. Devices send these only when the server advertises the matching capability,
+      which this product does not; a 200 with an empty body would wrongly claim, e.g., that a
+      bootstrap token was escrowed or would hand the device an empty reply where it expects a
+      plist. nanomdm answers these with a 5xx too when it has no handler.
+    * Any other type: 400 (``unknown_message_type``). It is the device's input that is wrong,
+      not the server, so it must not count as a server failure.
 
     Never 401: that would make the device remove its MDM profile.
     """
     if isinstance(msg, Authenticate | TokenUpdate | CheckOut):
         return CheckinReply(200, b"")
     if msg.message_type == "UserAuthenticate":
-        return CheckinReply(410, b"")
-    return CheckinReply(501, b"")
+        return CheckinReply(410, b"", "user_channel_declined")
+    if msg.message_type in NOT_SERVED_CHECKINS:
+        return CheckinReply(501, b"", "not_served")
+    return CheckinReply(400, b"", "unknown_message_type")
 
 
 # --- command reports ------------------------------------------------------------------------
