@@ -68,6 +68,28 @@ def expired_device(device_ca: Issued) -> Issued:
     return issue_device_identity(device_ca, "EXPIRED-DEVICE", not_before=start, days=10)
 
 
+# The fields of each check-in that rollout stores, and their bounds.
+STORED_CHECKIN_FIELDS: dict[type, dict[str, int]] = {
+    Authenticate: {
+        "topic": bounds.TOPIC,
+        "os_version": bounds.OS_VERSION,
+        "build_version": bounds.BUILD_VERSION,
+        "product_name": bounds.PRODUCT_NAME,
+        "serial_number": bounds.SERIAL_NUMBER,
+        "model": bounds.MODEL,
+        "device_name": bounds.DEVICE_NAME,
+    },
+    TokenUpdate: {
+        "topic": bounds.TOPIC,
+        "token": bounds.PUSH_TOKEN_BYTES,
+        "token_hex": bounds.PUSH_TOKEN_HEX,
+        "push_magic": bounds.PUSH_MAGIC,
+    },
+    CheckOut: {"topic": bounds.TOPIC},
+    OtherCheckin: {"message_type": bounds.MESSAGE_TYPE},
+}
+
+
 def assert_stored_fields_bounded(msg: CheckinMessage | CommandResult) -> None:
     """Every value rollout stores from a parsed message is within :mod:`rollout.bounds`, and
     every JSON it stores encodes strictly (no NaN, no recursion error)."""
@@ -81,23 +103,9 @@ def assert_stored_fields_bounded(msg: CheckinMessage | CommandResult) -> None:
     within(enrollment.enrollment_id, bounds.ENROLLMENT_ID)
     within(enrollment.device_key, bounds.COLUMNS["devices.enrollment_id"])
     within(enrollment.enrollment_key, bounds.ENROLLMENT_KEY)
-    if isinstance(msg, Authenticate):
-        within(msg.topic, bounds.TOPIC)
-        within(msg.os_version, bounds.OS_VERSION)
-        within(msg.build_version, bounds.BUILD_VERSION)
-        within(msg.product_name, bounds.PRODUCT_NAME)
-        within(msg.serial_number, bounds.SERIAL_NUMBER)
-        within(msg.model, bounds.MODEL)
-        within(msg.device_name, bounds.DEVICE_NAME)
-    elif isinstance(msg, TokenUpdate):
-        within(msg.topic, bounds.TOPIC)
-        within(msg.token, bounds.PUSH_TOKEN_BYTES)
-        within(msg.token_hex, bounds.PUSH_TOKEN_HEX)
-        within(msg.push_magic, bounds.PUSH_MAGIC)
-    elif isinstance(msg, CheckOut):
-        within(msg.topic, bounds.TOPIC)
-    elif isinstance(msg, OtherCheckin):
-        within(msg.message_type, bounds.MESSAGE_TYPE)
+    for name, limit in STORED_CHECKIN_FIELDS.get(type(msg), {}).items():
+        within(getattr(msg, name), limit)
+    if isinstance(msg, OtherCheckin):
         reply = checkin_reply(msg)
         assert reply.status_code != 401 and reply.reason
         assert reply.status_code < 500 or msg.message_type in NOT_SERVED_CHECKINS
@@ -119,5 +127,5 @@ def assert_stored_fields_bounded(msg: CheckinMessage | CommandResult) -> None:
             for profile in parse_provisioning_profile_list(msg):
                 within(profile.uuid.lower(), bounds.PROFILE_UUID)
                 within(profile.name, bounds.PROFILE_NAME)
-    else:
+    elif type(msg) not in STORED_CHECKIN_FIELDS:
         raise AssertionError(f"not a parsed message: {msg!r}")
