@@ -4,6 +4,7 @@ Nothing here touches a database, an HTTP framework or the network; the web layer
 and headers in and gets typed values (or :class:`MDMProtocolError` / :class:`IdentityError`) out.
 """
 
+from rollout.mdm.bounded import JSONValue
 from rollout.mdm.commands import (
     CommandTemplate,
     ParsedCommand,
@@ -26,6 +27,8 @@ from rollout.mdm.identity import (
 from rollout.mdm.lean_report import parse_report
 from rollout.mdm.messages import (
     MAX_BODY_BYTES,
+    NOT_SERVED_CHECKINS,
+    REPORT_KEYS,
     Authenticate,
     CheckinMessage,
     CheckinReply,
@@ -46,6 +49,8 @@ from rollout.mdm.verifier import IdentityVerifier
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "NOT_SERVED_CHECKINS",
+    "REPORT_KEYS",
     "Authenticate",
     "CheckOut",
     "CheckinMessage",
@@ -59,6 +64,7 @@ __all__ = [
     "IdentityError",
     "IdentityVerifier",
     "InstalledProfileItem",
+    "JSONValue",
     "MDMProtocolError",
     "OtherCheckin",
     "ParsedCommand",

@@ -12,7 +12,16 @@ profile, which is never the right answer to a malformed or unverifiable request.
 ``MDMProtocolError.reason`` values:
 
 ``not_plist``         the body is not an XML property list (binary plists are refused too)
-``too_large``         the body is over the size limit (checked before parsing)
+``too_large``         the body is over the size limit (checked before parsing), or a report's
+                      command-specific keys are over their JSON budget
+                      (:data:`rollout.bounds.EXTRA_JSON_BYTES`)
+``too_long``          a value rollout stores is longer than its bound in :mod:`rollout.bounds`
+                      (the message names the key and the limit)
+``too_many``          an ``ErrorChain`` has more items than its bound
+``too_deep``          arrays and dictionaries nest deeper than
+                      :data:`rollout.bounds.NESTING_DEPTH`
+``not_finite``        a real anywhere in the message is NaN or infinite (no JSON holds it)
+``out_of_range``      an integer anywhere in the message is outside 64 bits
 ``wrong_type``        the top level or a known key has the wrong plist type
 ``missing_key``       a required key is absent or empty
 ``bad_status``        ``Status`` is not one Apple defines, or is not the one a helper needs

@@ -7,12 +7,14 @@ the fast path below reads them with one regular expression in a few microseconds
 
 It only accepts bodies laid out exactly as ``plistlib.dumps`` writes them (the XML declaration,
 the Apple DOCTYPE, ``<dict>`` with tab-indented pairs), whose values are all non-empty
-``<string>`` elements made of ``[A-Za-z0-9._:-]`` (so no entity, whitespace or escaping rule can
-make plistlib read them differently), whose keys are ``UDID``, ``Status`` and ``CommandUUID``
-only, whose ``Status`` is a known one and which carry what :func:`~rollout.mdm.parse_result`
-requires. For such a body the result is the same :class:`~rollout.mdm.CommandResult` that
-``parse_result`` builds. Everything else, including every malformed body, goes through
-``parse_result`` itself, so refusals keep their reasons.
+``<string>`` elements of ``[A-Za-z0-9._:-]`` (so no entity, whitespace or escaping rule can
+make plistlib read them differently) no longer than the UDID and CommandUUID bounds
+(:mod:`rollout.bounds`), whose keys are ``UDID``, ``Status`` and ``CommandUUID`` only, whose
+``Status`` is a known one and which carry what :func:`~rollout.mdm.parse_result` requires. For
+such a body the result is the same :class:`~rollout.mdm.CommandResult` that ``parse_result``
+builds, with no command-specific keys (an empty ``extra_json``) and nothing out of bounds.
+Everything else, including every malformed or over-long body, goes through ``parse_result``
+itself, so refusals keep their reasons.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 from types import MappingProxyType
 
+from rollout import bounds
 from rollout.mdm.messages import (
     MAX_BODY_BYTES,
     CommandResult,
@@ -30,15 +33,18 @@ from rollout.mdm.messages import (
 
 __all__ = ["parse_report"]
 
+# A value longer than the tighter of the two bounds takes the full path, which refuses it (or
+# accepts it, should the bounds ever differ) with its reason; ASCII never grows in upper case.
+_VALUE = rb"[A-Za-z0-9._:\-]{1,%d}" % min(bounds.UDID, bounds.COMMAND_UUID)
 _SHAPE = re.compile(
     rb'<\?xml version="1\.0" encoding="UTF-8"\?>\n'
     rb'<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1\.0//EN" '
     rb'"http://www\.apple\.com/DTDs/PropertyList-1\.0\.dtd">\n'
     rb'<plist version="1\.0">\n<dict>\n'
-    rb"((?:\t<key>[A-Za-z]+</key>\n\t<string>[A-Za-z0-9._:\-]+</string>\n){1,3})"
+    rb"((?:\t<key>[A-Za-z]+</key>\n\t<string>" + _VALUE + rb"</string>\n){1,3})"
     rb"</dict>\n</plist>\n"
 )
-_PAIR = re.compile(rb"\t<key>([A-Za-z]+)</key>\n\t<string>([A-Za-z0-9._:\-]+)</string>\n")
+_PAIR = re.compile(rb"\t<key>([A-Za-z]+)</key>\n\t<string>(" + _VALUE + rb")</string>\n")
 _KEYS = frozenset({"UDID", "Status", "CommandUUID"})
 _STATUSES = {s.value: s for s in Status}
 
@@ -59,7 +65,10 @@ def parse_report(body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> CommandResu
                 return CommandResult(
                     status=status,
                     command_uuid=None if status is Status.IDLE else top["CommandUUID"],
-                    enrollment=Enrollment.from_plist(top),
+                    # UDID is the only identity key here, a non-empty string: what
+                    # Enrollment.from_plist would read, without its six lookups.
+                    enrollment=Enrollment(udid=top["UDID"]),
                     raw=MappingProxyType(top),
+                    extra_json={},
                 )
     return parse_result(body, max_bytes=max_bytes)

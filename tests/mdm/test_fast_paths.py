@@ -107,7 +107,15 @@ def report_outcome(fn, body: bytes):  # type: ignore[no-untyped-def]
         r = fn(body)
     except MDMProtocolError as exc:
         return ("refused", exc.reason)
-    return ("ok", r.status, r.command_uuid, r.enrollment.enrollment_key, dict(r.raw))
+    return (
+        "ok",
+        r.status,
+        r.command_uuid,
+        r.enrollment,
+        r.enrollment.enrollment_key,
+        dict(r.raw),
+        r.extra_json,
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -117,9 +125,24 @@ def report_outcome(fn, body: bytes):  # type: ignore[no-untyped-def]
         st.one_of(
             st.sampled_from(["Idle", "Acknowledged", "NotNow", "Error", "Bogus", ""]),
             st.text(alphabet="AZaz09-.:_ <&", min_size=0, max_size=12),
+            # Around the 64-character bound of UDID and CommandUUID, in either case.
+            st.builds(lambda c, n: c * n, st.sampled_from("aF0-"), st.integers(60, 70)),
         ),
     )
 )
 def test_report_fast_path_equals_parse_result(values: dict[str, str]) -> None:
     body = plistlib.dumps(values)
     assert report_outcome(parse_report, body) == report_outcome(parse_result, body)
+
+
+@pytest.mark.parametrize("size", [63, 64, 65, 200])
+@pytest.mark.parametrize("key", ["UDID", "CommandUUID"])
+def test_report_fast_path_keeps_the_bounds(key: str, size: int) -> None:
+    values = {"UDID": "00008020-000915083c80012e", "Status": "NotNow", "CommandUUID": "c-1"}
+    body = plistlib.dumps({**values, key: "a" * size})
+    fast, full = report_outcome(parse_report, body), report_outcome(parse_result, body)
+    assert fast == full
+    if size > 64:
+        assert fast == ("refused", "too_long")
+    else:
+        assert fast[0] == "ok"

@@ -72,7 +72,7 @@ def test_authenticate_fields() -> None:
     assert (msg.device_name, msg.model, msg.model_name) == ("Ann's Mac", "Mac14,2", "MacBook Air")
     assert msg.raw["Extra"] == "kept"
     assert msg.enrollment_key == UDID
-    assert checkin_reply(msg) == (200, b"")
+    assert checkin_reply(msg) == (200, b"", None)
 
 
 def test_user_enrollment_authenticate() -> None:
@@ -101,7 +101,7 @@ def test_token_update_fields_and_secret_unlock_token() -> None:
     assert msg.awaiting_configuration is True and msg.not_on_console is False
     assert msg.has_unlock_token and msg.unlock_token == b"SECRET-KEYBAG"
     assert "SECRET" not in repr(msg)
-    assert checkin_reply(msg) == (200, b"")
+    assert checkin_reply(msg) == (200, b"", None)
 
     bare = parse_checkin(
         plist(MessageType="TokenUpdate", Topic=TOPIC, UDID=UDID, Token=b"t", PushMagic="m")
@@ -112,21 +112,24 @@ def test_token_update_fields_and_secret_unlock_token() -> None:
 def test_checkout() -> None:
     msg = parse_checkin(plist(MessageType="CheckOut", Topic=TOPIC, UDID=UDID))
     assert isinstance(msg, CheckOut) and msg.enrollment_key == UDID
-    assert checkin_reply(msg) == (200, b"")
+    assert checkin_reply(msg) == (200, b"", None)
 
 
 @pytest.mark.parametrize(
-    ("message_type", "status_code"),
+    ("message_type", "status_code", "reason"),
     [
-        ("UserAuthenticate", 410),
-        ("SetBootstrapToken", 501),
-        ("GetBootstrapToken", 501),
-        ("DeclarativeManagement", 501),
-        ("GetToken", 501),
-        ("SomethingNew", 501),
+        ("UserAuthenticate", 410, "user_channel_declined"),
+        ("SetBootstrapToken", 501, "not_served"),
+        ("GetBootstrapToken", 501, "not_served"),
+        ("DeclarativeManagement", 501, "not_served"),
+        ("GetToken", 501, "not_served"),
+        ("ReturnToService", 501, "not_served"),
+        # Not a type Apple defines: the device's input is wrong, not the server (never 5xx).
+        ("SomethingNew", 400, "unknown_message_type"),
+        ("authenticate", 400, "unknown_message_type"),
     ],
 )
-def test_other_checkins(message_type: str, status_code: int) -> None:
+def test_other_checkins(message_type: str, status_code: int, reason: str) -> None:
     msg = parse_checkin(
         plist(MessageType=message_type, UDID=UDID, UserID="U1", BootstrapToken=b"SECRET")
     )
@@ -136,7 +139,7 @@ def test_other_checkins(message_type: str, status_code: int) -> None:
     assert "SECRET" not in repr(msg)
     assert msg.enrollment_key == f"{UDID}:U1"
     reply = checkin_reply(msg)
-    assert reply == (status_code, b"") and reply.status_code != 401
+    assert reply == (status_code, b"", reason) and reply.status_code != 401
 
 
 # --- channel keys ---------------------------------------------------------------------------
@@ -270,9 +273,10 @@ def test_profile_list_items() -> None:
     ],
 )
 def test_profile_list_refusals(keys: dict[str, Any], reason: str) -> None:
-    result = parse_result(plist(UDID=UDID, CommandUUID="c", **keys))
+    # An Acknowledged list is checked by the parser already (its items are stored); the
+    # accessor refuses the rest.
     with pytest.raises(MDMProtocolError) as err:
-        parse_provisioning_profile_list(result)
+        parse_provisioning_profile_list(parse_result(plist(UDID=UDID, CommandUUID="c", **keys)))
     assert err.value.reason == reason
 
 

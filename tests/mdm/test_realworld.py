@@ -33,8 +33,10 @@ from rollout.mdm import (
 
 from .conftest import REALWORLD, realworld_file
 
-CMDMNT_UDID = "1c111c111c111c111c111c111c111c111c111c11"
-NANO_UDID = "663b07bb783e9ade1dae4fbb92ea12afc0ce5b69"
+# These devices send 40-hex-digit UDIDs in lower case; the parsers hand out the canonical
+# (upper-case) form and leave the decoded plist as it came.
+CMDMNT_UDID = "1C111C111C111C111C111C111C111C111C111C11"
+NANO_UDID = "663B07BB783E9ADE1DAE4FBB92EA12AFC0CE5B69"
 NANO_TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"
 
 
@@ -70,6 +72,7 @@ def check_checkout(body: bytes) -> None:
     msg = parse_checkin(body)
     assert isinstance(msg, CheckOut)
     assert msg.enrollment_key == CMDMNT_UDID
+    assert msg.raw["UDID"] == CMDMNT_UDID.lower()
     assert msg.topic == "com.apple.mgmt.XServer.1c111c11-1c11-1c11-1c11-1c111c111c11"
 
 
@@ -141,6 +144,7 @@ def check_nano_authenticate(body: bytes) -> None:
     msg = parse_checkin(body)
     assert isinstance(msg, Authenticate)
     assert msg.udid == NANO_UDID and msg.enrollment_id is None
+    assert msg.raw["UDID"] == NANO_UDID.lower()
     assert msg.topic == NANO_TOPIC
     assert (msg.os_version, msg.build_version) == ("9.3.5", "13G36")
     assert (msg.product_name, msg.serial_number) == ("iPad2,5", "F5JM992LF193")
