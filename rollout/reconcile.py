@@ -26,7 +26,7 @@ from rollout.ledger import (
     QueuedCommand,
     ReportWrites,
 )
-from rollout.mdm import CommandResult, MDMProtocolError, Status, parse_provisioning_profile_list
+from rollout.mdm import CommandResult, Status, parse_provisioning_profile_list
 from rollout.mdm.commands import PROVISIONING_PROFILE_LIST
 from rollout.policy import EnginePolicy
 from rollout.states import FINAL_COMMAND_STATUSES, CommandStatus, EnrollmentState, TargetState
@@ -59,21 +59,9 @@ class Report:
             enrollment_id=result.enrollment.device_key,
             status=result.status.value,
             command_uuid=result.command_uuid,
-            error_chain=tuple(
-                {
-                    "ErrorCode": e.code,
-                    "ErrorDomain": e.domain,
-                    "LocalizedDescription": e.localized_description,
-                    **(
-                        {"USEnglishDescription": e.us_english_description}
-                        if e.us_english_description is not None
-                        else {}
-                    ),
-                }
-                for e in result.error_chain
-            ),
+            error_chain=tuple(e.as_json() for e in result.error_chain),
             cert_sha256=cert_sha256,
-            extra=_jsonable({k: v for k, v in result.raw.items() if k not in _NOT_EXTRA}),
+            extra=result.extra_json,
             profile_list=_profile_list(result),
         )
 
@@ -263,33 +251,12 @@ def failure_reason(r: Report) -> str:
     return "Error"
 
 
-_NOT_EXTRA = frozenset(
-    {"UDID", "EnrollmentID", "CommandUUID", "Status", "ErrorChain", "UserID",
-     "UserShortName", "UserLongName", "EnrollmentUserID", "NotOnConsole"}
-)  # fmt: skip
-
-
 def _profile_list(result: CommandResult) -> tuple[ProfileFact, ...] | None:
+    """The profiles an acknowledged list names (already checked when the report was parsed)."""
     if result.status is not Status.ACKNOWLEDGED or PROVISIONING_PROFILE_LIST not in result.raw:
         return None
-    try:
-        items = parse_provisioning_profile_list(result)
-    except MDMProtocolError:
-        return None
+    items = parse_provisioning_profile_list(result)
     return tuple(ProfileFact(i.uuid.lower(), i.name, i.expiry_date) for i in items)
-
-
-def _jsonable(value: Any) -> Any:
-    """Command-specific keys as JSON (dates to ISO strings, bytes to hex)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
 
 
 def _event(kind: str, r: Report, **data: Any) -> Event:

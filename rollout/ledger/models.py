@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from rollout import bounds
 from rollout.ledger.types import JSONType, UTCDateTime
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite so autoincrement works there.
@@ -80,20 +81,20 @@ class DeviceRow(Base):
     __tablename__ = "devices"
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    enrollment_id: Mapped[str] = mapped_column(String(128), unique=True)
-    udid: Mapped[str | None] = mapped_column(String(64))
+    enrollment_id: Mapped[str] = mapped_column(String(bounds.ENROLLMENT_ID), unique=True)
+    udid: Mapped[str | None] = mapped_column(String(bounds.UDID))
     enrollment_type: Mapped[str] = mapped_column(String(16), default="device")
     enrollment_state: Mapped[str] = mapped_column(String(16), default="imported")
     platform: Mapped[str | None] = mapped_column(String(16))
-    os_version: Mapped[str | None] = mapped_column(String(32))
-    build_version: Mapped[str | None] = mapped_column(String(32))
-    product_name: Mapped[str | None] = mapped_column(String(64))
-    model: Mapped[str | None] = mapped_column(String(64))
-    serial_number: Mapped[str | None] = mapped_column(String(64), index=True)
-    device_name: Mapped[str | None] = mapped_column(String(255))
-    topic: Mapped[str | None] = mapped_column(String(255))
-    push_token: Mapped[str | None] = mapped_column(String(200))
-    push_magic: Mapped[str | None] = mapped_column(String(128))
+    os_version: Mapped[str | None] = mapped_column(String(bounds.OS_VERSION))
+    build_version: Mapped[str | None] = mapped_column(String(bounds.BUILD_VERSION))
+    product_name: Mapped[str | None] = mapped_column(String(bounds.PRODUCT_NAME))
+    model: Mapped[str | None] = mapped_column(String(bounds.MODEL))
+    serial_number: Mapped[str | None] = mapped_column(String(bounds.SERIAL_NUMBER), index=True)
+    device_name: Mapped[str | None] = mapped_column(String(bounds.DEVICE_NAME))
+    topic: Mapped[str | None] = mapped_column(String(bounds.TOPIC))
+    push_token: Mapped[str | None] = mapped_column(String(bounds.PUSH_TOKEN_HEX))
+    push_magic: Mapped[str | None] = mapped_column(String(bounds.PUSH_MAGIC))
     token_state: Mapped[str] = mapped_column(String(16), default="missing")
     token_dead_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     access_rights: Mapped[int | None] = mapped_column(Integer)
@@ -114,8 +115,8 @@ class InstalledProfileRow(Base):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
-    profile_uuid: Mapped[str] = mapped_column(String(36), index=True)
-    name: Mapped[str | None] = mapped_column(String(255))
+    profile_uuid: Mapped[str] = mapped_column(String(bounds.PROFILE_UUID), index=True)
+    name: Mapped[str | None] = mapped_column(String(bounds.PROFILE_NAME))
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(String(24))  # import | profile_list | rollout
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -173,8 +174,8 @@ class TargetRow(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     stage: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), default="planned")
-    reason: Mapped[str | None] = mapped_column(String(255))
-    command_uuid: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(bounds.TARGET_REASON))
+    command_uuid: Mapped[str | None] = mapped_column(String(bounds.COMMAND_UUID))
     push_count: Mapped[int] = mapped_column(Integer, default=0)
     last_apns_id: Mapped[str | None] = mapped_column(String(64))
     last_pushed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -198,7 +199,7 @@ class CommandRow(Base):
     __table_args__ = (Index("ix_commands_device_status", "device_id", "status", "id"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    command_uuid: Mapped[str] = mapped_column(String(64), unique=True)
+    command_uuid: Mapped[str] = mapped_column(String(bounds.COMMAND_UUID), unique=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     request_type: Mapped[str] = mapped_column(String(64))
@@ -225,8 +226,8 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(48), index=True)
     rollout_id: Mapped[int | None] = mapped_column(BigID)
     device_id: Mapped[int | None] = mapped_column(BigID)
-    enrollment_id: Mapped[str | None] = mapped_column(String(128))
-    command_uuid: Mapped[str | None] = mapped_column(String(64))
+    enrollment_id: Mapped[str | None] = mapped_column(String(bounds.ENROLLMENT_KEY))
+    command_uuid: Mapped[str | None] = mapped_column(String(bounds.COMMAND_UUID))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 

@@ -198,7 +198,7 @@ class MDMEndpoint:
         clock = self.batcher.clock
         event = Event(
             "mdm.checkin_other",
-            {"message_type": kind, "answered": reply.status_code},
+            {"message_type": kind, "answered": reply.status_code, "reason": reply.reason},
             enrollment_id=msg.enrollment.enrollment_key,
         )
 
