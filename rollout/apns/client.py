@@ -28,12 +28,9 @@ from typing import Any
 from rollout.apns.certs import PushCertificate
 from rollout.apns.config import PushConfig
 from rollout.apns.connection import (
-    PRE_ENCODED,
     ApnsConnection,
     ClosedBeforeSettings,
     Job,
-    hpack_indexed,
-    hpack_literal,
     is_handshake_rejection,
 )
 from rollout.apns.coordination import (
@@ -51,6 +48,7 @@ from rollout.apns.errors import (
     classify,
     error_for,
 )
+from rollout.apns.hpack_codec import PRE_ENCODED, hpack_indexed, hpack_literal
 from rollout.apns.models import PushRequest, PushResult
 
 log = logging.getLogger("rollout.apns")
