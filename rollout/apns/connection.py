@@ -25,7 +25,7 @@ import json
 import ssl
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import h2.events as ev
 from h2.config import H2Configuration
@@ -35,6 +35,7 @@ from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError
 from h2.settings import SettingCodes
 
 from rollout.apns.hpack_codec import LazyDecoder, PreEncodedEncoder
+from rollout.apns.jobs import Job
 
 if TYPE_CHECKING:
     from h2.frame_buffer import Frame
@@ -43,45 +44,6 @@ _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 1 << 24
 _MAX_STREAM_ID = (1 << 31) - 1
 _GC_EVERY = 512
-
-
-class Job:
-    """One push inside the client (mutable and slotted: the only per-push allocation)."""
-
-    __slots__ = (
-        "apns_id",
-        "attempts",
-        "batch",
-        "body",
-        "deadline",
-        "done",
-        "headers",
-        "index",
-        "last_reason",
-        "last_status",
-        "token",
-    )
-
-    def __init__(
-        self,
-        batch: Any,
-        index: int,
-        token: str,
-        apns_id: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-    ) -> None:
-        self.batch = batch
-        self.index = index
-        self.token = token
-        self.apns_id = apns_id
-        self.headers = headers
-        self.body = body
-        self.attempts = 0
-        self.deadline = 0.0
-        self.done = False
-        self.last_status: int | None = None
-        self.last_reason: str | None = None
 
 
 class ClosedBeforeSettings(ConnectionError):
