@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from rollout.apns import PushCertificate, PushConfig, load_pem
+from rollout.clock import ManualClock
 from rollout.sim.apns_server import ApnsStandIn
 
 TOPIC = "com.apple.mgmt.External.6b1f4c2e-0d3a-4e55-9f7a-0c1d2e3f4a5b"
@@ -43,3 +44,9 @@ def config(standin: ApnsStandIn) -> PushConfig:
         timeout=3.0,
         max_attempts=4,
     )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test says so."""
+    return ManualClock()

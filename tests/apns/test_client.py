@@ -18,6 +18,7 @@ from rollout.apns import (
     InProcessCircuitBreaker,
     Outcome,
     PermanentPushError,
+    Permit,
     PushCertificate,
     PushClient,
     PushConfig,
@@ -26,6 +27,7 @@ from rollout.apns import (
     ThrottledError,
     load_pem,
 )
+from rollout.clock import ManualClock
 from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.pki import issue_leaf, make_ca
 
@@ -461,3 +463,40 @@ def test_server_stream_limit_is_respected_and_pool_grows(push_cert: PushCertific
         counters = small.counters()
     assert counters["peak_streams"] == 8  # filled to the advertised limit, never beyond
     assert counters["connections"] == 3 == client.connections_opened
+
+
+def test_in_process_breaker_cooldown_and_probe_timeout_follow_its_clock(
+    clock: ManualClock,
+) -> None:
+    breaker = InProcessCircuitBreaker(cooldown=300, probe_timeout=30, clock=clock)
+
+    async def main() -> list[tuple[Permit, float]]:
+        seen: list[tuple[Permit, float]] = []
+
+        async def check() -> None:
+            decision = await breaker.check()
+            seen.append((decision.permit, decision.retry_after))
+
+        await check()
+        await breaker.record_failure("BadCertificate")
+        await check()
+        clock.advance(300)
+        await check()  # this caller holds the probe...
+        await check()  # ...so another is denied until the probe times out
+        clock.advance(30)
+        await check()  # the probe never reported: someone else may probe
+        await breaker.release_probe()
+        await check()
+        await breaker.record_success()
+        await check()
+        return seen
+
+    assert asyncio.run(main()) == [
+        (Permit.ALLOW, 0),
+        (Permit.DENY, 300),
+        (Permit.PROBE, 0),
+        (Permit.DENY, 30),
+        (Permit.PROBE, 0),
+        (Permit.PROBE, 0),
+        (Permit.ALLOW, 0),
+    ]
