@@ -69,7 +69,7 @@ class CertificateGuard:
         except Exception as exc:  # the local block still holds; other workers will see 403s
             log.error("apns could not open the shared circuit breaker: %r", exc)
 
-    async def probe(self, jobs: list[Job], send: Callable[[Job], None]) -> list[Job]:
+    async def probe(self, jobs: list[Job], send: Callable[[list[Job]], None]) -> list[Job]:
         """Half-open: ``send`` the first job alone; return the jobs that may follow it.
 
         The first job's result lands in its own batch as usual; when the probe fails or tells
@@ -82,7 +82,7 @@ class CertificateGuard:
         probe_batch = Batch(1, asyncio.get_running_loop().create_future())
         first_batch, first_index = first.batch, first.index
         first.batch, first.index = probe_batch, 0
-        send(first)
+        send([first])
         await probe_batch.future
         result = probe_batch.results[0]
         assert result is not None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Sequence
 
 from rollout.apns.certificate_guard import AlertHook, CertificateGuard, not_sent
@@ -35,6 +34,7 @@ from rollout.apns.models import PushRequest, PushResult
 from rollout.apns.pool import ConnectionPool
 from rollout.apns.pump import Pump
 from rollout.apns.retries import Retries
+from rollout.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("rollout.apns")
 
@@ -47,6 +47,10 @@ class AsyncPushClient:
     Bound to the event loop it is first used on; connections stay open between calls (idle
     ones get a PING every ``config.ping_interval``). ``on_alert`` is called (in the loop) when
     APNs refuses the certificate; the breaker is opened for every worker sharing it.
+
+    Every time-based decision (backoff, stream time-outs, idle PINGs, the apns-expiration
+    header, and the default in-process limiter and breaker built from ``config``) reads
+    ``clock``; see ``tick`` for driving a manual one.
     """
 
     def __init__(
@@ -57,28 +61,33 @@ class AsyncPushClient:
         rate_limiter: RateLimiter | None = None,
         breaker: CircuitBreaker | None = None,
         on_alert: AlertHook | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = cfg = config or PushConfig()
+        self._clock = clock
         self.certificate = certificate
         self.topic = certificate.require_topic()
         self.host, self.port = cfg.endpoint()
         authority = self.host if self.port == 443 else f"{self.host}:{self.port}"
         self._authority = authority.encode()
         if rate_limiter is None and cfg.rate_limit is not None:
-            rate_limiter = InProcessRateLimiter(cfg.rate_limit, cfg.burst())
+            rate_limiter = InProcessRateLimiter(cfg.rate_limit, cfg.burst(), clock=clock)
         self._guard = CertificateGuard(
-            breaker or InProcessCircuitBreaker(cfg.breaker_cooldown), on_alert
+            breaker or InProcessCircuitBreaker(cfg.breaker_cooldown, clock=clock), on_alert
         )
         self._pool = ConnectionPool(
             self,
             cfg,
             certificate.ssl_context(cfg.ca_file),
+            clock,
             on_open=self._on_open,
             on_refused=self._certificate_failure,
             on_stranded=self._on_stranded,
         )
-        self._retries = Retries(cfg, requeue=self._requeue)
-        self._pump = Pump(self._pool, self._guard, rate_limiter, cfg, retry=self._retries.retry)
+        self._retries = Retries(cfg, clock, requeue=self._requeue)
+        self._pump = Pump(
+            self._pool, self._guard, rate_limiter, cfg, clock, retry=self._retries.retry
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- public API -------------------------------------------------------------------------
@@ -109,10 +118,10 @@ class AsyncPushClient:
             config=self.config,
             authority=self._authority,
             topic=self.topic,
-            now=int(time.time()),
+            now=int(self._clock.now().timestamp()),
         )
         if decision.permit is Permit.PROBE:
-            jobs = await self._guard.probe(jobs, self._pump.requeue)
+            jobs = await self._guard.probe(jobs, self._pump.enqueue)
         if jobs:
             self._pump.queue.extend(jobs)
             self._pump.run()
@@ -122,14 +131,26 @@ class AsyncPushClient:
 
     def stats(self) -> dict[str, int]:
         """Counters: open connections, connections opened so far, streams sent, queued jobs,
-        PINGs answered."""
+        PINGs answered, streams awaiting an answer, pushes waiting out a backoff."""
         return {
             "connections": len(self._pool.conns),
             "connections_opened": self._pool.opened,
             "pushes_sent": self._pump.sent,
             "queued": len(self._pump.queue),
             "pings_acked": self._pool.pings_acked(),
+            "in_flight": self._pool.in_flight(),
+            "retrying": len(self._retries),
         }
+
+    def tick(self) -> None:
+        """Do now what the clock has made due: re-send pushes whose backoff is over, time out
+        unanswered streams, PING idle connections and drop those whose PING went unanswered.
+
+        The client does this by itself on loop timers; after moving a manual clock, call it
+        (from the client's event loop) to act at once instead of waiting for them.
+        """
+        self._pool.upkeep(self._clock.monotonic())
+        self._retries.wake()
 
     async def ping(self) -> None:
         """PING every open connection now."""
@@ -255,8 +276,8 @@ class AsyncPushClient:
     def _on_stranded(self, exc: BaseException) -> None:
         self._pump.back_off_all(f"ConnectError: {exc!r}")
 
-    def _requeue(self, job: Job) -> None:
-        self._pump.requeue(job)
+    def _requeue(self, jobs: list[Job]) -> None:
+        self._pump.enqueue(jobs)
 
     def _certificate_failure(self, reason: str) -> None:
         if self._guard.refused(reason):
@@ -271,5 +292,6 @@ class AsyncPushClient:
             # Transports belong to their loop: a new loop means new connections.
             self._pool.abandon()
             self._pump.queue.clear()
+            self._retries.clear()
         self._loop = loop
         self._pool.closing = False

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -36,6 +35,7 @@ from h2.settings import SettingCodes
 
 from rollout.apns.hpack_codec import LazyDecoder, PreEncodedEncoder
 from rollout.apns.jobs import Job
+from rollout.clock import Clock
 
 if TYPE_CHECKING:
     from h2.frame_buffer import Frame
@@ -107,10 +107,13 @@ class _LeanH2Connection(H2Connection):
 class ApnsConnection(asyncio.Protocol):
     """An HTTP/2 client connection that runs many APNs pushes at once."""
 
-    def __init__(self, owner: ConnectionOwner, max_streams: int, timeout: float) -> None:
+    def __init__(
+        self, owner: ConnectionOwner, max_streams: int, timeout: float, clock: Clock
+    ) -> None:
         self.owner = owner
         self.cap = max_streams
         self.timeout = timeout
+        self._monotonic = clock.monotonic  # bound once: read on every batch of frames
         cfg = H2Configuration(
             client_side=True,
             header_encoding=None,
@@ -134,7 +137,7 @@ class ApnsConnection(asyncio.Protocol):
         self.goaway_last: int | None = None
         self.goaway_reason = ""
         self.close_exc: BaseException | None = None
-        self.last_activity = time.monotonic()
+        self.last_activity = self._monotonic()
         self.ping_sent_at: float | None = None
         self.answered = 0
         self.pings_acked = 0
@@ -188,7 +191,7 @@ class ApnsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Turn frames into owner callbacks; flush whatever h2 wants to answer (ACKs, windows)."""
-        self.last_activity = time.monotonic()
+        self.last_activity = self._monotonic()
         self.received_any = True
         try:
             events = self.h2.receive_data(data)
@@ -358,7 +361,7 @@ class ApnsConnection(asyncio.Protocol):
         """Send a PING (answered with an ACK, which proves the connection is alive)."""
         if self.closed:
             return
-        self.ping_sent_at = time.monotonic()
+        self.ping_sent_at = self._monotonic()
         self.h2.ping(b"rollout!")
         self.flush()
 

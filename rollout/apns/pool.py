@@ -4,7 +4,9 @@ Apple asks for connections reused for hours and a PING when one has been idle; t
 from many streams on each, so a new connection opens only when every open one is full (up to
 ``max_connections``; draining ones do not count, they are on their way out). While any is open,
 upkeep runs on a timer: it times out unanswered streams, closes drained connections, PINGs idle
-ones and drops those whose PING went unanswered.
+ones and drops those whose PING went unanswered. Those decisions read the client's clock; only
+how often upkeep looks is real time (a loop timer), so a test moves a manual clock and calls
+``upkeep`` (through ``AsyncPushClient.tick``) instead of waiting.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 from collections.abc import Callable
 
 from rollout.apns.config import PushConfig
@@ -23,6 +24,7 @@ from rollout.apns.connection import (
     ConnectionOwner,
     is_handshake_rejection,
 )
+from rollout.clock import Clock
 
 log = logging.getLogger("rollout.apns")
 
@@ -40,6 +42,7 @@ class ConnectionPool:
         owner: ConnectionOwner,
         config: PushConfig,
         ssl_context: ssl.SSLContext,
+        clock: Clock,
         *,
         on_open: Callable[[], None],
         on_refused: Callable[[str], None],
@@ -48,6 +51,7 @@ class ConnectionPool:
         self.owner = owner
         self.config = config
         self.ssl_context = ssl_context
+        self.clock = clock
         self.host, self.port = config.endpoint()
         self.on_open = on_open
         self.on_refused = on_refused
@@ -90,7 +94,7 @@ class ConnectionPool:
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
-        conn = ApnsConnection(self.owner, self.config.max_streams, self.config.timeout)
+        conn = ApnsConnection(self.owner, self.config.max_streams, self.config.timeout, self.clock)
         try:
             try:
                 await asyncio.wait_for(
@@ -185,7 +189,7 @@ class ConnectionPool:
 
     def _upkeep_due(self) -> None:
         self._upkeep = None
-        self.upkeep(time.monotonic())
+        self.upkeep(self.clock.monotonic())
         if self.conns:
             self._ensure_upkeep()
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from rollout.apns.certificate_guard import CertificateGuard
 from rollout.apns.config import PushConfig
@@ -20,6 +19,7 @@ from rollout.apns.coordination import RateLimiter
 from rollout.apns.errors import Outcome
 from rollout.apns.jobs import Job, finish
 from rollout.apns.pool import ConnectionPool
+from rollout.clock import Clock
 
 log = logging.getLogger("rollout.apns")
 
@@ -35,6 +35,7 @@ class Pump:
         guard: CertificateGuard,
         rate_limiter: RateLimiter | None,
         config: PushConfig,
+        clock: Clock,
         *,
         retry: RetryHook,
     ) -> None:
@@ -43,6 +44,7 @@ class Pump:
         self.guard = guard
         self.rate_limiter = rate_limiter
         self.config = config
+        self.clock = clock
         self.retry = retry
         self.sent = 0
         self._tokens = 0
@@ -55,7 +57,7 @@ class Pump:
         if blocked is not None:
             self.fail_all(blocked)
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()  # stream deadlines count from here
         pool = self.pool
         while queue:
             conn = pool.with_room()
@@ -73,15 +75,15 @@ class Pump:
             self.sent += n
             conn.send_jobs(jobs, now)
 
-    def requeue(self, job: Job) -> None:
-        """Queue ``job`` again after its backoff (unless it was finished or pushing is blocked)."""
-        if job.done:
-            return
+    def enqueue(self, jobs: Iterable[Job]) -> None:
+        """Queue ``jobs`` (skipping finished ones) and pump; when pushing is blocked, finish
+        them as circuit-open instead."""
         blocked = self.guard.blocked_reason
         if blocked is not None:
-            finish(job, Outcome.CIRCUIT_OPEN, job.last_status, blocked)
+            for job in jobs:
+                finish(job, Outcome.CIRCUIT_OPEN, job.last_status, blocked)
             return
-        self.queue.append(job)
+        self.queue.extend(job for job in jobs if not job.done)
         self.run()
 
     def fail_all(self, reason: str) -> None:

@@ -15,6 +15,7 @@ from rollout.apns.client import AsyncPushClient
 from rollout.apns.config import PushConfig
 from rollout.apns.coordination import CircuitBreaker, RateLimiter
 from rollout.apns.models import PushRequest, PushResult
+from rollout.clock import SYSTEM_CLOCK, Clock
 
 
 class PushClient:
@@ -42,6 +43,7 @@ class PushClient:
         rate_limiter: RateLimiter | None = None,
         breaker: CircuitBreaker | None = None,
         on_alert: AlertHook | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.certificate = certificate
         self.config = config or PushConfig()
@@ -49,6 +51,7 @@ class PushClient:
             "rate_limiter": rate_limiter,
             "breaker": breaker,
             "on_alert": on_alert,
+            "clock": clock,
         }
         self._lock = threading.Lock()
         self._pid = -1
