@@ -1,7 +1,7 @@
 """HPACK the lean way for the push connection: request blocks encoded by hand, answers read lazily.
 
 Both halves plug into ``h2`` (see ``connection._LeanH2Connection``): ``PreEncodedEncoder`` passes a
-block the client built straight through, ``LazyDecoder`` skips what nobody reads.
+block ``jobs.build_jobs`` made straight through, ``LazyDecoder`` skips what nobody reads.
 """
 
 from __future__ import annotations
