@@ -9,6 +9,13 @@ Public API (everything else is private)::
     PushClient.push_many            sync facade for Celery (background event loop)
     InProcessRateLimiter / RedisRateLimiter, InProcessCircuitBreaker / RedisCircuitBreaker
     errors: see rollout.apns.errors for the class tree
+
+Inside, one job per module: ``client`` (AsyncPushClient, routing between the pieces), ``jobs``
+(requests into jobs with pre-encoded headers, result slots), ``pump`` (queued jobs onto free
+streams within the rate limit), ``pool`` (opening, failing and keeping connections),
+``retries`` (backoff), ``certificate_guard`` (certificate refusals, breaker, probe),
+``sync_client`` (PushClient), ``connection`` (one HTTP/2 connection on ``h2``), ``hpack_codec``,
+``coordination`` (limiter and breaker implementations), ``config``, ``models``, ``certs``.
 """
 
 from rollout.apns.certs import (
@@ -19,7 +26,7 @@ from rollout.apns.certs import (
     load_push_certificate,
     topic_from_certificate,
 )
-from rollout.apns.client import AsyncPushClient, PushClient
+from rollout.apns.client import AsyncPushClient
 from rollout.apns.config import PRODUCTION_HOST, SANDBOX_HOST, PushConfig
 from rollout.apns.coordination import (
     BreakerDecision,
@@ -50,6 +57,7 @@ from rollout.apns.errors import (
     classify,
 )
 from rollout.apns.models import PushRequest, PushResult
+from rollout.apns.sync_client import PushClient
 
 __all__ = [
     "MDM_TOPIC_PREFIX",

@@ -6,7 +6,7 @@ object reaches 5,400-7,000. This module is that bare protocol: no task or future
 stream started in one pass is written to the socket in one ``write`` call, and answers are
 handed to the owner (the client) as plain callbacks.
 
-Departures from stock ``h2`` (see ``_LeanH2Connection`` and the HPACK sections below):
+Departures from stock ``h2`` (see ``_LeanH2Connection`` and ``hpack_codec``):
 
 - ``open_outbound_streams`` is counted here instead of by scanning every stream on each new
   stream (an O(streams) loop per push with 1,000 streams in flight);
@@ -23,9 +23,8 @@ import asyncio
 import contextlib
 import json
 import ssl
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import h2.events as ev
 from h2.config import H2Configuration
@@ -33,14 +32,10 @@ from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.exceptions import FlowControlError, H2Error, NoAvailableStreamIDError
 from h2.settings import SettingCodes
-from hpack import (
-    Decoder,
-    Encoder,
-    HPACKDecodingError,
-    InvalidTableSizeError,
-    OversizedHeaderListError,
-)
-from hpack.huffman_table import decode_huffman
+
+from rollout.apns.hpack_codec import LazyDecoder, PreEncodedEncoder
+from rollout.apns.jobs import Job
+from rollout.clock import Clock
 
 if TYPE_CHECKING:
     from h2.frame_buffer import Frame
@@ -49,45 +44,6 @@ _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 1 << 24
 _MAX_STREAM_ID = (1 << 31) - 1
 _GC_EVERY = 512
-
-
-class Job:
-    """One push inside the client (mutable and slotted: the only per-push allocation)."""
-
-    __slots__ = (
-        "apns_id",
-        "attempts",
-        "batch",
-        "body",
-        "deadline",
-        "done",
-        "headers",
-        "index",
-        "last_reason",
-        "last_status",
-        "token",
-    )
-
-    def __init__(
-        self,
-        batch: Any,
-        index: int,
-        token: str,
-        apns_id: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-    ) -> None:
-        self.batch = batch
-        self.index = index
-        self.token = token
-        self.apns_id = apns_id
-        self.headers = headers
-        self.body = body
-        self.attempts = 0
-        self.deadline = 0.0
-        self.done = False
-        self.last_status: int | None = None
-        self.last_reason: str | None = None
 
 
 class ClosedBeforeSettings(ConnectionError):
@@ -121,164 +77,13 @@ class ConnectionOwner(Protocol):
         """One batch of incoming frames was handled (capacity may have freed up)."""
 
 
-# ---- HPACK, pre-encoded ------------------------------------------------------------------------
-#
-# hpack's encoder (pure Python: table search, Huffman coding, debug logging per header) was the
-# largest single cost per push when profiled. The request headers are nearly constant, so the
-# client encodes each header block itself, once per batch for the constant part, using only the
-# static table and "literal without indexing" (RFC 7541 6.1 and 6.2.2). That never touches the
-# dynamic table, so the server's decoder state cannot drift; a few dozen more bytes per request
-# are cheaper here than the CPU.
-
-PRE_ENCODED = b"\x00rollout-hpack-block"
-"""Header name marking a header list whose single value is an already encoded HPACK block."""
-
-
-def hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    """An HPACK integer with an N-bit prefix; ``first`` holds the pattern bits of byte one."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = bytearray([first | limit])
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def hpack_str(data: bytes) -> bytes:
-    """An HPACK string literal, raw (no Huffman)."""
-    return hpack_int(len(data), 7, 0x00) + data
-
-
-def hpack_indexed(index: int) -> bytes:
-    """A header field fully in the static table."""
-    return hpack_int(index, 7, 0x80)
-
-
-def hpack_literal(name: bytes | int, value: bytes) -> bytes:
-    """A literal header field without indexing: static-table name index, or a new name."""
-    if isinstance(name, int):
-        return hpack_int(name, 4, 0x00) + hpack_str(value)
-    return b"\x00" + hpack_str(name) + hpack_str(value)
-
-
-class _PreEncodedEncoder(Encoder):
-    """An hpack ``Encoder`` that passes pre-encoded blocks through (and encodes anything else)."""
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        if type(headers) is list and len(headers) == 1 and headers[0][0] == PRE_ENCODED:
-            block: bytes = headers[0][1]
-            if self.header_table.resized:
-                # Acknowledge the peer's new table size as the first thing in this block.
-                self.header_table.resized = False
-                return self._encode_table_size_change() + block
-            return block
-        return super().encode(headers, huffman)
-
-
-# ---- HPACK, decoded lazily ----------------------------------------------------------------------
-#
-# On the answer side the client reads only ``:status`` (and h2 reads ``content-length``). Huffman
-# decoding of the other values (date, server, apns-id...) was the top cost once requests were
-# pre-encoded, so values of literal fields *not added to the dynamic table* (including every
-# field while the peer has set the table size to 0) are decoded only for those names; whatever
-# enters the dynamic table is decoded in full, because the table's size accounting (RFC 7541
-# 4.1) depends on the decoded lengths.
-
-_WANTED_VALUES = frozenset({b":status", b"content-length"})
-_UNREAD = b""  # stands in for a header value nobody reads
-
-
-def _read_int(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
-    limit = (1 << prefix_bits) - 1
-    value = data[pos] & limit
-    pos += 1
-    if value < limit:
-        return value, pos
-    shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value += (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 28:
-            raise HPACKDecodingError("HPACK integer too large")
-
-
-def _read_str(data: bytes, pos: int, decode: bool) -> tuple[bytes, int]:
-    huffman = data[pos] & 0x80
-    length, pos = _read_int(data, pos, 7)
-    end = pos + length
-    if end > len(data):
-        raise HPACKDecodingError("truncated HPACK string")
-    raw = data[pos:end]
-    if not huffman:
-        return raw, end
-    return (decode_huffman(raw) if decode else _UNREAD), end
-
-
-class _LazyDecoder(Decoder):
-    """An hpack ``Decoder`` that skips Huffman-decoding values the client never reads."""
-
-    def decode(self, data: bytes, raw: bool = False) -> Any:
-        table = self.header_table
-        headers: list[tuple[bytes, bytes]] = []
-        size = 0
-        pos = 0
-        end = len(data)
-        try:
-            while pos < end:
-                first = data[pos]
-                if first & 0x80:  # indexed field
-                    index, pos = _read_int(data, pos, 7)
-                    if index == 0:
-                        raise HPACKDecodingError("HPACK index 0")
-                    name, value = table.get_by_index(index)
-                elif first & 0x40:  # literal, added to the dynamic table
-                    index, pos = _read_int(data, pos, 6)
-                    if index:
-                        name = table.get_by_index(index)[0]
-                    else:
-                        name, pos = _read_str(data, pos, True)
-                    if table.maxsize:
-                        value, pos = _read_str(data, pos, True)
-                        table.add(name, value)
-                    else:  # a zero-size table keeps nothing (nginx signals size 0 first)
-                        value, pos = _read_str(data, pos, name in _WANTED_VALUES)
-                elif first & 0x20:  # dynamic table size update
-                    new_size, pos = _read_int(data, pos, 5)
-                    if new_size > self.max_allowed_table_size:
-                        raise InvalidTableSizeError("table size update above the allowed maximum")
-                    table.maxsize = new_size
-                    continue
-                else:  # literal without indexing / never indexed
-                    index, pos = _read_int(data, pos, 4)
-                    if index:
-                        name = table.get_by_index(index)[0]
-                    else:
-                        name, pos = _read_str(data, pos, True)
-                    value, pos = _read_str(data, pos, name in _WANTED_VALUES)
-                size += len(name) + len(value) + 32
-                if size > self.max_header_list_size:
-                    raise OversizedHeaderListError("header list too large")
-                headers.append((name, value))
-        except IndexError as exc:
-            raise HPACKDecodingError("truncated HPACK block") from exc
-        return headers
-
-
 class _LeanH2Connection(H2Connection):
     """``h2`` with an O(1) open-stream count and GOAWAY that lets promised answers through."""
 
     def __init__(self, config: H2Configuration) -> None:
         super().__init__(config=config)
-        self.encoder = _PreEncodedEncoder()
-        lazy = _LazyDecoder(self.decoder.max_header_list_size)
+        self.encoder = PreEncodedEncoder()
+        lazy = LazyDecoder(self.decoder.max_header_list_size)
         lazy.max_allowed_table_size = self.decoder.max_allowed_table_size
         self.decoder = lazy
         self.counted_open = 0
@@ -302,10 +107,13 @@ class _LeanH2Connection(H2Connection):
 class ApnsConnection(asyncio.Protocol):
     """An HTTP/2 client connection that runs many APNs pushes at once."""
 
-    def __init__(self, owner: ConnectionOwner, max_streams: int, timeout: float) -> None:
+    def __init__(
+        self, owner: ConnectionOwner, max_streams: int, timeout: float, clock: Clock
+    ) -> None:
         self.owner = owner
         self.cap = max_streams
         self.timeout = timeout
+        self._monotonic = clock.monotonic  # bound once: read on every batch of frames
         cfg = H2Configuration(
             client_side=True,
             header_encoding=None,
@@ -329,7 +137,7 @@ class ApnsConnection(asyncio.Protocol):
         self.goaway_last: int | None = None
         self.goaway_reason = ""
         self.close_exc: BaseException | None = None
-        self.last_activity = time.monotonic()
+        self.last_activity = self._monotonic()
         self.ping_sent_at: float | None = None
         self.answered = 0
         self.pings_acked = 0
@@ -383,7 +191,7 @@ class ApnsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Turn frames into owner callbacks; flush whatever h2 wants to answer (ACKs, windows)."""
-        self.last_activity = time.monotonic()
+        self.last_activity = self._monotonic()
         self.received_any = True
         try:
             events = self.h2.receive_data(data)
@@ -553,7 +361,7 @@ class ApnsConnection(asyncio.Protocol):
         """Send a PING (answered with an ACK, which proves the connection is alive)."""
         if self.closed:
             return
-        self.ping_sent_at = time.monotonic()
+        self.ping_sent_at = self._monotonic()
         self.h2.ping(b"rollout!")
         self.flush()
 

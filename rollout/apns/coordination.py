@@ -1,8 +1,10 @@
 """State shared by every pushing worker: the push rate limit and the certificate circuit breaker.
 
 Each comes behind a small interface with two implementations: an in-process one (the embedded
-default, one process) and a Redis one (many processes on many hosts). Both Redis implementations
-are single Lua scripts using the server clock (``TIME``), so workers on hosts with skewed clocks
+default, one process) and a Redis one (many processes on many hosts). The in-process ones take
+their time from a ``Clock`` (tests move a ``ManualClock`` instead of sleeping). The Redis ones take
+none on purpose: they are single Lua scripts using the Redis server's clock (``TIME`` and key
+TTLs), the one clock every worker on every host shares, so workers on hosts with skewed clocks
 still agree, and every decision is one atomic round trip.
 """
 
@@ -11,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+
+from rollout.clock import SYSTEM_CLOCK, Clock
 
 
 class RateLimiter(Protocol):
@@ -67,16 +70,19 @@ class CircuitBreaker(Protocol):
 class InProcessRateLimiter:
     """Token bucket in this process (``rate`` tokens/s, at most ``burst`` saved up)."""
 
-    def __init__(self, rate: float, burst: int | None = None) -> None:
+    def __init__(
+        self, rate: float, burst: int | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.rate = rate
         self.burst = max(1, burst if burst is not None else int(rate / 10))
+        self._clock = clock
         self._tokens = float(self.burst)
-        self._stamp = time.monotonic()
+        self._stamp = clock.monotonic()
         self._lock = threading.Lock()
 
     def _take(self, want: int) -> tuple[int, float]:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             granted = min(want, int(self._tokens))
@@ -90,15 +96,20 @@ class InProcessRateLimiter:
             granted, wait = self._take(want)
             if granted:
                 return granted
+            # Tokens come back only as the clock moves; with a manual clock this polls until
+            # the caller moves it.
             await asyncio.sleep(wait)
 
 
 class InProcessCircuitBreaker:
-    """The breaker for one process (thread-safe)."""
+    """The breaker for one process (thread-safe); cool-down and probe time-out run on ``clock``."""
 
-    def __init__(self, cooldown: float = 300.0, probe_timeout: float = 30.0) -> None:
+    def __init__(
+        self, cooldown: float = 300.0, probe_timeout: float = 30.0, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.cooldown = cooldown
         self.probe_timeout = probe_timeout
+        self._clock = clock
         self._open_until: float | None = None
         self._reason = ""
         self._probe_until = 0.0
@@ -107,7 +118,7 @@ class InProcessCircuitBreaker:
     async def check(self) -> BreakerDecision:
         """See ``CircuitBreaker.check``."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if self._open_until is None:
                 return BreakerDecision(Permit.ALLOW)
             if now < self._open_until:
@@ -120,7 +131,7 @@ class InProcessCircuitBreaker:
     async def record_failure(self, reason: str) -> None:
         """See ``CircuitBreaker.record_failure``."""
         with self._lock:
-            self._open_until = time.monotonic() + self.cooldown
+            self._open_until = self._clock.monotonic() + self.cooldown
             self._reason = reason
             self._probe_until = 0.0
 
@@ -184,7 +195,10 @@ return {granted, wait}
 
 
 class RedisRateLimiter:
-    """Token bucket in Redis, shared by every process using the same ``key``."""
+    """Token bucket in Redis, shared by every process using the same ``key``.
+
+    No ``Clock`` here: the refill runs on the Redis server's ``TIME`` (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -238,7 +252,11 @@ return 1
 
 
 class RedisCircuitBreaker:
-    """The breaker in Redis: every worker on every host sees the same open/closed state."""
+    """The breaker in Redis: every worker on every host sees the same open/closed state.
+
+    No ``Clock`` here: cool-down and probe time-out are the Redis server's ``TIME`` and key TTLs,
+    shared by every worker (see the module docstring).
+    """
 
     def __init__(
         self,

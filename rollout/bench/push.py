@@ -30,10 +30,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rollout.apns.certs import PushCertificate, load_pem
-from rollout.apns.client import AsyncPushClient
-from rollout.apns.config import PushConfig
-from rollout.apns.models import PushRequest
+from rollout.apns import AsyncPushClient, PushCertificate, PushConfig, PushRequest, load_pem
 from rollout.sim.pki import Issued, issue_leaf, make_ca
 
 NGINX = "/usr/sbin/nginx"

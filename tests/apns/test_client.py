@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from rollout.apns import (
     AsyncPushClient,
     CertificateRejectedError,
+    CircuitOpenError,
     ConnectionLostError,
     DeadTokenError,
     InProcessCircuitBreaker,
     Outcome,
     PermanentPushError,
+    Permit,
     PushCertificate,
     PushClient,
     PushConfig,
@@ -26,10 +28,12 @@ from rollout.apns import (
     ThrottledError,
     load_pem,
 )
+from rollout.apns.retries import backoff_delay
+from rollout.clock import ManualClock
 from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.pki import issue_leaf, make_ca
 
-from .conftest import TOPIC
+from .conftest import TOPIC, on_clock, until
 
 
 def tokens(n: int) -> list[str]:
@@ -37,12 +41,19 @@ def tokens(n: int) -> list[str]:
 
 
 def push_all(
-    cert: PushCertificate, config: PushConfig, items: list[PushRequest], **kw: object
+    cert: PushCertificate,
+    config: PushConfig,
+    items: list[PushRequest],
+    clock: ManualClock | None = None,
+    **kw: object,
 ) -> tuple[list, AsyncPushClient]:  # type: ignore[type-arg]
+    """Push ``items`` with a fresh client on a manual clock, moved past every backoff."""
+    clock = clock or ManualClock()
+
     async def main() -> tuple[list, AsyncPushClient]:  # type: ignore[type-arg]
-        client = AsyncPushClient(cert, config, **kw)  # type: ignore[arg-type]
+        client = AsyncPushClient(cert, config, clock=clock, **kw)  # type: ignore[arg-type]
         try:
-            return await client.push_many(items), client
+            return await on_clock(clock, client, client.push_many(items)), client
         finally:
             await client.aclose()
 
@@ -50,13 +61,13 @@ def push_all(
 
 
 def test_success_sends_apple_headers_and_wakes_device(
-    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
 ) -> None:
     woken: list[tuple[str, dict[str, object]]] = []
     standin.on_push = lambda token, payload: woken.append((token, payload))
     try:
         token = os.urandom(32).hex()
-        (result,), _ = push_all(push_cert, config, [PushRequest(token, "magic-1")])
+        (result,), _ = push_all(push_cert, config, [PushRequest(token, "magic-1")], clock)
     finally:
         standin.on_push = None
     assert result.ok and result.status == 200 and result.attempts == 1
@@ -67,7 +78,9 @@ def test_success_sends_apple_headers_and_wakes_device(
     assert seen["apns-push-type"] == "mdm"
     assert seen["apns-topic"] == TOPIC
     assert seen["apns-priority"] == "10"
-    assert int(seen["apns-expiration"]) > time.time()
+    # apns-expiration counts from the client's clock
+    assert config.expiration is not None
+    assert int(seen["apns-expiration"]) == int(clock.now().timestamp()) + config.expiration
     assert seen["apns-id"] == result.apns_id
     assert seen["body"] == '{"mdm":"magic-1"}'
     assert woken == [(token, {"mdm": "magic-1"})]
@@ -145,14 +158,66 @@ def test_gives_up_after_max_attempts_during_an_outage(
     standin.fail_for(503, "ServiceUnavailable", 0)
 
 
-def test_timeout_is_transient(
-    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+def test_unanswered_stream_times_out_on_the_clock_and_is_transient(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
 ) -> None:
-    standin.set_delay(1.0)
-    cfg = config.replace(timeout=0.2, max_attempts=2)
-    (result,), _ = push_all(push_cert, cfg, [PushRequest(tokens(1)[0], "m")])
-    assert result.outcome is Outcome.TRANSIENT and result.reason == "Timeout"
-    assert isinstance(result.error, ConnectionLostError) and result.attempts == 2
+    standin.set_delay(60.0)  # the answer would come long after this test is over
+    cfg = config.replace(timeout=10.0, max_attempts=2)
+
+    async def main() -> None:
+        client = AsyncPushClient(push_cert, cfg, clock=clock)
+        task = asyncio.ensure_future(client.push(PushRequest(tokens(1)[0], "m")))
+        await until(lambda: client.stats()["in_flight"] == 1)
+        clock.advance(9.9)
+        client.tick()
+        assert client.stats()["in_flight"] == 1  # not late yet
+        clock.advance(0.2)
+        client.tick()
+        assert client.stats() | {"in_flight": 0, "retrying": 1} == client.stats()
+        clock.advance(cfg.backoff_cap)
+        client.tick()  # backoff over: sent again on the open connection
+        assert client.stats()["in_flight"] == 1
+        clock.advance(10.1)
+        client.tick()
+        result = await task
+        assert result.outcome is Outcome.TRANSIENT and result.reason == "Timeout"
+        assert isinstance(result.error, ConnectionLostError) and result.attempts == 2
+        await client.aclose()
+        # Nothing here waited for the stand-in: let it read our streams and our close while
+        # it still delays its answers, so that none reaches the next test's script.
+        await until(lambda: standin.counters()["open_connections"] == 0)
+
+    asyncio.run(main())
+
+
+def test_retry_waits_out_its_backoff_on_the_clock(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
+) -> None:
+    cfg = config.replace(backoff_base=10.0, backoff_cap=10.0)  # first delay in [5, 10] s
+    standin.fail_next(503, "ServiceUnavailable", 1)
+
+    async def main() -> None:
+        client = AsyncPushClient(push_cert, cfg, clock=clock)
+        task = asyncio.ensure_future(client.push(PushRequest(tokens(1)[0], "m")))
+        await until(lambda: client.stats()["retrying"] == 1)
+        clock.advance(4.99)
+        client.tick()
+        assert client.stats()["retrying"] == 1 and client.stats()["pushes_sent"] == 1
+        clock.advance(5.02)
+        client.tick()
+        assert client.stats()["retrying"] == 0 and client.stats()["pushes_sent"] == 2
+        result = await task
+        assert result.ok and result.attempts == 2
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_backoff_doubles_per_attempt_within_jitter_and_cap() -> None:
+    for attempts in range(1, 12):
+        ceiling = min(30.0, 0.5 * 2 ** (attempts - 1))
+        delays = [backoff_delay(attempts, 0.5, 30.0) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
 
 
 def test_bad_certificate_opens_breaker_and_alerts(
@@ -167,8 +232,8 @@ def test_bad_certificate_opens_breaker_and_alerts(
         first = await client.push_many([PushRequest(tokens(1)[0], "m")])
         assert first[0].outcome is Outcome.CERTIFICATE and first[0].status == 403
         assert isinstance(first[0].error, CertificateRejectedError)
-        await asyncio.sleep(0.01)  # the breaker write is a task
         sent = standin.counters()["requests"]
+        # the next batch asks the breaker only once the failure is written to it
         later = await client.push_many([PushRequest(t, "m") for t in tokens(5)])
         assert {r.outcome for r in later} == {Outcome.CIRCUIT_OPEN}
         assert standin.counters()["requests"] == sent  # nothing left the building
@@ -179,46 +244,89 @@ def test_bad_certificate_opens_breaker_and_alerts(
 
 
 def test_breaker_half_opens_after_cooldown_and_closes_on_success(
-    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
 ) -> None:
-    breaker = InProcessCircuitBreaker(cooldown=0.6)
-
     async def main() -> None:
-        client = AsyncPushClient(push_cert, config, breaker=breaker)
+        # no breaker given: the client builds one from config, on its own clock
+        client = AsyncPushClient(push_cert, config.replace(breaker_cooldown=300.0), clock=clock)
         standin.fail_next(403, "BadCertificateEnvironment", 1)
         (r,) = await client.push_many([PushRequest(tokens(1)[0], "m")])
         assert r.outcome is Outcome.CERTIFICATE
-        await asyncio.sleep(0.01)
-        blocked = await client.push_many([PushRequest(tokens(1)[0], "m")])
-        assert blocked[0].outcome is Outcome.CIRCUIT_OPEN
-        await asyncio.sleep(0.6)
+        (blocked,) = await client.push_many([PushRequest(tokens(1)[0], "m")])
+        assert blocked.outcome is Outcome.CIRCUIT_OPEN
+        assert isinstance(blocked.error, CircuitOpenError) and blocked.error.retry_after == 300
+        clock.advance(299)
+        (still,) = await client.push_many([PushRequest(tokens(1)[0], "m")])
+        assert isinstance(still.error, CircuitOpenError) and still.error.retry_after == 1
+        clock.advance(1)
         # half-open: the first push probes, and the rest follow once it succeeds
         results = await client.push_many([PushRequest(t, "m") for t in tokens(10)])
         assert all(x.ok for x in results)
-        assert (await breaker.check()).permit.value == "allow"
+        assert (await client.breaker.check()).permit is Permit.ALLOW
         await client.aclose()
 
     asyncio.run(main())
 
 
 def test_failed_probe_reopens_the_breaker(
-    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
 ) -> None:
-    breaker = InProcessCircuitBreaker(cooldown=0.2)
+    breaker = InProcessCircuitBreaker(cooldown=60, clock=clock)
 
     async def main() -> None:
-        client = AsyncPushClient(push_cert, config, breaker=breaker)
+        client = AsyncPushClient(push_cert, config, breaker=breaker, clock=clock)
         standin.fail_next(403, "BadCertificate", 2)
         await client.push_many([PushRequest(tokens(1)[0], "m")])
-        await asyncio.sleep(0.25)
+        (blocked,) = await client.push_many([PushRequest(tokens(1)[0], "m")])
+        assert blocked.outcome is Outcome.CIRCUIT_OPEN
+        clock.advance(60)
         probe, rest = await client.push_many([PushRequest(t, "m") for t in tokens(2)])
         assert probe.outcome is Outcome.CERTIFICATE
         assert rest.outcome is Outcome.CIRCUIT_OPEN
-        await asyncio.sleep(0.01)
-        assert (await breaker.check()).permit.value == "deny"
+        # open again for a whole cool-down, counted from the failed probe
+        (again,) = await client.push_many([PushRequest(tokens(1)[0], "m")])
+        assert isinstance(again.error, CircuitOpenError) and again.error.retry_after == 60
+        assert (await breaker.check()).permit is Permit.DENY
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_in_process_breaker_cooldown_and_probe_timeout_follow_its_clock(
+    clock: ManualClock,
+) -> None:
+    breaker = InProcessCircuitBreaker(cooldown=300, probe_timeout=30, clock=clock)
+
+    async def main() -> list[tuple[Permit, float]]:
+        seen: list[tuple[Permit, float]] = []
+
+        async def check() -> None:
+            decision = await breaker.check()
+            seen.append((decision.permit, decision.retry_after))
+
+        await check()
+        await breaker.record_failure("BadCertificate")
+        await check()
+        clock.advance(300)
+        await check()  # this caller holds the probe...
+        await check()  # ...so another is denied until the probe times out
+        clock.advance(30)
+        await check()  # the probe never reported: someone else may probe
+        await breaker.release_probe()
+        await check()
+        await breaker.record_success()
+        await check()
+        return seen
+
+    assert asyncio.run(main()) == [
+        (Permit.ALLOW, 0),
+        (Permit.DENY, 300),
+        (Permit.PROBE, 0),
+        (Permit.DENY, 30),
+        (Permit.PROBE, 0),
+        (Permit.PROBE, 0),
+        (Permit.ALLOW, 0),
+    ]
 
 
 def test_tls_handshake_failure_with_foreign_ca_is_a_certificate_failure(
@@ -292,20 +400,30 @@ def test_connections_are_reused_across_batches_sync_client(
     assert standin.counters()["connections"] - before == 1
 
 
-def test_async_client_reuses_its_connection_and_pings(
-    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+def test_idle_connection_is_pinged_on_the_clock_and_reused(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
 ) -> None:
     before = standin.counters()["connections"]
 
+    async def round_trip(client: AsyncPushClient) -> None:
+        # A PING's ACK comes back before the answers to streams sent after it (one TCP stream,
+        # read in order), so after a round trip every PING sent before it is answered.
+        assert all(r.ok for r in await client.push_many([PushRequest(t, "m") for t in tokens(5)]))
+
     async def main() -> None:
-        # housekeeping runs every timeout/4 s; an idle connection is PINGed after ping_interval
-        client = AsyncPushClient(push_cert, config.replace(ping_interval=0.1, timeout=0.4))
-        await client.push_many([PushRequest(t, "m") for t in tokens(10)])
-        await asyncio.sleep(0.5)
-        assert client.stats()["pings_acked"] >= 1  # idle PING sent and answered
+        client = AsyncPushClient(push_cert, config.replace(ping_interval=600.0), clock=clock)
+        await round_trip(client)
+        clock.advance(599)
+        client.tick()
+        await round_trip(client)
+        assert client.stats()["pings_acked"] == 0  # not idle long enough
+        clock.advance(601)
+        client.tick()
+        await round_trip(client)
+        assert client.stats()["pings_acked"] == 1  # idle PING sent and answered
         await client.ping()
-        await asyncio.sleep(0.05)
-        await client.push_many([PushRequest(t, "m") for t in tokens(10)])
+        await round_trip(client)
+        assert client.stats()["pings_acked"] == 2
         assert client.stats()["connections_opened"] == 1
         await client.aclose()
 
@@ -313,15 +431,53 @@ def test_async_client_reuses_its_connection_and_pings(
     assert standin.counters()["connections"] - before == 1
 
 
-def test_in_process_rate_limit_is_honoured(
-    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+def test_connection_whose_ping_goes_unanswered_in_time_is_dropped(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
 ) -> None:
-    cfg = config.replace(rate_limit=100.0, rate_burst=5)
-    t0 = time.monotonic()
-    results, _ = push_all(push_cert, cfg, [PushRequest(t, "m") for t in tokens(50)])
-    elapsed = time.monotonic() - t0
-    assert all(r.ok for r in results)
-    assert elapsed >= (50 - 5) / 100 - 0.05
+    cfg = config.replace(ping_interval=600.0, timeout=3.0)
+
+    async def main() -> None:
+        client = AsyncPushClient(push_cert, cfg, clock=clock)
+        assert (await client.push(PushRequest(tokens(1)[0], "m"))).ok
+        clock.advance(601)
+        client.tick()  # PING sent...
+        clock.advance(3.1)
+        client.tick()  # ...and, without a chance to read its ACK, judged unanswered
+        await until(lambda: client.stats()["connections"] == 0)
+        assert (await client.push(PushRequest(tokens(1)[0], "m"))).ok
+        assert client.stats()["connections_opened"] == 2
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_in_process_rate_limit_refills_with_the_clock(
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
+) -> None:
+    # The machine's clock would refill the bucket every 4 ms; burst / rate is exact in binary,
+    # so each step of the manual clock refills exactly one burst.
+    rate, burst = 1024.0, 4
+    cfg = config.replace(rate_limit=rate, rate_burst=burst)
+
+    def answered(n: int) -> Callable[[], bool]:
+        return lambda: standin.counters()["requests"] == n
+
+    async def main() -> None:
+        # no limiter given: the client builds one from config, on its own clock
+        client = AsyncPushClient(push_cert, cfg, clock=clock)
+        task = asyncio.ensure_future(client.push_many([PushRequest(t, "m") for t in tokens(40)]))
+        await until(lambda: standin.counters()["requests"] == burst)
+        # real time passing (25 refills' worth on the machine's clock) brings no token back
+        with pytest.raises(TimeoutError):
+            await until(lambda: client.stats()["pushes_sent"] > burst, timeout=0.1)
+        for sent in range(burst, 40, burst):
+            clock.advance(burst / rate)
+            await until(answered(sent + burst))
+            assert client.stats()["pushes_sent"] == sent + burst  # one burst per step
+        assert all(r.ok for r in await task)
+        await client.aclose()
+
+    asyncio.run(main())
 
 
 def test_stand_in_generates_apns_id_when_absent(standin: ApnsStandIn) -> None:
@@ -393,17 +549,19 @@ def test_renewed_certificate_is_used_by_new_connections(
 
 
 def test_circuit_open_result_says_when_to_retry(
-    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig
+    standin: ApnsStandIn, push_cert: PushCertificate, config: PushConfig, clock: ManualClock
 ) -> None:
-    from rollout.apns import CircuitOpenError
-
     async def main() -> None:
-        client = AsyncPushClient(push_cert, config, breaker=InProcessCircuitBreaker(cooldown=60))
+        breaker = InProcessCircuitBreaker(cooldown=60, clock=clock)
+        client = AsyncPushClient(push_cert, config, breaker=breaker, clock=clock)
         standin.fail_next(403, "BadCertificate", 1)
         await client.push(PushRequest(tokens(1)[0], "m"))
+        first = await client.push(PushRequest(tokens(1)[0], "m"))
+        assert isinstance(first.error, CircuitOpenError) and first.error.retry_after == 60
+        clock.advance(12.5)
         blocked = await client.push(PushRequest(tokens(1)[0], "m"))
         assert isinstance(blocked.error, CircuitOpenError)
-        assert 50 < blocked.error.retry_after <= 60
+        assert blocked.error.retry_after == 47.5
         assert blocked.error.reason == "BadCertificate"
         await client.aclose()
 

@@ -7,10 +7,10 @@ import random
 import pytest
 from hpack import Decoder, Encoder, HPACKDecodingError, NeverIndexedHeaderTuple
 
-from rollout.apns.connection import (
+from rollout.apns.hpack_codec import (
     PRE_ENCODED,
-    _LazyDecoder,
-    _PreEncodedEncoder,
+    LazyDecoder,
+    PreEncodedEncoder,
     hpack_indexed,
     hpack_int,
     hpack_literal,
@@ -39,7 +39,7 @@ def test_pre_encoded_blocks_decode_with_reference_decoder() -> None:
 
 
 def test_pre_encoded_encoder_acknowledges_table_size_change() -> None:
-    enc = _PreEncodedEncoder()
+    enc = PreEncodedEncoder()
     block = hpack_indexed(3)
     assert enc.encode([(PRE_ENCODED, block)]) == block
     enc.header_table_size = 0
@@ -52,7 +52,7 @@ def test_pre_encoded_encoder_acknowledges_table_size_change() -> None:
 
 def test_lazy_decoder_matches_reference_on_what_it_reads() -> None:
     rng = random.Random(7)
-    enc, ref, lazy = Encoder(), Decoder(), _LazyDecoder()
+    enc, ref, lazy = Encoder(), Decoder(), LazyDecoder()
     names = [b":status", b"content-length", b"apns-id", b"date", b"server", b"x-custom"]
     for round_no in range(300):
         if round_no % 50 == 49:
@@ -78,4 +78,4 @@ def test_lazy_decoder_matches_reference_on_what_it_reads() -> None:
 @pytest.mark.parametrize("block", [b"\x80", b"\x41", b"\x00\x85ab", b"\xff\xff\xff\xff\xff\xff"])
 def test_lazy_decoder_rejects_broken_blocks(block: bytes) -> None:
     with pytest.raises(HPACKDecodingError):
-        _LazyDecoder().decode(block)
+        LazyDecoder().decode(block)

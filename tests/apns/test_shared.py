@@ -135,12 +135,16 @@ def test_breaker_state_is_shared_between_workers(
         standin.fail_next(403, "BadCertificate", 1)
         (ra,) = await a.push_many([PushRequest(os.urandom(32).hex(), "m")])
         assert ra.outcome is Outcome.CERTIFICATE
-        await asyncio.sleep(0.05)  # breaker write happens in a task
+        # a's next batch asks the breaker only after its failure is written to Redis
+        (again,) = await a.push_many([PushRequest(os.urandom(32).hex(), "m")])
+        assert again.outcome is Outcome.CIRCUIT_OPEN
         sent = standin.counters()["requests"]
         rb = await b.push_many([PushRequest(os.urandom(32).hex(), "m") for _ in range(3)])
         assert {r.outcome for r in rb} == {Outcome.CIRCUIT_OPEN}
         assert rb[0].error is not None and "BadCertificate" in str(rb[0].error)
         assert standin.counters()["requests"] == sent
+        # The cool-down runs on the Redis server's clock, shared by every worker: no process's
+        # clock can move it, so this test waits for it.
         await asyncio.sleep(0.6)
         # half-open: worker b probes, succeeds, closes the breaker for everyone
         rb2 = await b.push_many([PushRequest(os.urandom(32).hex(), "m") for _ in range(3)])
@@ -159,7 +163,7 @@ def test_only_one_worker_gets_the_probe(redis_url: str, key_prefix: str) -> None
         b2 = RedisCircuitBreaker(redis_url, cooldown=0.05, key=f"{key_prefix}:b")
         await b1.record_failure("BadCertificate")
         first = [(await b.check()).permit.value for b in (b1, b2)]
-        await asyncio.sleep(0.08)
+        await asyncio.sleep(0.08)  # the cool-down is Redis time (see above)
         second = [(await b.check()).permit.value for b in (b1, b2)]
         await b1.release_probe()
         third = (await b2.check()).permit.value
