@@ -43,3 +43,17 @@ def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
         yield url
     finally:
         db.drop_database(admin_url, url)
+
+
+@contextlib.contextmanager
+def flushed_redis(url: str) -> Iterator[None]:
+    """The Redis database ``url`` names, emptied before and after (give a bench its own)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield
+    finally:
+        client.flushdb()
+        client.close()

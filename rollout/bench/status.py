@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from rollout.bench.measure import percentile
 from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
 from rollout.clock import SYSTEM_CLOCK
 from rollout.ledger import Ledger, NewRollout, RolloutSummary, SeedDevice, SeedTarget
@@ -115,11 +116,6 @@ def _cumulative(stages: tuple[tuple[int, float], ...]) -> list[tuple[int, float]
     return out
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def run_status_bench(
     size: int, *, postgres_admin: str | None = None, reads: int = READS
 ) -> dict[str, Any]:
@@ -153,8 +149,8 @@ def run_status_bench(
         "bench": "status",
         "size": size,
         "metrics": {
-            "p50_ms": round(_percentile(times, 0.50), 3),
-            "p99_ms": round(_percentile(times, 0.99), 3),
+            "p50_ms": round(percentile(times, 0.50), 3),
+            "p99_ms": round(percentile(times, 0.99), 3),
             "mean_ms": round(statistics.fmean(times), 3),
             "max_ms": round(max(times), 3),
             "reads": reads,

@@ -1,0 +1,63 @@
+"""The fan-out bench's fleet in the ledger: N pushable devices, numbered, and a started rollout
+to all of them (set up through the ledger's API before timing)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rollout.bench.apns_servers import TOPIC
+from rollout.clock import SYSTEM_CLOCK
+from rollout.inventory import DeviceRecord
+from rollout.ledger import Ledger
+from rollout.operations import create_rollout
+from rollout.planning import TargetSpec
+
+IMPORT_CHUNK = 20_000
+
+
+def udid(n: int) -> str:
+    """The bench device number ``n``'s UDID (also its enrollment id)."""
+    return f"00008030-{n:016X}"
+
+
+def token(n: int) -> str:
+    """The bench device number ``n``'s push token: the number itself, so no map is kept."""
+    return f"{n:064x}"
+
+
+def seed_rollout(ledger: Ledger, size: int) -> int:
+    """Import ``size`` pushable devices and start a rollout to all of them; its id."""
+    from rollout.profiles import parse_profile
+    from rollout.sim.profiles import make_apple_like_chain, make_profile
+
+    chain = make_apple_like_chain(not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    data = make_profile(chain, name="Fan-out bench")
+    profile = parse_profile(data, trust_anchors=chain.anchors)
+    for start in range(0, size, IMPORT_CHUNK):
+        records = [
+            DeviceRecord(
+                line=i + 1,
+                enrollment_id=udid(i),
+                udid=udid(i),
+                enrollment_type="device",
+                platform="iOS",
+                topic=TOPIC,
+                push_token=token(i),
+                push_magic=f"magic-{i}",
+            )
+            for i in range(start, min(size, start + IMPORT_CHUNK))
+        ]
+        with ledger.registry() as store:
+            store.import_devices(records, SYSTEM_CLOCK.now())
+    with ledger.library() as library:
+        library.add(profile, data, SYSTEM_CLOCK.now())
+    summary = create_rollout(
+        ledger,
+        profile_uuid=profile.uuid,
+        spec=TargetSpec(everything=True),
+        actor="bench",
+        now=SYSTEM_CLOCK.now(),
+        name="fan-out bench",
+        start=True,
+    )
+    return summary.rollout.id
