@@ -2,7 +2,8 @@
 
 nginx (HTTP/2 + TLS + client-certificate check, ``return 200`` with the ``apns-id`` echoed) when
 :data:`NGINX` exists, because the Python stand-in tops out near 3,500 requests/s here and would
-measure itself rather than the product; otherwise the stand-in.
+measure itself rather than the product; otherwise the stand-in, and the bench says so
+(:func:`standin_note`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ http {{
     }}
 }}
 """
+
+
+def standin_note(bench: str, nginx: str = NGINX) -> str:
+    """The one line a bench prints when it pushes to the Python stand-in instead of nginx."""
+    return (
+        f"nginx not found at {nginx}: pushing to the Python APNs stand-in instead, so these "
+        "figures measure the stand-in, not the product; install nginx-light "
+        f"(deploy/dev.sh bench {bench} does, as root)"
+    )
 
 
 @dataclass(frozen=True)

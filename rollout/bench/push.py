@@ -2,7 +2,7 @@
 
 The server is nginx when ``/usr/sbin/nginx`` exists, because the Python stand-in would measure
 itself rather than the client (:mod:`rollout.bench.apns_servers`). Without nginx the stand-in
-runs in a child process and ``metrics.server`` says ``"stand-in"``.
+runs in a child process, ``metrics.server`` says ``"stand-in"`` and ``note`` is told so.
 
 ``cpu_us_per_push`` is this process's CPU time (user + system) per push during the timed run;
 the server runs in another process, so it is the client's cost alone.
@@ -16,6 +16,7 @@ import shutil
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from rollout.bench.apns_servers import (
     Pki,
     make_pki,
     nginx,
+    standin_note,
     standin_process,
 )
 
@@ -107,12 +109,13 @@ async def _run_aioapns(pki: Pki, port: int, cfg: PushConfig, tokens: list[str]) 
         await asyncio.sleep(0.05)
 
 
-def run_push_bench(size: int) -> dict[str, Any]:
+def run_push_bench(size: int, *, note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Push ``size`` MDM notifications with the product's client and with aioapns.
 
     Returns ``{"bench": "push", "size": N, "metrics": {...}}`` with ``pushes_per_s``,
     ``cpu_us_per_push``, ``aioapns_pushes_per_s`` and ``server`` ("nginx" or "stand-in").
     Each figure is the best of ``ROUNDS`` timed runs after a warm-up on the same connections.
+    ``note`` is given one line when the figures are the stand-in's rather than the client's.
     """
     if size < 1:
         raise ValueError("size must be >= 1")
@@ -120,6 +123,8 @@ def run_push_bench(size: int) -> dict[str, Any]:
     try:
         pki = make_pki(workdir)
         use_nginx = Path(NGINX).exists()
+        if not use_nginx and note is not None:
+            note(standin_note("push", NGINX))
         server_cm = nginx(pki) if use_nginx else standin_process(pki)
         with server_cm as port:
             cfg = PushConfig(

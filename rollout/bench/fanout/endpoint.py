@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollout.bench.apns_servers import NGINX, TOPIC, make_pki, nginx
+from rollout.bench.apns_servers import NGINX, TOPIC, make_pki, nginx, standin_note
 
 _PUSH_LOG = (
     "log_format pushed '$uri';\n    access_log {dir}/pushed.log pushed buffer=256k flush=50ms;"
@@ -94,8 +94,12 @@ def _standin_endpoint(workdir: Path) -> Iterator[tuple[Endpoint, Feed]]:
         yield Endpoint(server.base_url, server.ca_file, str(cert), "stand-in"), drain
 
 
-def apns_endpoint(workdir: Path) -> contextlib.AbstractContextManager[tuple[Endpoint, Feed]]:
-    """nginx when it is installed, else the stand-in."""
+def apns_endpoint(
+    workdir: Path, note: Callable[[str], None] | None = None
+) -> contextlib.AbstractContextManager[tuple[Endpoint, Feed]]:
+    """nginx when it is installed, else the stand-in (and ``note`` is told so)."""
     if Path(NGINX).exists():
         return _nginx_endpoint(workdir)
+    if note is not None:
+        note(standin_note("fanout", NGINX))
     return _standin_endpoint(workdir)

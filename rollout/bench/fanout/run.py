@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,12 @@ def run_fanout_bench(
     redis_url: str | None = None,
     concurrency: int | None = None,
     timeout: float | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Fan a rollout of ``size`` devices out and return ``{"bench", "size", "metrics"}``."""
+    """Fan a rollout of ``size`` devices out and return ``{"bench", "size", "metrics"}``.
+
+    ``note`` is given one line when the APNs endpoint is the Python stand-in (no nginx).
+    """
     if size < 1:
         raise ValueError("size must be >= 1")
     from celery import Celery
@@ -109,7 +113,7 @@ def run_fanout_bench(
             _terminate_cleanly(),
             scratch_database(admin, "rollout_bench_fanout") as url,
             flushed_redis(broker),
-            apns_endpoint(workdir) as (ep, feed),
+            apns_endpoint(workdir, note) as (ep, feed),
         ):
             ledger = Ledger.open(url)
             app = Celery("rollout-bench", broker=broker)
