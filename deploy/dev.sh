@@ -2,7 +2,9 @@
 # rollout's two everyday commands, each doing its own set-up from a fresh clone:
 #   deploy/dev.sh demo [ARGS...]   the main job: a demo on the embedded default (SQLite)
 #   deploy/dev.sh test [PYTEST ARGS...]   the whole test suite
+# and two more:
 #   deploy/dev.sh lint             ruff, mypy and the import-layer contracts
+#   deploy/dev.sh bench NAME [ARGS...]   rollout bench NAME (push, checkin, fanout, status)
 # Set-up: a virtual environment in .venv with the package and its dev tools, installed
 # again only when pyproject.toml changes.
 set -euo pipefail
@@ -65,6 +67,24 @@ start_rabbitmq() {
   fi
 }
 
+NGINX=/usr/sbin/nginx
+
+# The push and fan-out benches push to nginx (the Python APNs stand-in would be the limit and
+# measure itself): install it from the system's packages when we can, else say how.
+ensure_nginx() {
+  [ -x "$NGINX" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing nginx-light (the fast APNs endpoint for the push and fan-out benches)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q nginx-light >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; } \
+      || log "could not install nginx-light"
+  fi
+  if [ ! -x "$NGINX" ]; then
+    log "nginx is not installed; for the product's figures install it (Debian/Ubuntu: sudo apt-get install nginx-light) and run again"
+  fi
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -79,6 +99,17 @@ case "$cmd" in
     start_rabbitmq
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  bench)
+    name="${1:-}"
+    case "$name" in
+      push|checkin|fanout|status) ;;
+      *) echo "usage: deploy/dev.sh bench push|checkin|fanout|status [--size N] [--json]" >&2; exit 2 ;;
+    esac
+    setup_venv
+    start_services
+    case "$name" in push|fanout) ensure_nginx ;; esac
+    exec "$VENV/bin/rollout" bench "$@"
+    ;;
   lint)
     setup_venv
     "$VENV/bin/ruff" check .
@@ -87,7 +118,7 @@ case "$cmd" in
     exec "$VENV/bin/lint-imports" --no-cache
     ;;
   *)
-    echo "usage: deploy/dev.sh demo [--devices N ...] | test [pytest args] | lint" >&2
+    echo "usage: deploy/dev.sh demo [--devices N ...] | test [pytest args] | lint | bench NAME [--size N] [--json]" >&2
     exit 2
     ;;
 esac
