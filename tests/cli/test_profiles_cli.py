@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rollout.ledger import db
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile, tamper
 from tests.cli.support import rollout
 from tests.profiles.test_fields import JSON_KEYS
@@ -120,7 +121,7 @@ def test_a_server_ledger_must_be_migrated_first(tmp_path: Path, postgres_url: st
     res = rollout("profiles", "list", home=tmp_path, db_url=postgres_url)
     assert res.returncode == 1 and "rollout db upgrade" in res.stderr
     res = rollout("db", "upgrade", home=tmp_path, db_url=postgres_url)
-    assert res.returncode == 0 and "revision 0001" in res.stdout
+    assert res.returncode == 0 and f"revision {db.head_revision()}" in res.stdout
     res = rollout("profiles", "list", "--json", home=tmp_path, db_url=postgres_url)
     assert res.returncode == 0 and json.loads(res.stdout) == []
 
