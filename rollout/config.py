@@ -130,6 +130,7 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 BodyBytes = Annotated[int, _Whole, AfterValidator(_within(1024, 1024**3))]
 BatchSize = Annotated[int, _Whole, AfterValidator(_within(1, 10_000))]
 MaxPushes = Annotated[int, _Whole, AfterValidator(_within(1, 20))]
+MaxVerify = Annotated[int, _Whole, AfterValidator(_within(1, 10))]
 Backoff = Annotated[float, _Number, AfterValidator(_within(0, 4 * 3600, "seconds", above=True))]
 ResponseTimeout = Annotated[
     float, _Number, AfterValidator(_within(0, 30 * _DAY, "seconds", above=True))
@@ -215,6 +216,9 @@ class Settings(BaseSettings):
         default=4 * 3600.0, description="Silence after a push before it is pushed again."
     )
     max_pushes: MaxPushes = Field(default=3, description="Pushes before a silent target times out.")
+    max_verify: MaxVerify = Field(
+        default=2, description="Installs tried before a target that does not list it fails."
+    )
     tick_interval_s: TickInterval = Field(default=5.0, description="Controller tick period (beat).")
     sweep_interval_s: SweepInterval = Field(
         default=60.0, description="Time-out sweep period (beat)."
@@ -336,6 +340,9 @@ class Settings(BaseSettings):
             changes["notnow_backoff"] = dt.timedelta(seconds=self.notnow_backoff_s)
         if "dispatch_grace_s" in given:
             changes["dispatch_grace"] = dt.timedelta(seconds=self.dispatch_grace_s)
+        if "max_verify" in given:
+            changes["max_verify"] = self.max_verify
+        changes["tick_interval"] = dt.timedelta(seconds=self.tick_interval_s)
         return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
     def shared_redis_url(self) -> str | None:

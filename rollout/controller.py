@@ -1,14 +1,22 @@
 """The controller: every decision a tick makes, advancing running rollouts one idempotent step.
 
-A tick, at the ``now`` its caller gives it:
+A tick, at the ``now`` its caller gives it, for each running rollout:
 
-1. marks planned targets whose device cannot be woken ``unreachable``, saying why;
-2. claims planned, pushable targets in batches (each batch gets its command rows and is moved
-   to queued in one transaction) and hands the batches to the dispatcher after the commit,
-   keeping at most ``max_batches_per_tick`` batches of a rollout in flight (backpressure);
-3. re-pushes targets whose wait is over (silent after a push, NotNow'd, transiently failed,
-   or dispatched and never pushed) and times out the ones that have been pushed enough;
-4. completes rollouts with no open target left.
+1. judges the open stage's gate from the kept counters: a failing gate halts the rollout (the
+   event names the gate and its figures); a passing one opens the next stage, unless the stage
+   waits for an operator's approval or the promotion window is closed;
+2. past the rollout's deadline, gives up on its open targets (``timed_out: deadline``);
+3. marks planned targets whose device cannot be woken ``unreachable``, saying why;
+4. claims planned, pushable targets of the open stages in batches, most recently seen devices
+   first (each batch gets its command rows and is moved to queued in one transaction), and
+   hands the batches to the dispatcher after the commit, keeping at most
+   ``max_batches_per_tick`` batches of a rollout in flight (backpressure) and within the
+   rollout's own push rate;
+
+then, for every running rollout at once: cancels commands past their time-to-live that no
+device was handed; re-pushes targets whose wait is over (silent after a push, NotNow'd,
+transiently failed, dispatched and never pushed, or acknowledged and not yet verified) and
+times out the ones that have been pushed enough; completes rollouts with no open target left.
 
 A push batch (:func:`push_batch`) wakes its devices and turns each APNs outcome into the
 target's next state. Everything is decided from the ledger, so a lost message or a dead worker
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field
 from rollout.apns import Outcome, PushClient, PushRequest, PushResult
 from rollout.clock import Clock
 from rollout.dispatch import Dispatcher
+from rollout.gates import judge
 from rollout.ledger import (
     DueTarget,
     Event,
@@ -38,9 +47,10 @@ from rollout.ledger import (
     RunningRollout,
     UnpushableTarget,
 )
-from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
+from rollout.mdm.commands import REQUEST_TYPES
 from rollout.policy import EnginePolicy
-from rollout.states import EnrollmentState, RolloutState, TargetState, TokenState
+from rollout.spec import Gate, RolloutOptions
+from rollout.states import EnrollmentState, RolloutState, StageState, TargetState, TokenState
 from rollout.transitions import OPEN_STATES, move
 
 log = logging.getLogger(__name__)
@@ -50,9 +60,17 @@ CLAIM_BATCHES = 10
 DUE_PAGE = 5000
 """Due targets handled per transaction."""
 
+#: Targets a push batch still wakes: claimed and not answered for good, or acknowledged and
+#: waiting for the device to answer its verification.
 _PUSHABLE = frozenset(
     s.value
-    for s in (TargetState.QUEUED, TargetState.PUSHED, TargetState.DELIVERED, TargetState.DEFERRED)
+    for s in (
+        TargetState.QUEUED,
+        TargetState.PUSHED,
+        TargetState.DELIVERED,
+        TargetState.DEFERRED,
+        TargetState.ACKNOWLEDGED,
+    )
 )
 _SILENT = frozenset({TargetState.PUSHED.value, TargetState.DELIVERED.value})
 
@@ -79,29 +97,50 @@ def tick(
     with ledger.fanout() as store:
         rollouts = store.running()
     report.rollouts = len(rollouts)
-    for rollout in rollouts:
+    for found in rollouts:
+        opts = RolloutOptions.from_json(found.options)
+        if opts.start_at is not None and now < opts.start_at:
+            continue  # not yet: nothing of it is pushed before its start
+        if opts.deadline is not None and now >= opts.deadline:
+            report.timed_out += _give_up_at_deadline(ledger, found.id, now)
+            continue
+        rollout = advance_stages(ledger, found, opts, now)
+        if rollout is None:
+            continue  # halted by its gate
         with ledger.fanout() as store:
             report.unreachable += _mark_unpushable(store, rollout, now)
-            backlog = store.queued_count(rollout.id)
+            backlog = store.count_in(rollout.id, [TargetState.QUEUED.value])
         # Backpressure: queued targets are batches sent and not pushed yet. A rollout keeps at
         # most max_batches_per_tick batches in flight, so a big rollout is claimed at the pace
         # the workers push: ticks stay short and leave the workers to push, and no queued
         # target outwaits its dispatch grace (which would send it twice).
         left = policy.max_batches_per_tick - math.ceil(backlog / policy.batch_size)
-        while left > 0:
+        # A rollout's own push rate: at most rate x tick interval new targets per tick.
+        allowance = (
+            max(1, int(opts.rate_limit * policy.tick_interval.total_seconds()))
+            if opts.rate_limit
+            else None
+        )
+        while left > 0 and (allowance is None or allowance > 0):
             # Claim several batches in one statement (fewer round trips and commits: about a
             # quarter cheaper per target on PostgreSQL than one claim per batch), then split.
             take = min(CLAIM_BATCHES, left)
+            limit = policy.batch_size * take
+            if allowance is not None:
+                limit = min(limit, allowance)
             with ledger.fanout() as store:
                 ids = store.claim_planned(
                     rollout,
-                    policy.batch_size * take,
-                    request_type=INSTALL_PROVISIONING_PROFILE,
+                    limit,
+                    request_type=REQUEST_TYPES[opts.command],
                     next_push_at=now + policy.dispatch_grace,
                     now=now,
+                    expires_at=now + opts.command_ttl if opts.command_ttl else None,
                 )
             if not ids:
                 break
+            if allowance is not None:
+                allowance -= len(ids)
             batches = [
                 (rollout.id, ids[i : i + policy.batch_size])
                 for i in range(0, len(ids), policy.batch_size)
@@ -129,10 +168,93 @@ def _due_and_finish(
     now: dt.datetime,
     report: TickReport,
 ) -> TickReport:
+    report.timed_out += expire_commands(ledger, now)
     report_due(ledger, dispatcher, policy, now, report)
     with ledger.fanout() as store:
         report.completed = finish_rollouts(store, now)
+    if report.completed:
+        with ledger.rollouts() as rollouts:  # the last stage ends with its rollout
+            for rid in report.completed:
+                info = rollouts.get(rid)
+                if info is not None:
+                    rollouts.set_stage(rid, info.current_stage, StageState.PASSED.value, now)
     return report
+
+
+def advance_stages(
+    ledger: Ledger, rollout: RunningRollout, opts: RolloutOptions, now: dt.datetime
+) -> RunningRollout | None:
+    """Judge the open stage's gate and act on the verdict; the rollout as fan-out should see
+    it now (its open stage may have moved on), or None when the gate halted it."""
+    with ledger.rollouts() as store:
+        stages = store.stages(rollout.id)
+        if not stages:
+            return rollout
+        stage = stages[min(rollout.stage, len(stages) - 1)]
+        if stage.state != StageState.RUNNING:
+            return rollout  # waiting for approval (or already decided)
+        counts = store.stage_counts(rollout.id).get(stage.number, {})
+        verdict = judge(Gate.from_json(stage.gate), counts, stage.started_at, now)
+        last = stage.number == len(stages) - 1
+        if verdict.kind == "fail":
+            why = f"stage {stage.number} ({stage.label}) gate failed: {verdict.why}"
+            store.set_stage(rollout.id, stage.number, StageState.FAILED.value, now)
+            store.set_state(rollout.id, RolloutState.HALTED.value, now)
+            store.set_reason(rollout.id, why, now)
+            data = {
+                "stage": stage.number,
+                "gate": stage.gate,
+                "figures": verdict.figures,
+                "why": verdict.why,
+            }
+            store.record([Event("rollout.halted", data, rollout_id=rollout.id)], now)
+            return None
+        if verdict.kind == "wait" or last:
+            return rollout
+        if Gate.from_json(stage.gate).manual:
+            store.set_stage(rollout.id, stage.number, StageState.WAITING.value, now)
+            data = {"stage": stage.number, "figures": verdict.figures}
+            store.record([Event("rollout.awaiting_approval", data, rollout_id=rollout.id)], now)
+            return rollout
+        if opts.window is not None and not opts.window.is_open(now):
+            return rollout  # promote when the window opens
+        nxt = stage.number + 1
+        store.set_stage(rollout.id, stage.number, StageState.PASSED.value, now)
+        store.set_stage(rollout.id, nxt, StageState.RUNNING.value, now, current=True)
+        data = {"stage": nxt, "passed": stage.number, "figures": verdict.figures}
+        store.record([Event("rollout.promoted", data, rollout_id=rollout.id)], now)
+        return RunningRollout(rollout.id, nxt, rollout.options)
+
+
+def _give_up_at_deadline(ledger: Ledger, rollout_id: int, now: dt.datetime) -> int:
+    """Past its deadline a rollout sends nothing more: its open targets time out."""
+    with ledger.fanout() as store:
+        waiting = store.open_targets(rollout_id, [s.value for s in OPEN_STATES])
+        applied = store.move(
+            [move(t, TargetState.TIMED_OUT, reason="deadline", finished_at=now) for t in waiting],
+            now,
+        )
+    return len(applied)
+
+
+def expire_commands(ledger: Ledger, now: dt.datetime) -> int:
+    """Commands past their time-to-live that no device was handed are never served: they are
+    retired and their targets end ``cancelled: ttl_expired``."""
+    total = 0
+    while True:
+        with ledger.fanout() as store:
+            expired = store.expired_commands(now, DUE_PAGE)
+            store.retire_commands([c for _, c in expired], now)
+            applied = store.move(
+                [
+                    move(t, TargetState.CANCELLED, reason="ttl_expired", finished_at=now)
+                    for t, _ in expired
+                ],
+                now,
+            )
+        total += len(applied)
+        if len(expired) < DUE_PAGE:
+            return total
 
 
 def unpushable_reason(target: UnpushableTarget | PushTarget) -> str:
@@ -162,7 +284,11 @@ def due_decisions(
     again: dict[int, list[int]] = {}
     expire: list[Move] = []
     for t in due:
-        if t.state in _SILENT and t.push_count >= policy.max_pushes:
+        if t.state == TargetState.ACKNOWLEDGED and t.push_count >= policy.max_pushes:
+            expire.append(
+                move(t.target_id, TargetState.TIMED_OUT, reason="not_verified", finished_at=now)
+            )
+        elif t.state in _SILENT and t.push_count >= policy.max_pushes:
             expire.append(
                 move(t.target_id, TargetState.TIMED_OUT, reason="no_answer", finished_at=now)
             )
@@ -208,8 +334,12 @@ def report_due(
 
 
 def finish_rollouts(store: FanoutStore, now: dt.datetime) -> list[int]:
-    """Running rollouts with no open target left are completed; their ids."""
+    """Running rollouts with no open target left are completed; their ids. In a rollout that
+    verifies its installs, an acknowledged target still waits for its verification."""
     done = store.running_without([s.value for s in OPEN_STATES])
+    verifying = {r.id for r in store.running() if RolloutOptions.from_json(r.options).verify}
+    acknowledged = [TargetState.ACKNOWLEDGED.value]
+    done = [rid for rid in done if rid not in verifying or not store.count_in(rid, acknowledged)]
     store.finish(done, RolloutState.COMPLETED.value, now)
     store.record([Event("rollout.completed", rollout_id=rid) for rid in done], now)
     return done

@@ -1,10 +1,15 @@
-"""The demo: a renewal rollout over a simulated fleet, end to end, on the embedded default.
+"""The demo: a staged renewal rollout over a simulated fleet, end to end, on the embedded default.
 
 It signs a renewed in-house profile with a test chain shaped like Apple's, enrolls a simulated
-fleet through the real MDM check-in endpoint, starts a rollout, and lets real Celery worker and
-beat processes fan it out through the APNs stand-in while the devices answer over HTTP: most
-acknowledge, some answer NotNow first, some fail with a real-looking ErrorChain, some stay
-offline until they time out, and some have dead tokens. It ends with the ledger's summary.
+fleet through the real MDM check-in endpoint, starts a rollout in two stages (a 10% canary, then
+the rest, each behind a gate), and lets real Celery worker and beat processes fan it out
+through the APNs stand-in while the devices answer over HTTP: most acknowledge (and list the
+profile when asked, so the install is verified), some answer NotNow first, some fail with a
+real-looking ErrorChain, some stay offline until they time out, and some have dead tokens.
+
+The ``bad-canary`` scenario signs the renewal with a chain the devices do not trust: the canary
+refuses it, its gate fails, and the rollout halts before anything of stage two is pushed. Both
+end with the summary by stage and state.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from rollout.profiles import render_text
+from rollout.sim.profiles import make_apple_like_chain
 from rollout.sim.world import World, WorldConfig
+from rollout.spec import Gate, StageSpec
 
 Say = Callable[[str], None]
 
@@ -33,6 +40,15 @@ class DemoConfig:
     broker_url: str | None = None
     workers: int = 1
     timeout: float = 600.0
+    scenario: str = "renewal"  # or bad-canary
+
+
+SCENARIOS = ("renewal", "bad-canary")
+DEMO_GATE = Gate(min_success_rate=0.8, min_final_share=0.9)
+DEMO_STAGES = (StageSpec(share=0.1, gate=DEMO_GATE), StageSpec(share=1.0, gate=DEMO_GATE))
+"""A 10% canary, then everyone. The fleet's mix fails about 4% of installs: a gate at 80% lets
+a good canary through (a 30-device canary of a 300-device demo fails it about once in 3,000
+runs) and stops a bad one at once."""
 
 
 def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
@@ -58,18 +74,36 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         say(f"1. Enrolling {cfg.devices} simulated devices through /mdm/checkin …")
         enrolled = world.enroll(progress=_every(cfg.devices, say, started))
         say(f"   {enrolled} enrolled (Authenticate + TokenUpdate, signed with their identities)")
-        rollout_id = world.open_rollout()
+        impostor = (
+            make_apple_like_chain(team_name="Wrong Signer")
+            if cfg.scenario == "bad-canary"
+            else None
+        )
+        rollout_id = world.open_rollout(stages=DEMO_STAGES, verify=True, signed_by=impostor)
         assert world.profile is not None
         say("2. The renewed profile in the library:")
         say(_indent(render_text(world.profile)))
-        say(f"3. Rollout {rollout_id} started; {cfg.workers} Celery worker process(es) and beat")
+        if impostor is not None:
+            say("   (scenario bad-canary: signed by a chain the devices do not trust)")
+        say(
+            f"3. Rollout {rollout_id} started in stages (10% canary, then 100%); "
+            f"{cfg.workers} Celery worker process(es) and beat"
+        )
         for i in range(cfg.workers):
             world.start_worker(name=f"w{i + 1}")
         world.start_beat()
         last = [""]
 
         def progress(s: dict[str, Any]) -> None:
-            line = "  ".join(f"{k} {v}" for k, v in s["states"].items())
+            line = " | ".join(
+                f"stage {st['stage']} {st['state']}: "
+                + (
+                    " ".join(f"{k} {v}" for k, v in st["states"].items() if k != "planned")
+                    or "waiting"
+                )
+                for st in s["stages"]
+                if st["state"] != "pending"
+            )
             if line != last[0]:
                 say(f"   {time.monotonic() - started:6.1f}s  {line}")
                 last[0] = line
@@ -77,7 +111,14 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         summary = world.wait(rollout_id, cfg.timeout, progress)
         elapsed = time.monotonic() - started
         fleet = world.fleet.mix.counts(cfg.devices)
-    say(f"4. Rollout {summary['rollout']['state']} in {elapsed:.1f}s; every device, by state:")
+    say(f"4. Rollout {summary['rollout']['state']} in {elapsed:.1f}s")
+    if summary["rollout"].get("reason"):
+        say(f"   {summary['rollout']['reason']}")
+    for st in summary["stages"]:
+        states = ", ".join(f"{k} {v}" for k, v in st["states"].items())
+        say(f"   stage {st['stage']} ({st['reach']}, {st['state']}): {states}")
+        say(f"     gate: {st['gate']['verdict']} - {st['gate']['why']}")
+    say("   every device, by state:")
     width = max(len(k) for k in summary["states"]) if summary["states"] else 0
     for state, n in summary["states"].items():
         reasons = summary.get(state) if state in ("unreachable", "timed_out", "ineligible") else {}
@@ -90,7 +131,16 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "devices": cfg.devices,
         "rollout": {"id": summary["rollout"]["id"], "state": summary["rollout"]["state"]},
         "states": summary["states"],
-        "stages": summary["stages"],
+        "stages": [
+            {
+                "stage": st["stage"],
+                "reach": st["reach"],
+                "state": st["state"],
+                "states": st["states"],
+                "gate": st["gate"],
+            }
+            for st in summary["stages"]
+        ],
         "ineligible": summary["ineligible"],
         "unreachable": summary["unreachable"],
         "timed_out": summary["timed_out"],

@@ -1,31 +1,26 @@
-"""Planning a rollout: which devices it targets, and which stage each one is in.
+"""Planning a rollout: which devices it targets, which may take its command, and their stages.
 
 Targets come from the registry by an explicit list, the holders of a profile, tags, platforms
-or all devices (criteria combine). A device's stage comes from a stable hash of the rollout's
-salt and its UDID against the stages' cumulative fractions, so planning again never reshuffles
-who is in the canary.
+or all devices (criteria combine). Each is checked by :mod:`rollout.eligibility`; an excluded
+device stays in the plan with its reason (it is written ``ineligible`` and counted). A device's
+stage comes from a stable hash of the rollout's salt and its UDID against the stages' reach, so
+planning again never reshuffles who is in the canary; the first stage always holds at least one
+device. Within a stage, devices seen most recently are pushed first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from rollout.eligibility import exclusion
 from rollout.identifiers import normalize_udid
-from rollout.ledger import DeviceFilter, RegistryStore
-from rollout.states import EnrollmentState
+from rollout.ledger import DeviceFilter, DeviceInfo, PlannedTarget, ProfileEntry, RegistryStore
+from rollout.spec import StageSpec, TargetSpec
 
-SINGLE_STAGE: tuple[float, ...] = (1.0,)
-"""One stage holding every target."""
-
-#: Devices a rollout may target: every one that has not left management. Imported devices
-#: without push data wait as ``unreachable: no_token`` and resume at their first TokenUpdate.
-TARGETABLE_STATES = (
-    EnrollmentState.ENROLLED.value,
-    EnrollmentState.AUTHENTICATED.value,
-    EnrollmentState.IMPORTED.value,
-)
 _PAGE = 5000
 
 
@@ -33,86 +28,145 @@ class PlanningError(ValueError):
     """The targets cannot be chosen as asked; the message says why, in one line."""
 
 
-@dataclass(frozen=True)
-class TargetSpec:
-    """Which devices a rollout targets; every given criterion must hold."""
+@dataclass
+class Plan:
+    """A rollout's targets as planning left them, and its figures."""
 
-    keys: tuple[str, ...] | None = None  # UDIDs / EnrollmentIDs
-    holders_of: str | None = None  # a profile UUID
-    tags: tuple[str, ...] = ()  # all of them
-    platforms: tuple[str, ...] = ()  # any of them
-    everything: bool = False  # no criterion: every targetable device
+    targets: list[PlannedTarget] = field(default_factory=list)
+    per_stage: list[int] = field(default_factory=list)  # eligible devices in each stage
+    excluded: Counter[str] = field(default_factory=Counter)  # reason -> devices
 
-    def __post_init__(self) -> None:
-        given = self.keys is not None or self.holders_of or self.tags or self.platforms
-        if not given and not self.everything:
-            raise PlanningError(
-                "choose the devices: a list, holders of a profile, tags, platforms, or all"
-            )
+    @property
+    def eligible(self) -> int:
+        """How many devices will get the command."""
+        return sum(self.per_stage)
 
-    def describe(self) -> str:
-        """The criteria in a few words (for messages)."""
-        parts = []
-        if self.keys is not None:
-            parts.append(f"{len(self.keys)} listed device(s)")
-        if self.holders_of:
-            parts.append(f"holders of {self.holders_of}")
-        if self.tags:
-            parts.append("tags " + "+".join(self.tags))
-        if self.platforms:
-            parts.append("platform " + "/".join(self.platforms))
-        return ", ".join(parts) or "all devices"
+    def as_json(self, stages: Sequence[StageSpec]) -> dict[str, object]:
+        """The dry run's figures: per stage how many devices, per exclusion how many."""
+        return {
+            "eligible": self.eligible,
+            "stages": [
+                {"stage": k, "reach": s.label(), "devices": n}
+                for k, (s, n) in enumerate(zip(stages, self.per_stage, strict=True))
+            ],
+            "excluded": dict(sorted(self.excluded.items())),
+        }
 
 
-def stage_of(salt: str, key: str, stages: Sequence[float]) -> int:
-    """The stage of device ``key`` in a rollout salted ``salt`` with cumulative ``stages``.
-
-    The device's point in [0, 1) is read from SHA-256(salt, key): uniform over a fleet, fixed
-    for a device within a rollout, and different across rollouts (so the same devices are not
-    always the canaries).
-    """
+def point_of(salt: str, key: str) -> float:
+    """A device's place in [0, 1) for one rollout: SHA-256(salt, key), uniform over a fleet,
+    fixed for a device within a rollout, different across rollouts (so the same devices are not
+    always the canaries)."""
     digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
-    point = int.from_bytes(digest[:8], "big") / 2**64
-    for k, edge in enumerate(stages):
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def stage_of(salt: str, key: str, edges: Sequence[float]) -> int:
+    """The stage of device ``key`` given each stage's reach in [0, 1] (cumulative)."""
+    point = point_of(salt, key)
+    for k, edge in enumerate(edges):
         if point < edge:
             return k
-    return len(stages) - 1
+    return len(edges) - 1
 
 
-def select_targets(registry: RegistryStore, spec: TargetSpec) -> list[tuple[int, str]]:
-    """``(device id, UDID/EnrollmentID)`` of every device the spec selects.
+def edges_for(stages: Sequence[StageSpec], points: Sequence[float]) -> list[float]:
+    """Each stage's reach as a point in [0, 1]: a share is its own edge; a count is the point
+    just past its n-th device (so exactly n devices fall inside); the last edge is 1."""
+    ordered = sorted(points)
+    edges: list[float] = []
+    for stage in stages:
+        if stage.share is not None:
+            edge = stage.share
+        else:
+            assert stage.count is not None
+            n = min(stage.count, len(ordered))
+            edge = math.nextafter(ordered[n - 1], 1.0) if n else 0.0
+        edges.append(max(edge, edges[-1] if edges else 0.0))
+    edges[-1] = 1.0
+    return edges
+
+
+def plan_targets(
+    registry: RegistryStore,
+    spec: TargetSpec,
+    *,
+    salt: str,
+    stages: Sequence[StageSpec],
+    command: str = "install",
+    verify: bool = False,
+    profile: ProfileEntry | None = None,
+) -> Plan:
+    """Select the devices ``spec`` names, check each one, and give each a stage and an order."""
+    devices = select_devices(registry, spec)
+    held = registry.holding(profile.uuid, [d.id for d in devices]) if profile else set()
+    reasons = {
+        d.id: exclusion(
+            d, command=command, verify=verify, profile=profile, holds_profile=d.id in held
+        )
+        for d in devices
+    }
+    eligible = [d for d in devices if reasons[d.id] is None]
+    points = {d.id: point_of(salt, d.enrollment_id) for d in devices}
+    edges = edges_for(stages, [points[d.id] for d in eligible])
+    plan = Plan(per_stage=[0] * len(stages))
+    for d in devices:
+        stage = _stage_at(points[d.id], edges)
+        reason = reasons[d.id]
+        if reason is None:
+            plan.per_stage[stage] += 1
+        else:
+            plan.excluded[reason] += 1
+        plan.targets.append(PlannedTarget(d.id, stage, _priority(d), reason))
+    if eligible and plan.per_stage[0] == 0:
+        # The first stage always holds one device: the eligible one nearest the start.
+        first = min(eligible, key=lambda d: points[d.id])
+        plan.targets = [
+            PlannedTarget(t.device_id, 0, t.priority, t.excluded) if t.device_id == first.id
+            else t
+            for t in plan.targets
+        ]  # fmt: skip
+        plan.per_stage[_stage_at(points[first.id], edges)] -= 1
+        plan.per_stage[0] += 1
+    return plan
+
+
+def _stage_at(point: float, edges: Sequence[float]) -> int:
+    for k, edge in enumerate(edges):
+        if point < edge:
+            return k
+    return len(edges) - 1
+
+
+def _priority(device: DeviceInfo) -> int:
+    """Pushing order within a stage, lowest first: devices seen most recently lead (online
+    devices do not wait behind offline ones); never seen, last."""
+    if device.last_seen_at is None:
+        return 0
+    return -int(device.last_seen_at.timestamp())
+
+
+def select_devices(registry: RegistryStore, spec: TargetSpec) -> list[DeviceInfo]:
+    """Every device the spec selects, whatever its state (eligibility judges it).
 
     An explicit list must name known devices only (the error says how many are unknown and
     gives one); a selection that matches nothing says why.
     """
-    keys = None
-    if spec.keys is not None:
-        keys = _resolve_keys(registry, spec.keys)
+    keys = _resolve_keys(registry, spec.keys) if spec.keys is not None else None
     where = DeviceFilter(
-        states=TARGETABLE_STATES,
-        tags=spec.tags,
-        platforms=spec.platforms,
-        holders_of=spec.holders_of,
-        keys=keys,
+        tags=spec.tags, platforms=spec.platforms, holders_of=spec.holders_of, keys=keys
     )
-    found: list[tuple[int, str]] = []
+    found: list[DeviceInfo] = []
     after = 0
     while True:
-        page = registry.select(where, after_id=after, limit=_PAGE)
+        page = registry.page(after_id=after, limit=_PAGE, where=where)
         found.extend(page)
         if len(page) < _PAGE:
             break
-        after = page[-1][0]
+        after = page[-1].id
     if not found:
-        raise PlanningError(_why_nothing(registry, spec, where))
+        raise PlanningError(_why_nothing(registry, spec))
     return found
-
-
-def assign_stages(
-    devices: Sequence[tuple[int, str]], salt: str, stages: Sequence[float]
-) -> tuple[tuple[int, int], ...]:
-    """``(device id, stage)`` for each device."""
-    return tuple((device_id, stage_of(salt, key, stages)) for device_id, key in devices)
 
 
 def _resolve_keys(registry: RegistryStore, given: Sequence[str]) -> tuple[str, ...]:
@@ -133,19 +187,11 @@ def _resolve_keys(registry: RegistryStore, given: Sequence[str]) -> tuple[str, .
     return tuple(dict.fromkeys(keys))
 
 
-def _why_nothing(registry: RegistryStore, spec: TargetSpec, where: DeviceFilter) -> str:
+def _why_nothing(registry: RegistryStore, spec: TargetSpec) -> str:
     total = sum(registry.count_by_state().values())
     if total == 0:
         return (
             "the registry has no devices yet: import an inventory (rollout devices "
             "import) or let devices enroll on the MDM endpoint"
         )
-    matching = registry.count_by_state(
-        DeviceFilter(
-            tags=where.tags, platforms=where.platforms, holders_of=where.holders_of, keys=where.keys
-        )
-    )
-    if not matching:
-        return f"no device matches {spec.describe()} ({total} device(s) in the registry)"
-    states = ", ".join(f"{n} {state}" for state, n in sorted(matching.items()))
-    return f"no device that can be targeted matches {spec.describe()} ({states})"
+    return f"no device matches {spec.describe()} ({total} device(s) in the registry)"

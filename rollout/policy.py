@@ -26,6 +26,10 @@ class EnginePolicy:
     """First re-push delay after NotNow; doubles each time, capped at four hours."""
     max_notnow: int = 12
     """NotNow answers after which a target stops being retried and is marked timed out."""
+    tick_interval: dt.timedelta = dt.timedelta(seconds=5)
+    """How often the controller ticks (a rollout's push rate is spread over ticks)."""
+    max_verify: int = 2
+    """Installs tried (each followed by a profile list) before a target fails verification."""
 
     def notnow_delay(self, count: int) -> dt.timedelta:
         """The delay before re-pushing a target that answered NotNow ``count`` times."""

@@ -11,6 +11,7 @@ one :meth:`~rollout.ledger.CheckinStore.apply_reports` call, whatever the batch 
 from __future__ import annotations
 
 import datetime as dt
+import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +23,26 @@ from rollout.ledger import (
     CommandState,
     Event,
     Move,
+    NewCommand,
     ProfileFact,
     QueuedCommand,
     ReportWrites,
+    RolloutFacts,
 )
-from rollout.mdm import CommandResult, Status, parse_provisioning_profile_list
-from rollout.mdm.commands import PROVISIONING_PROFILE_LIST
+from rollout.mdm import (
+    CommandResult,
+    Status,
+    parse_provisioning_profile_list,
+    provisioning_profile_list,
+    remove_provisioning_profile,
+)
+from rollout.mdm.commands import (
+    INSTALL_PROVISIONING_PROFILE,
+    PROVISIONING_PROFILE_LIST,
+    REMOVE_PROVISIONING_PROFILE,
+)
 from rollout.policy import EnginePolicy
+from rollout.spec import RolloutOptions
 from rollout.states import FINAL_COMMAND_STATUSES, CommandStatus, EnrollmentState, TargetState
 from rollout.transitions import move
 
@@ -95,11 +109,13 @@ def process_reports(
     """Persist a batch of reports and choose each device's next command (one per report)."""
     devices = store.devices({r.enrollment_id for r in reports})
     commands = store.commands({r.command_uuid for r in reports if r.command_uuid})
+    rollouts = store.rollout_facts({c.rollout_id for c in commands.values() if c.rollout_id})
     writes = ReportWrites()
     outcomes: list[Outcome | None] = [None] * len(reports)
     answered: dict[int, str | None] = {}  # report index -> the CommandUUID it answered
     serve_for: dict[int, int] = {}  # report index -> device id
     handled: set[str] = set()  # CommandUUIDs whose result this batch already took
+    follow_up: dict[int, Served] = {}  # report index -> a command to hand out at once
 
     for i, r in enumerate(reports):
         dev = devices.get(r.enrollment_id)
@@ -140,12 +156,15 @@ def process_reports(
         if cmd.status == CommandStatus.NOT_NOW and r.status == Status.NOT_NOW:
             continue  # the same NotNow again: nothing new to record
         handled.add(r.command_uuid)
-        _take_result(writes, r, cmd, dev.id, policy, now)
+        facts = rollouts.get(cmd.rollout_id) if cmd.rollout_id is not None else None
+        nxt = _take_result(writes, r, cmd, dev.id, facts, policy, now)
+        if nxt is not None and i in serve_for:
+            follow_up[i] = nxt
 
     # The next command is chosen from the commands as they were before this batch: the only
     # ones its results change are the ones just answered, which are never served back.
     queue = store.open_commands(set(serve_for.values()))
-    served = _choose_next(writes, reports, serve_for, answered, handled, queue, now)
+    served = _choose_next(writes, reports, serve_for, answered, handled, follow_up, queue, now)
     store.apply_reports(writes, now)
     return [o if o is not None else Outcome(served=served.get(i)) for i, o in enumerate(outcomes)]
 
@@ -155,10 +174,12 @@ def _take_result(
     r: Report,
     cmd: CommandState,
     device_id: int,
+    rollout: RolloutFacts | None,
     policy: EnginePolicy,
     now: dt.datetime,
-) -> None:
-    """Record one new result and the target's move."""
+) -> Served | None:
+    """Record one new result and its target's move; a command to hand the device at once
+    (a verification after an install, a clean-up after a verification), if any."""
     new_status = _STATUS_TO_COMMAND[r.status]
     chain = [dict(x) for x in r.error_chain] or None
     notnow = cmd.notnow_count + (1 if new_status == CommandStatus.NOT_NOW else 0)
@@ -175,35 +196,127 @@ def _take_result(
             error_chain=chain,
         )
     )
-    if new_status == CommandStatus.ACKNOWLEDGED:
-        if cmd.request_type == PROVISIONING_PROFILE_LIST and r.profile_list is not None:
-            writes.profile_lists.append((device_id, list(r.profile_list)))
-        elif cmd.rollout_id is not None:
-            writes.installs.append((device_id, cmd.rollout_id))
-    if cmd.target_id is None:
-        return
-    if new_status == CommandStatus.ACKNOWLEDGED:
-        writes.moves.append(move(cmd.target_id, TargetState.ACKNOWLEDGED, finished_at=now))
-    elif new_status == CommandStatus.NOT_NOW:
+    opts = RolloutOptions.from_json(rollout.options if rollout else None)
+    acked = new_status == CommandStatus.ACKNOWLEDGED
+    if acked and cmd.request_type == PROVISIONING_PROFILE_LIST and r.profile_list is not None:
+        writes.profile_lists.append((device_id, list(r.profile_list)))
+    if acked and cmd.request_type == INSTALL_PROVISIONING_PROFILE and cmd.rollout_id is not None:
+        writes.installs.append((device_id, cmd.rollout_id))
+    if acked and cmd.request_type == REMOVE_PROVISIONING_PROFILE:
+        removed = opts.cleanup if opts.command == "install" else opts.remove_uuid
+        if removed:
+            writes.removals.append((device_id, removed))
+    if cmd.target_id is None or rollout is None:
+        return None
+    target = cmd.target_id
+    if cmd.request_type == REMOVE_PROVISIONING_PROFILE and opts.command == "install":
+        return None  # a clean-up: its answer is recorded, the target stays verified
+    if cmd.request_type == PROVISIONING_PROFILE_LIST and opts.command == "install":
+        return _verified(writes, r, cmd, device_id, rollout, opts, policy, now)
+    if new_status == CommandStatus.NOT_NOW:
         count = cmd.target_notnow + 1
         writes.moves.append(
             move(
-                cmd.target_id,
+                target,
                 TargetState.DEFERRED,
                 notnow_count=count,
                 next_push_at=now + policy.notnow_delay(count),
             )
         )
-    else:
+        return None
+    if not acked:
         writes.moves.append(
             move(
-                cmd.target_id,
+                target,
                 TargetState.FAILED,
                 finished_at=now,
                 error_chain=chain,
                 reason=failure_reason(r),
             )
         )
+        return None
+    if opts.command == "install" and opts.verify:
+        # Installed: ask at once, while the device is still here, whether it lists it.
+        writes.moves.append(
+            move(
+                target,
+                TargetState.ACKNOWLEDGED,
+                finished_at=now,
+                push_count=0,
+                verify_attempts=cmd.verify_attempts + 1,
+                next_push_at=now + policy.response_timeout,
+            )
+        )
+        return _hand_out(writes, device_id, rollout.id, target, provisioning_profile_list())
+    writes.moves.append(move(target, TargetState.ACKNOWLEDGED, finished_at=now, next_push_at=None))
+    return None
+
+
+def _verified(
+    writes: ReportWrites,
+    r: Report,
+    cmd: CommandState,
+    device_id: int,
+    rollout: RolloutFacts,
+    opts: RolloutOptions,
+    policy: EnginePolicy,
+    now: dt.datetime,
+) -> Served | None:
+    """A verification answered: the target is verified when the device lists the rollout's
+    profile with its expiry; otherwise the profile is installed again, until the attempts are
+    spent and the target fails verification."""
+    target = cmd.target_id
+    assert target is not None
+    listed = {item.uuid: item.expires_at for item in r.profile_list or ()}
+    expected = rollout.profile_expires_at
+    uuid = (rollout.profile_uuid or "").lower()
+    found = uuid in listed and (
+        expected is None
+        or listed[uuid] is None
+        or abs((listed[uuid] - expected).total_seconds()) <= 1  # type: ignore[operator]
+    )
+    if r.status == Status.ACKNOWLEDGED and found:
+        writes.moves.append(move(target, TargetState.VERIFIED, next_push_at=None))
+        if opts.cleanup:
+            body = remove_provisioning_profile(opts.cleanup)
+            return _hand_out(writes, device_id, rollout.id, target, body)
+        return None
+    why = "not_listed" if r.status == Status.ACKNOWLEDGED else failure_reason(r)
+    if cmd.verify_attempts < policy.max_verify:
+        writes.moves.append(
+            move(target, TargetState.PLANNED, command_uuid=None, next_push_at=None, reason=why)
+        )
+    else:
+        writes.moves.append(
+            move(
+                target,
+                TargetState.FAILED,
+                finished_at=now,
+                next_push_at=None,
+                reason=f"not_verified:{why}",
+            )
+        )
+    return None
+
+
+def _hand_out(
+    writes: ReportWrites, device_id: int, rollout_id: int, target_id: int, template: Any
+) -> Served:
+    """A command made for this device now, written as sent and served in this answer."""
+    uuid = str(uuidlib.uuid4()).upper()
+    body = template.render(uuid)
+    writes.new_commands.append(
+        NewCommand(
+            uuid,
+            device_id,
+            template.request_type,
+            body,
+            rollout_id,
+            target_id,
+            CommandStatus.SENT.value,
+        )
+    )
+    return Served(uuid, template.request_type, rollout_id, body)
 
 
 def _choose_next(
@@ -212,16 +325,20 @@ def _choose_next(
     serve_for: dict[int, int],
     answered: dict[int, str | None],
     handled: set[str],
+    follow_up: dict[int, Served],
     queue: dict[int, list[QueuedCommand]],
     now: dt.datetime,
 ) -> dict[int, Served]:
-    """Each device's next command: open, not the one it just answered, and a NotNow'd command
-    only at the start of a session (Idle), so a NotNow never loops. The chosen commands are
-    marked sent and their targets delivered (after the results' moves)."""
-    chosen: dict[int, Served] = {}
+    """Each device's next command: one made for it just now (a verification or clean-up), or
+    else the first open one that is not the one it just answered, not past its time-to-live,
+    and a NotNow'd command only at the start of a session (Idle), so a NotNow never loops. The
+    chosen commands are marked sent and their targets delivered (after the results' moves)."""
+    chosen: dict[int, Served] = dict(follow_up)
     taken: set[int] = set()
     delivered: list[Move] = []
     for i, device_id in serve_for.items():
+        if i in chosen:
+            continue
         idle = reports[i].status == Status.IDLE
         for cmd in queue.get(device_id, []):
             if cmd.id in taken or cmd.command_uuid in handled:
@@ -230,6 +347,8 @@ def _choose_next(
                 continue
             if cmd.status == CommandStatus.NOT_NOW and not idle:
                 continue
+            if cmd.expires_at is not None and cmd.expires_at <= now:
+                continue  # never served stale: the controller cancels it
             taken.add(cmd.id)
             chosen[i] = Served(cmd.command_uuid, cmd.request_type, cmd.rollout_id, cmd.body)
             writes.sent.append(cmd.id)

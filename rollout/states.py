@@ -33,6 +33,16 @@ class RolloutState(StrEnum):
     ABORTED = "aborted"
 
 
+class StageState(StrEnum):
+    """Where one stage of a rollout stands."""
+
+    PENDING = "pending"  # not reached yet
+    RUNNING = "running"  # open to fan-out; its gate is judged each tick
+    WAITING = "waiting"  # passed its gate; waits for an operator's approval (or the window)
+    PASSED = "passed"
+    FAILED = "failed"  # its gate failed: the rollout halted
+
+
 class CommandStatus(StrEnum):
     """Where one queued MDM command stands for its device."""
 

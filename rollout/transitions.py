@@ -30,14 +30,16 @@ ALLOWED: dict[T, frozenset[T]] = {
         {T.PUSHED, T.DELIVERED, T.ACKNOWLEDGED, T.FAILED, T.TIMED_OUT, T.UNREACHABLE}
         | {T.CANCELLED, T.PLANNED}
     ),
-    # A late answer after a time-out still counts, once.
-    T.TIMED_OUT: frozenset({T.ACKNOWLEDGED, T.FAILED, T.DELIVERED}),
+    # A late answer after a time-out still counts, once; an operator's retry plans it again.
+    T.TIMED_OUT: frozenset({T.ACKNOWLEDGED, T.FAILED, T.DELIVERED, T.PLANNED}),
     # A new TokenUpdate makes the device pushable again.
     T.UNREACHABLE: frozenset({T.PLANNED, T.CANCELLED, T.ACKNOWLEDGED, T.FAILED}),
-    T.ACKNOWLEDGED: frozenset({T.VERIFIED}),
+    # Verification: the device lists the profile (verified), or it does not (installed again,
+    # then failed once the attempts are spent).
+    T.ACKNOWLEDGED: frozenset({T.VERIFIED, T.PLANNED, T.FAILED, T.TIMED_OUT}),
     T.VERIFIED: frozenset(),
     T.INELIGIBLE: frozenset(),
-    T.FAILED: frozenset(),
+    T.FAILED: frozenset({T.PLANNED}),  # an operator's retry
     T.CANCELLED: frozenset(),
 }
 
@@ -49,6 +51,11 @@ OPEN_STATES = frozenset({T.PLANNED, T.QUEUED, T.PUSHED, T.DELIVERED, T.DEFERRED}
 SOURCES: dict[T, frozenset[str]] = {
     to: frozenset(src.value for src, nexts in ALLOWED.items() if to in nexts) for to in T
 }
+
+
+def touch(target_id: int, state: T, **fields: Any) -> Move:
+    """Set ``fields`` on a target that is (still) in ``state``, leaving its state as it is."""
+    return Move(target_id, state.value, frozenset({state.value}), fields)
 
 
 def move(target_id: int, to: T, **fields: Any) -> Move:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from functools import cache
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,9 @@ from rollout.enrollment import IdentityPolicy, handle_checkin
 from rollout.ledger import Ledger, ProfileEntry
 from rollout.mdm import Authenticate, Enrollment, TokenUpdate
 from rollout.operations import create_rollout
-from rollout.planning import TargetSpec
 from rollout.profiles import parse_profile
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile
+from rollout.spec import ONE_STAGE, RolloutSpec, StageSpec, TargetSpec
 
 REQUIRE_SERVICES = os.environ.get("ROLLOUT_REQUIRE_SERVICES") == "1"
 TOPIC = "com.apple.mgmt.External.0c0ffee0-1111-2222-3333-444455556666"
@@ -45,7 +46,7 @@ def token(n: int) -> str:
 
 
 @cache
-def test_chain() -> AppleLikeChain:
+def signing_chain() -> AppleLikeChain:
     """A signing chain shaped like Apple's, made once per test run."""
     return make_apple_like_chain(not_before=dt.datetime(2025, 1, 1, tzinfo=dt.UTC), days=5000)
 
@@ -60,7 +61,7 @@ def add_profile(
     expires_at: dt.datetime | None = None,
 ) -> ProfileEntry:
     """A freshly signed in-house profile, added to the library."""
-    chain = test_chain()
+    chain = signing_chain()
     data = make_profile(
         chain,
         name=name,
@@ -92,16 +93,26 @@ def enroll(
         return out.device_id
 
 
-def start_rollout(ledger: Ledger, profile_uuid: str, keys: list[str], now: dt.datetime) -> int:
-    """A running rollout of ``profile_uuid`` to the devices ``keys``; its id."""
-    summary = create_rollout(
-        ledger,
-        profile_uuid=profile_uuid,
-        spec=TargetSpec(keys=tuple(keys)),
-        actor="test",
-        now=now,
-        start=True,
+def start_rollout(
+    ledger: Ledger,
+    profile_uuid: str,
+    keys: list[str],
+    now: dt.datetime,
+    *,
+    stages: tuple[StageSpec, ...] = ONE_STAGE,
+    verify: bool = False,
+    **spec: Any,
+) -> int:
+    """A running rollout of ``profile_uuid`` to the devices ``keys`` (one stage, no
+    verification, unless asked); its id."""
+    rollout = RolloutSpec(
+        profile=profile_uuid,
+        targets=TargetSpec(keys=tuple(keys)),
+        stages=stages,
+        verify=verify,
+        **spec,
     )
+    summary = create_rollout(ledger, rollout, actor="test", now=now, start=True)
     return summary.rollout.id
 
 

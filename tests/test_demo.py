@@ -1,4 +1,6 @@
-"""The README's main job, small: ``rollout demo --fast --json`` on the embedded default."""
+"""The README's main job, small: ``rollout demo --fast --json`` on the embedded default, with
+real Celery worker and beat processes: a staged renewal that completes, and a bad canary that
+halts it before its second stage is pushed."""
 
 from __future__ import annotations
 
@@ -7,34 +9,55 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 
-@pytest.mark.slow
-def test_small_fast_demo_completes_and_its_states_add_up(tmp_path: Path) -> None:
+def demo(tmp_path: Path, *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
     env["ROLLOUT_HOME"] = str(tmp_path)
     res = subprocess.run(
-        [sys.executable, "-m", "rollout", "demo", "--devices", "300", "--fast", "--json"],
+        [sys.executable, "-m", "rollout", "demo", "--devices", "300", "--fast", "--json", *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout)
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+@pytest.mark.slow
+def test_small_fast_demo_completes_and_its_states_add_up(tmp_path: Path) -> None:
+    out = demo(tmp_path)
     fleet = out["fleet"]
     assert out["devices"] == 300 and sum(fleet.values()) == 300
     assert out["rollout"]["state"] == "completed"
     assert sum(out["states"].values()) == 300  # every device counted exactly once
-    assert sum(out["stages"][0]["states"].values()) == 300
+    # a canary of about 10%, then the rest; both passed their gates
+    canary, rest = out["stages"]
+    assert 15 <= sum(canary["states"].values()) <= 50
+    assert sum(canary["states"].values()) + sum(rest["states"].values()) == 300
+    assert [canary["state"], rest["state"]] == ["passed", "passed"]
+    assert canary["gate"]["verdict"] == "pass"
     # dead tokens are unreachable, and only they are
     assert out["states"].get("unreachable") == fleet["dead_token"]
     assert out["unreachable"] == {"token_dead:Unregistered": fleet["dead_token"]}
     # offline devices never answer: they time out (slow answers may add a few)
     assert out["states"].get("timed_out", 0) >= fleet["offline"]
-    # error and format-error devices fail; the rest acknowledge
+    # error and format-error devices fail; the rest install, and list the profile when asked
     assert out["states"].get("failed") == fleet["error"] + fleet["format_error"]
-    settled = out["states"].get("acknowledged", 0) + out["states"].get("timed_out", 0)
+    settled = out["states"].get("verified", 0) + out["states"].get("timed_out", 0)
     assert settled == fleet["ok"] + fleet["notnow_then_ok"] + fleet["offline"]
+
+
+@pytest.mark.slow
+def test_a_bad_canary_halts_the_demo_before_its_second_stage(tmp_path: Path) -> None:
+    out = demo(tmp_path, "--scenario", "bad-canary")
+    assert out["rollout"]["state"] == "halted"
+    canary, rest = out["stages"]
+    assert canary["state"] == "failed" and canary["gate"]["verdict"] == "fail"
+    assert canary["states"].get("failed", 0) >= 1 and "verified" not in canary["states"]
+    assert rest["states"] == {"planned": sum(rest["states"].values())}  # nothing pushed

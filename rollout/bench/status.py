@@ -23,7 +23,7 @@ from typing import Any
 from rollout.bench.measure import percentile
 from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
 from rollout.clock import SYSTEM_CLOCK
-from rollout.ledger import Ledger, NewRollout, RolloutSummary, SeedDevice, SeedTarget
+from rollout.ledger import Ledger, NewRollout, NewStage, RolloutSummary, SeedDevice, SeedTarget
 from rollout.profiles import parse_profile
 from rollout.sim.profiles import make_apple_like_chain, make_profile
 from rollout.states import RolloutState
@@ -89,7 +89,7 @@ def seed_status_rollout(ledger: Ledger, size: int) -> int:
                 name="status bench",
                 profile_uuid=profile.uuid,
                 salt="bench",
-                stages=tuple(edge for _, edge in _cumulative(STAGES)),
+                stages=tuple(NewStage(f"{edge:.0%}") for _, edge in _cumulative(STAGES)),
                 targets=(),
             ),
             now,

@@ -36,13 +36,14 @@ def _note(line: str) -> None:
     typer.echo(f"note: {line}", err=True)
 
 
-def _run(name: str, size: int | None, as_json: bool) -> None:
+def _run(name: str, size: int | None, as_json: bool, **extra: Any) -> None:
     bench = BENCHES[name]
     try:
         func = getattr(importlib.import_module(bench.module), bench.func)
     except (ImportError, AttributeError) as exc:
         fail(f"bench {name} is not available: {exc}")
     kwargs: dict[str, Any] = {"note": _note} if bench.pushes else {}
+    kwargs.update({k: v for k, v in extra.items() if v is not None})
     try:
         result: dict[str, Any] = func(size or bench.default_size, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
@@ -72,9 +73,18 @@ def checkin(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
 
 
 @app.command()
-def fanout(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
+def fanout(
+    size: int | None = SizeOption,
+    as_json: bool = JsonOption,
+    stages: str | None = typer.Option(
+        None,
+        "--stages",
+        metavar="LIST",
+        help="Run it in stages, e.g. 1%,5%,25%,100%, promoted by their default gates.",
+    ),
+) -> None:
     """A rollout's fan-out on PostgreSQL, Redis and two worker processes."""
-    _run("fanout", size, as_json)
+    _run("fanout", size, as_json, stages=stages)
 
 
 @app.command()

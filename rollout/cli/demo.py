@@ -26,11 +26,21 @@ def demo(
         metavar="SECONDS",
         help="Give up (exit 1) if the rollout has not ended after this many seconds.",
     ),
+    scenario: str = typer.Option(
+        "renewal",
+        "--scenario",
+        metavar="renewal|bad-canary",
+        help="bad-canary: the renewal is signed wrongly; the canary fails its gate and the "
+        "rollout halts before stage two.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print only the summary, as JSON."),
 ) -> None:
     """Run the demo: on the embedded default (SQLite + filesystem broker) unless
     ROLLOUT_DATABASE_URL / ROLLOUT_BROKER_URL point at PostgreSQL / Redis."""
-    from rollout.demo import DemoConfig, run_demo
+    from rollout.demo import SCENARIOS, DemoConfig, run_demo
+
+    if scenario not in SCENARIOS:
+        fail(f"--scenario must be one of {', '.join(SCENARIOS)}")
 
     settings = get_settings()
     cfg = DemoConfig(
@@ -43,6 +53,7 @@ def demo(
         broker_url=settings.broker_url if "broker_url" in settings.model_fields_set else None,
         workers=workers,
         timeout=timeout,
+        scenario=scenario,
     )
 
     def say(line: str) -> None:

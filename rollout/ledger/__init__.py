@@ -44,7 +44,10 @@ from rollout.ledger.records import (
     ImportResult,
     InstalledProfile,
     Move,
+    NewCommand,
     NewRollout,
+    NewStage,
+    PlannedTarget,
     ProfileEntry,
     ProfileFact,
     PushRecord,
@@ -52,9 +55,11 @@ from rollout.ledger.records import (
     PushTarget,
     QueuedCommand,
     ReportWrites,
+    RolloutFacts,
     RolloutInfo,
     RolloutSummary,
     RunningRollout,
+    StageInfo,
     TargetInfo,
     UnpushableTarget,
 )
@@ -102,6 +107,7 @@ class CheckinStore(Journal, Protocol):
     def open_commands(self, device_ids: Collection[int]) -> dict[int, list[QueuedCommand]]: ...
     def apply_reports(self, writes: ReportWrites, now: dt.datetime) -> None: ...
     def rollout_profile(self, rollout_id: int) -> bytes | None: ...
+    def rollout_facts(self, rollout_ids: Collection[int]) -> dict[int, RolloutFacts]: ...
     def enqueue(
         self,
         device_id: int,
@@ -118,7 +124,7 @@ class FanoutStore(Journal, Protocol):
     """The fan-out path: claiming targets, pushing them, waiting, finishing rollouts."""
 
     def running(self) -> list[RunningRollout]: ...
-    def queued_count(self, rollout_id: int) -> int: ...
+    def count_in(self, rollout_id: int, states: Collection[str]) -> int: ...
     def unpushable_planned(
         self, rollout: RunningRollout, limit: int = 5000
     ) -> list[UnpushableTarget]: ...
@@ -130,8 +136,12 @@ class FanoutStore(Journal, Protocol):
         request_type: str,
         next_push_at: dt.datetime,
         now: dt.datetime,
+        expires_at: dt.datetime | None = None,
     ) -> list[int]: ...
     def due(self, now: dt.datetime, limit: int = 5000) -> list[DueTarget]: ...
+    def expired_commands(self, now: dt.datetime, limit: int = 5000) -> list[tuple[int, int]]: ...
+    def retire_commands(self, command_ids: Sequence[int], now: dt.datetime) -> None: ...
+    def open_targets(self, rollout_id: int, states: Collection[str]) -> list[int]: ...
     def set_next_push(self, target_ids: Sequence[int], at: dt.datetime) -> None: ...
     def push_targets(self, target_ids: Sequence[int]) -> list[PushTarget]: ...
     def record_pushes(
@@ -159,6 +169,22 @@ class RolloutStore(Journal, Protocol):
     def targets(
         self, rollout_id: int, device_ids: Collection[int] | None = None
     ) -> dict[int, TargetInfo]: ...
+    def stages(self, rollout_id: int) -> list[StageInfo]: ...
+    def set_stage(
+        self, rollout_id: int, number: int, state: str, now: dt.datetime, *, current: bool = False
+    ) -> None: ...
+    def set_reason(self, rollout_id: int, reason: str | None, now: dt.datetime) -> None: ...
+    def open_with_profile(self, profile_uuid: str, states: Collection[str]) -> list[int]: ...
+    def targeted(
+        self, rollout_ids: Collection[int], device_ids: Collection[int], states: Collection[str]
+    ) -> dict[int, int]: ...
+    def cancel_undelivered(
+        self, rollout_id: int, states: Collection[str], now: dt.datetime
+    ) -> int: ...
+    def target_ids(
+        self, rollout_id: int, states: Collection[str], *, reasons: Collection[str] | None = None
+    ) -> list[int]: ...
+    def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
 
 
 class LibraryStore(Journal, Protocol):
@@ -189,6 +215,7 @@ class RegistryStore(Journal, Protocol):
         self, where: DeviceFilter, *, after_id: int = 0, limit: int = 5000
     ) -> list[tuple[int, str]]: ...
     def count_by_state(self, where: DeviceFilter | None = None) -> dict[str, int]: ...
+    def holding(self, profile_uuid: str, device_ids: Sequence[int]) -> set[int]: ...
     def installed(self, device_id: int) -> list[InstalledProfile]: ...
     def expiring(self, horizon: dt.datetime) -> list[Holding]: ...
 
@@ -293,7 +320,10 @@ __all__ = [
     "Ledger",
     "LibraryStore",
     "Move",
+    "NewCommand",
     "NewRollout",
+    "NewStage",
+    "PlannedTarget",
     "ProfileConflictError",
     "ProfileEntry",
     "ProfileFact",
@@ -304,12 +334,14 @@ __all__ = [
     "RegistryStore",
     "ReportWrites",
     "RolloutError",
+    "RolloutFacts",
     "RolloutInfo",
     "RolloutStore",
     "RolloutSummary",
     "RunningRollout",
     "SeedDevice",
     "SeedTarget",
+    "StageInfo",
     "TargetInfo",
     "Unit",
     "UnpushableTarget",

@@ -14,13 +14,20 @@ import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, literal, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from rollout.ledger.journal import Journaled, record_events
-from rollout.ledger.models import CommandRow, DeviceRow, InstalledProfileRow, TargetRow
+from rollout.ledger.models import (
+    CommandRow,
+    DeviceRow,
+    InstalledProfileRow,
+    ProfileRow,
+    RolloutRow,
+    TargetRow,
+)
 from rollout.ledger.moves import among, apply_moves, chunks, move_targets, plan_moves
-from rollout.ledger.profiles_held import record_installs, record_profile_lists
+from rollout.ledger.profiles_held import record_installs, record_profile_lists, record_removals
 from rollout.ledger.records import (
     AppliedMove,
     Authentication,
@@ -28,9 +35,11 @@ from rollout.ledger.records import (
     CommandState,
     EnrolledDevice,
     Move,
+    NewCommand,
     PushRegistration,
     QueuedCommand,
     ReportWrites,
+    RolloutFacts,
 )
 from rollout.ledger.rollouts import profile_content_of
 from rollout.states import CommandStatus, EnrollmentState, TokenState
@@ -217,14 +226,21 @@ class CheckinLedger(Journaled):
                 CommandRow.notnow_count,
                 TargetRow.id,
                 TargetRow.notnow_count,
+                TargetRow.state,
+                TargetRow.verify_attempts,
             )
-            .outerjoin(TargetRow, _target_of_command())
+            .outerjoin(TargetRow, TargetRow.id == CommandRow.target_id)
             .where(among(conn, CommandRow.command_uuid))
         )
         out: dict[str, CommandState] = {}
         for chunk in chunks(sorted(set(command_uuids))):
             for row in conn.execute(q, {"ids": list(chunk)}):
-                state = CommandState(*row[:8], target_notnow=row[8] or 0)
+                state = CommandState(
+                    *row[:8],
+                    target_notnow=row[8] or 0,
+                    target_state=row[9],
+                    verify_attempts=row[10] or 0,
+                )
                 out[state.command_uuid] = state
         return out
 
@@ -240,9 +256,9 @@ class CheckinLedger(Journaled):
                 CommandRow.request_type,
                 CommandRow.status,
                 CommandRow.body,
-                TargetRow.id,
+                CommandRow.target_id,
+                CommandRow.expires_at,
             )
-            .outerjoin(TargetRow, _target_of_command())
             .where(among(conn, CommandRow.device_id), CommandRow.status.in_(_SERVABLE))
             .order_by(CommandRow.device_id, CommandRow.priority.desc(), CommandRow.id)
         )
@@ -262,7 +278,11 @@ class CheckinLedger(Journaled):
         session = self._session
         conn = session.connection()
         record_installs(session, writes.installs, now)
+        record_removals(session, writes.removals)
         record_profile_lists(session, writes.profile_lists, now)
+        # Commands made in this batch (verifications, clean-ups) are rare; an executemany
+        # INSERT does not run inside psycopg's pipeline, so they go first.
+        _insert_commands(conn, writes.new_commands, now)
         plan = plan_moves(conn, writes.moves, now)
         with _pipeline(conn):
             _update_results(conn, writes.results, now)
@@ -281,6 +301,23 @@ class CheckinLedger(Journaled):
     def rollout_profile(self, rollout_id: int) -> bytes | None:
         """The signed profile file a rollout installs (its command body is rendered once)."""
         return profile_content_of(self._session, rollout_id)
+
+    def rollout_facts(self, rollout_ids: Collection[int]) -> dict[int, RolloutFacts]:
+        """State, profile (UUID and expiry) and options of each rollout named."""
+        if not rollout_ids:
+            return {}
+        rows = self._session.execute(
+            select(
+                RolloutRow.id,
+                RolloutRow.state,
+                RolloutRow.profile_uuid,
+                ProfileRow.expires_at,
+                RolloutRow.options,
+            )
+            .outerjoin(ProfileRow, ProfileRow.uuid == RolloutRow.profile_uuid)
+            .where(RolloutRow.id.in_(sorted(rollout_ids)))
+        )
+        return {r[0]: RolloutFacts(r[0], r[1], r[2], r[3], dict(r[4] or {})) for r in rows}
 
     def enqueue(
         self,
@@ -316,14 +353,6 @@ class CheckinLedger(Journaled):
                 .order_by(InstalledProfileRow.profile_uuid)
             )
         ]
-
-
-def _target_of_command() -> Any:
-    return and_(
-        TargetRow.rollout_id == CommandRow.rollout_id,
-        TargetRow.device_id == CommandRow.device_id,
-        TargetRow.command_uuid == CommandRow.command_uuid,
-    )
 
 
 @contextlib.contextmanager
@@ -383,6 +412,31 @@ def _update_results(conn: Any, updates: Sequence[CommandResultWrite], now: dt.da
             conn.execute(
                 stmt, {"ids": list(chunk), "v_chain": first.error_chain, "v_result": first.result}
             )
+
+
+def _insert_commands(conn: Any, commands: Sequence[NewCommand], now: dt.datetime) -> None:
+    if not commands:
+        return
+    sent = CommandStatus.SENT.value
+    conn.execute(
+        insert(CommandRow),
+        [
+            {
+                "command_uuid": c.command_uuid,
+                "device_id": c.device_id,
+                "rollout_id": c.rollout_id,
+                "target_id": c.target_id,
+                "request_type": c.request_type,
+                "body": c.body,
+                "status": c.status,
+                "priority": 0,
+                "notnow_count": 0,
+                "created_at": now,
+                "sent_at": now if c.status == sent else None,
+            }
+            for c in commands
+        ],
+    )
 
 
 def _mark_sent(conn: Any, command_ids: Sequence[int], now: dt.datetime) -> None:

@@ -63,9 +63,9 @@ def _unpushable_device() -> ColumnElement[bool]:
 
 # PostgreSQL claims a batch in one statement: lock the planned targets, queue them with a fresh
 # CommandUUID, insert their command rows, return (id, stage) for the kept counters. The pick
-# orders by stage, which the (rollout_id, state, stage) index gives for free, so a claim reads
-# only the rows it takes; ORDER BY id would sort every planned target of the rollout on every
-# batch (157 ms per batch at 100,000 planned, quadratic over a rollout).
+# orders by (stage, priority), which the (rollout_id, state, stage, priority) index gives for
+# free, so a claim reads only the rows it takes; ORDER BY id would sort every planned target
+# of the rollout on every batch (157 ms per batch at 100,000 planned, quadratic over a rollout).
 _CLAIM_PG = text(
     """
     WITH picked AS (
@@ -75,7 +75,7 @@ _CLAIM_PG = text(
           AND NOT t.requeue_after_token_update
           AND d.token_state = :active AND d.enrollment_state <> :checked_out
           AND d.push_magic IS NOT NULL
-        ORDER BY t.stage
+        ORDER BY t.stage, t.priority
         LIMIT :n
         FOR UPDATE OF t SKIP LOCKED
     ), moved AS (
@@ -88,9 +88,10 @@ _CLAIM_PG = text(
         WHERE t.id = p.id
         RETURNING t.id, t.device_id, t.stage, t.command_uuid, p.command_uuid IS NULL AS fresh
     ), commands AS (
-        INSERT INTO commands (command_uuid, device_id, rollout_id, request_type, status,
-                              priority, notnow_count, created_at)
-        SELECT command_uuid, device_id, :rid, :request_type, :command_status, 0, 0, :now
+        INSERT INTO commands (command_uuid, device_id, rollout_id, target_id, request_type,
+                              status, priority, notnow_count, created_at, expires_at)
+        SELECT command_uuid, device_id, :rid, id, :request_type, :command_status, 0, 0, :now,
+               :expires_at
         FROM moved WHERE fresh
     )
     SELECT id, stage FROM moved
@@ -98,6 +99,7 @@ _CLAIM_PG = text(
 ).bindparams(
     bindparam("next_push_at", type_=UTCDateTime()),
     bindparam("now", type_=UTCDateTime()),
+    bindparam("expires_at", type_=UTCDateTime()),
 )
 
 _LOCK_PG = text(
@@ -129,18 +131,18 @@ class FanoutLedger(Journaled):
     def running(self) -> list[RunningRollout]:
         """Rollouts in the running state, oldest first."""
         rows = self._session.execute(
-            select(RolloutRow.id, RolloutRow.current_stage)
+            select(RolloutRow.id, RolloutRow.current_stage, RolloutRow.options)
             .where(RolloutRow.state == RolloutState.RUNNING.value)
             .order_by(RolloutRow.id)
         )
-        return [RunningRollout(r, st) for r, st in rows]
+        return [RunningRollout(r, st, dict(opts or {})) for r, st, opts in rows]
 
-    def queued_count(self, rollout_id: int) -> int:
-        """How many of a rollout's targets are queued (claimed, not pushed yet): kept counters."""
+    def count_in(self, rollout_id: int, states: Collection[str]) -> int:
+        """How many of a rollout's targets are in ``states`` (from the kept counters)."""
         n = self._session.scalar(
             select(func.coalesce(func.sum(RolloutCountRow.n), 0)).where(
                 RolloutCountRow.rollout_id == rollout_id,
-                RolloutCountRow.state == TargetState.QUEUED.value,
+                RolloutCountRow.state.in_(list(states)),
             )
         )
         return int(n or 0)
@@ -192,10 +194,12 @@ class FanoutLedger(Journaled):
         request_type: str,
         next_push_at: dt.datetime,
         now: dt.datetime,
+        expires_at: dt.datetime | None = None,
     ) -> list[int]:
-        """Take up to ``limit`` planned targets (up to the open stage) whose device can be
-        woken, give each a command row (a target that has one keeps its CommandUUID), and
-        queue them with ``next_push_at`` as their dispatch deadline; their ids."""
+        """Take up to ``limit`` planned targets (up to the open stage, each stage's in
+        priority order) whose device can be woken, give each a command row (a target that has
+        one keeps its CommandUUID; a new command lives until ``expires_at``), and queue them
+        with ``next_push_at`` as their dispatch deadline; their ids."""
         s = self._session
         rows: list[tuple[int, int]]
         if self._pg:
@@ -215,11 +219,12 @@ class FanoutLedger(Journaled):
                         "now": now,
                         "request_type": request_type,
                         "command_status": CommandStatus.QUEUED.value,
+                        "expires_at": expires_at,
                     },
                 )
             ]
         else:
-            rows = self._claim_portable(rollout, limit, request_type, next_push_at, now)
+            rows = self._claim_portable(rollout, limit, request_type, next_push_at, now, expires_at)
         deltas: Counter[tuple[int, int, str]] = Counter()
         for _, stage in rows:
             deltas[(rollout.id, stage, TargetState.PLANNED.value)] -= 1
@@ -234,6 +239,7 @@ class FanoutLedger(Journaled):
         request_type: str,
         next_push_at: dt.datetime,
         now: dt.datetime,
+        expires_at: dt.datetime | None,
     ) -> list[tuple[int, int]]:
         s = self._session
         rows = s.execute(
@@ -246,7 +252,7 @@ class FanoutLedger(Journaled):
                 TargetRow.requeue_after_token_update.is_(False),
                 ~_unpushable_device(),
             )
-            .order_by(TargetRow.stage, TargetRow.id)
+            .order_by(TargetRow.stage, TargetRow.priority, TargetRow.id)
             .limit(limit)
             .with_for_update(of=TargetRow, skip_locked=True)
         ).all()
@@ -262,11 +268,13 @@ class FanoutLedger(Journaled):
                         "command_uuid": cmd,
                         "device_id": device_id,
                         "rollout_id": rollout.id,
+                        "target_id": tid,
                         "request_type": request_type,
                         "status": CommandStatus.QUEUED.value,
                         "priority": 0,
                         "notnow_count": 0,
                         "created_at": now,
+                        "expires_at": expires_at,
                     }
                 )
             updates.append({"b_id": tid, "v_cmd": cmd})
@@ -285,9 +293,45 @@ class FanoutLedger(Journaled):
         )
         return [(tid, stage) for tid, stage, _, _ in rows]
 
+    def expired_commands(self, now: dt.datetime, limit: int = 5000) -> list[tuple[int, int]]:
+        """``(target id, command id)`` of rollout commands past their time-to-live that no
+        device has been handed (queued, or NotNow'd), locked."""
+        rows = self._session.execute(
+            select(CommandRow.target_id, CommandRow.id)
+            .where(
+                CommandRow.expires_at <= now,
+                CommandRow.status.in_([CommandStatus.QUEUED.value, CommandStatus.NOT_NOW.value]),
+                CommandRow.target_id.is_not(None),
+            )
+            .order_by(CommandRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return [(int(t), int(c)) for t, c in rows if t is not None]
+
+    def retire_commands(self, command_ids: Sequence[int], now: dt.datetime) -> None:
+        """Commands that must never be served (expired, or their rollout ended)."""
+        for chunk in chunks(list(command_ids)):
+            self._session.execute(
+                update(CommandRow)
+                .where(CommandRow.id.in_(list(chunk)))
+                .values(status=CommandStatus.INACTIVE.value, result_at=now)
+            )
+
+    def open_targets(self, rollout_id: int, states: Collection[str]) -> list[int]:
+        """Ids of a rollout's targets in ``states``."""
+        return list(
+            self._session.scalars(
+                select(TargetRow.id).where(
+                    TargetRow.rollout_id == rollout_id, TargetRow.state.in_(list(states))
+                )
+            )
+        )
+
     def due(self, now: dt.datetime, limit: int = 5000) -> list[DueTarget]:
-        """Targets of running rollouts, still pushable, whose ``next_push_at`` has passed;
-        locked (others' locks skipped), soonest first."""
+        """Targets of running rollouts, still pushable (or acknowledged and waiting to be
+        verified), whose ``next_push_at`` has passed; locked (others' locks skipped), soonest
+        first."""
         rows = self._session.execute(
             select(
                 TargetRow.id,
@@ -299,7 +343,11 @@ class FanoutLedger(Journaled):
             .join(RolloutRow, RolloutRow.id == TargetRow.rollout_id)
             .where(
                 RolloutRow.state == RolloutState.RUNNING.value,
-                TargetRow.state.in_(_PUSHABLE_STATES),
+                TargetRow.state.in_(_PUSHABLE_STATES)
+                | (
+                    (TargetRow.state == TargetState.ACKNOWLEDGED.value)
+                    & (TargetRow.verify_attempts > 0)
+                ),
                 TargetRow.next_push_at <= now,
             )
             .order_by(TargetRow.next_push_at, TargetRow.id)

@@ -129,7 +129,7 @@ class RolloutRow(Base):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255))
-    profile_uuid: Mapped[str] = mapped_column(ForeignKey("profiles.uuid"), index=True)
+    profile_uuid: Mapped[str | None] = mapped_column(ForeignKey("profiles.uuid"), index=True)
     replaces_uuid: Mapped[str | None] = mapped_column(String(36))
     state: Mapped[str] = mapped_column(String(16), default="draft", index=True)
     current_stage: Mapped[int] = mapped_column(Integer, default=0)
@@ -152,7 +152,8 @@ class StageRow(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    fraction: Mapped[float] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(32))  # 25%, 200 devices
+    fraction: Mapped[float | None] = mapped_column(Float)
     gate: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -165,7 +166,8 @@ class TargetRow(Base):
     __tablename__ = "targets"
     __table_args__ = (
         UniqueConstraint("rollout_id", "device_id"),
-        Index("ix_targets_rollout_state_stage", "rollout_id", "state", "stage"),
+        # Claims walk a rollout's planned targets stage by stage, most recently seen first.
+        Index("ix_targets_claim", "rollout_id", "state", "stage", "priority"),
         Index("ix_targets_next_push_at", "next_push_at"),
     )
 
@@ -173,6 +175,7 @@ class TargetRow(Base):
     rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     stage: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(BigInteger, default=0)  # pushed first when higher
     state: Mapped[str] = mapped_column(String(16), default="planned")
     reason: Mapped[str | None] = mapped_column(String(bounds.TARGET_REASON))
     command_uuid: Mapped[str | None] = mapped_column(String(bounds.COMMAND_UUID))
@@ -181,6 +184,7 @@ class TargetRow(Base):
     last_pushed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     next_push_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     notnow_count: Mapped[int] = mapped_column(Integer, default=0)
+    verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     error_chain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
@@ -202,11 +206,13 @@ class CommandRow(Base):
     command_uuid: Mapped[str] = mapped_column(String(bounds.COMMAND_UUID), unique=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    target_id: Mapped[int | None] = mapped_column(BigID, index=True)  # the target it serves
     request_type: Mapped[str] = mapped_column(String(64))
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(24), default="queued")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # never served after
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     result_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     notnow_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -94,3 +94,14 @@ def record_profile_lists(
             keys=["device_id", "profile_uuid"],
             update=_UPDATE,
         )
+
+
+def record_removals(session: Session, removals: Sequence[tuple[int, str]]) -> None:
+    """``(device_id, profile uuid)`` pairs a device acknowledged removing: the facts go."""
+    for device_id, uuid in removals:
+        session.execute(
+            delete(InstalledProfileRow).where(
+                InstalledProfileRow.device_id == device_id,
+                InstalledProfileRow.profile_uuid == uuid.lower(),
+            )
+        )

@@ -114,6 +114,8 @@ class CommandState:
     notnow_count: int
     target_id: int | None
     target_notnow: int
+    target_state: str | None = None
+    verify_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,31 @@ class QueuedCommand:
     status: str
     body: bytes | None  # None for a rollout's command: rendered from the rollout's profile
     target_id: int | None
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewCommand:
+    """A command to queue (or, with status ``sent``, handed out in the same answer)."""
+
+    command_uuid: str
+    device_id: int
+    request_type: str
+    body: bytes | None = None
+    rollout_id: int | None = None
+    target_id: int | None = None
+    status: str = "queued"
+
+
+@dataclass(frozen=True)
+class RolloutFacts:
+    """What reconciling a rollout's answers needs to know about it."""
+
+    id: int
+    state: str
+    profile_uuid: str | None
+    profile_expires_at: dt.datetime | None
+    options: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -160,10 +187,12 @@ class ReportWrites:
 
     results: list[CommandResultWrite] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)  # command ids served in this batch
+    new_commands: list[NewCommand] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
     seen: list[int] = field(default_factory=list)  # device ids that connected
     binds: list[tuple[int, str]] = field(default_factory=list)  # (device id, certificate sha)
     installs: list[tuple[int, int]] = field(default_factory=list)  # (device id, rollout id)
+    removals: list[tuple[int, str]] = field(default_factory=list)  # (device id, profile uuid)
     profile_lists: list[tuple[int, list[ProfileFact]]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -173,10 +202,12 @@ class ReportWrites:
 
 @dataclass(frozen=True)
 class RunningRollout:
-    """A rollout the controller works on, and the highest stage open to fan-out."""
+    """A rollout the controller works on, the highest stage open to fan-out, and its options
+    (the stored part of its spec)."""
 
     id: int
     stage: int
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -228,14 +259,33 @@ class PushRecord:
 
 
 @dataclass(frozen=True)
+class PlannedTarget:
+    """One device of a planned rollout: its stage, its place in the stage's pushing order
+    (higher first), and why it is excluded, if it is (then it is written ``ineligible``)."""
+
+    device_id: int
+    stage: int
+    priority: int = 0
+    excluded: str | None = None
+
+
+@dataclass(frozen=True)
+class NewStage:
+    """A stage to write: how far it reaches (a label such as ``25%``) and its gate."""
+
+    label: str
+    gate: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NewRollout:
-    """A rollout to write: its profile, its stages and each target's stage."""
+    """A rollout to write: its profile, options, stages and targets."""
 
     name: str
-    profile_uuid: str
+    profile_uuid: str | None
     salt: str
-    stages: tuple[float, ...]  # cumulative fractions, the last one 1.0
-    targets: tuple[tuple[int, int], ...]  # (device id, stage number)
+    stages: tuple[NewStage, ...]
+    targets: tuple[PlannedTarget, ...]
     created_by: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -247,11 +297,25 @@ class RolloutInfo:
     id: int
     name: str
     state: str
-    profile_uuid: str
+    profile_uuid: str | None
     current_stage: int
     salt: str
     created_by: str | None
     created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    options: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One stage of a rollout: how far it reaches, its gate, and how far it has got."""
+
+    number: int
+    label: str
+    gate: dict[str, Any]
+    state: str  # rollout.states.StageState
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
 
@@ -344,6 +408,7 @@ class DeviceInfo:
     push_token: str | None = None
     push_magic: str | None = None
     identity_sha256: str | None = None
+    access_rights: int | None = None
 
 
 @dataclass(frozen=True)

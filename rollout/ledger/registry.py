@@ -45,6 +45,7 @@ def _info(row: DeviceRow) -> DeviceInfo:
         push_token=row.push_token,
         push_magic=row.push_magic,
         identity_sha256=row.identity_sha256,
+        access_rights=row.access_rights,
     )
 
 
@@ -156,6 +157,20 @@ class RegistryLedger(Journaled):
             .group_by(DeviceRow.enrollment_state)
         )
         return {state: int(n) for state, n in self._session.execute(q)}
+
+    def holding(self, profile_uuid: str, device_ids: Sequence[int]) -> set[int]:
+        """Which of ``device_ids`` are known to hold ``profile_uuid``."""
+        found: set[int] = set()
+        for chunk in chunks(list(device_ids)):
+            found.update(
+                self._session.scalars(
+                    select(InstalledProfileRow.device_id).where(
+                        InstalledProfileRow.profile_uuid == profile_uuid.lower(),
+                        InstalledProfileRow.device_id.in_(list(chunk)),
+                    )
+                )
+            )
+        return found
 
     def installed(self, device_id: int) -> list[InstalledProfile]:
         """The profiles known to be on one device."""

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from rollout.ledger.journal import Journaled
 from rollout.ledger.models import CommandRow, ProfileRow, RolloutRow, StageRow, TargetRow
-from rollout.ledger.moves import bump_counters, chunks, counts, init_counters
-from rollout.ledger.records import NewRollout, RolloutInfo, RolloutSummary, TargetInfo
-from rollout.states import RolloutState, TargetState
+from rollout.ledger.moves import bump_counters, chunks, counts, init_counters, move_targets
+from rollout.ledger.records import (
+    AppliedMove,
+    Move,
+    NewRollout,
+    RolloutInfo,
+    RolloutSummary,
+    StageInfo,
+    TargetInfo,
+)
+from rollout.states import CommandStatus, RolloutState, StageState, TargetState
 
 #: Side exits whose reasons a summary breaks down.
 REASONED_STATES = (TargetState.INELIGIBLE, TargetState.UNREACHABLE, TargetState.TIMED_OUT)
@@ -39,6 +49,8 @@ def _info(r: RolloutRow) -> RolloutInfo:
         created_at=r.created_at,
         started_at=r.started_at,
         finished_at=r.finished_at,
+        options=dict(r.options or {}),
+        reason=r.reason,
     )
 
 
@@ -58,9 +70,10 @@ class RolloutLedger(Journaled):
         self._session = session
 
     def create(self, new: NewRollout, now: dt.datetime) -> int:
-        """Write a draft rollout, its stages and its planned targets; its id."""
+        """Write a draft rollout, its stages and its targets (planned, or ineligible with the
+        reason they were excluded for); its id."""
         s = self._session
-        if s.get(ProfileRow, new.profile_uuid) is None:
+        if new.profile_uuid is not None and s.get(ProfileRow, new.profile_uuid) is None:
             raise RolloutError(f"no profile {new.profile_uuid} in the library")
         rollout = RolloutRow(
             name=new.name,
@@ -76,18 +89,149 @@ class RolloutLedger(Journaled):
         s.add(rollout)
         s.flush()
         s.add_all(
-            StageRow(rollout_id=rollout.id, number=k, fraction=f) for k, f in enumerate(new.stages)
+            StageRow(
+                rollout_id=rollout.id,
+                number=k,
+                label=stage.label,
+                gate=dict(stage.gate),
+                state=StageState.PENDING.value,
+            )
+            for k, stage in enumerate(new.stages)
         )
         init_counters(s, rollout.id, range(len(new.stages)))
+        planned, ineligible = TargetState.PLANNED.value, TargetState.INELIGIBLE.value
         rows = [
-            {"rollout_id": rollout.id, "device_id": d, "stage": k, "updated_at": now}
-            for d, k in new.targets
+            {
+                "rollout_id": rollout.id,
+                "device_id": t.device_id,
+                "stage": t.stage,
+                "priority": t.priority,
+                "state": ineligible if t.excluded else planned,
+                "reason": t.excluded,
+                "updated_at": now,
+            }
+            for t in new.targets
         ]
         for chunk in chunks(rows):
             s.execute(insert(TargetRow), list(chunk))
-        planned = TargetState.PLANNED.value
-        bump_counters(s, Counter((rollout.id, k, planned) for _, k in new.targets))
+        bump_counters(
+            s,
+            Counter(
+                (rollout.id, t.stage, ineligible if t.excluded else planned) for t in new.targets
+            ),
+        )
         return rollout.id
+
+    def stages(self, rollout_id: int) -> list[StageInfo]:
+        """The rollout's stages in order, with their gates and how far each has got."""
+        rows = self._session.scalars(
+            select(StageRow).where(StageRow.rollout_id == rollout_id).order_by(StageRow.number)
+        )
+        return [
+            StageInfo(
+                r.number, r.label or "", dict(r.gate or {}), r.state, r.started_at, r.finished_at
+            )
+            for r in rows
+        ]
+
+    def set_stage(
+        self,
+        rollout_id: int,
+        number: int,
+        state: str,
+        now: dt.datetime,
+        *,
+        current: bool = False,
+    ) -> None:
+        """Record a stage's new state (its start or end time with it); ``current`` makes it
+        the rollout's open stage, which fan-out may reach."""
+        s = self._session
+        values: dict[str, object] = {"state": state}
+        if state == StageState.RUNNING:
+            values["started_at"] = func.coalesce(StageRow.started_at, now)
+        if state in (StageState.PASSED, StageState.FAILED):
+            values["finished_at"] = now
+        s.execute(
+            update(StageRow)
+            .where(StageRow.rollout_id == rollout_id, StageRow.number == number)
+            .values(**values)
+        )
+        if current:
+            s.execute(
+                update(RolloutRow)
+                .where(RolloutRow.id == rollout_id)
+                .values(current_stage=number, updated_at=now)
+            )
+
+    def set_reason(self, rollout_id: int, reason: str | None, now: dt.datetime) -> None:
+        """Record why a rollout is where it is (a halt's gate and figures), or clear it."""
+        self._session.execute(
+            update(RolloutRow)
+            .where(RolloutRow.id == rollout_id)
+            .values(reason=reason, updated_at=now)
+        )
+
+    def open_with_profile(self, profile_uuid: str, states: Collection[str]) -> list[int]:
+        """Rollouts in ``states`` that install ``profile_uuid``."""
+        return list(
+            self._session.scalars(
+                select(RolloutRow.id).where(
+                    RolloutRow.profile_uuid == profile_uuid, RolloutRow.state.in_(list(states))
+                )
+            )
+        )
+
+    def targeted(
+        self, rollout_ids: Collection[int], device_ids: Collection[int], states: Collection[str]
+    ) -> dict[int, int]:
+        """``rollout id -> how many of device_ids`` it targets in ``states``."""
+        out: dict[int, int] = {}
+        if not rollout_ids:
+            return out
+        for chunk in chunks(sorted(device_ids)):
+            for rid, n in self._session.execute(
+                select(TargetRow.rollout_id, func.count())
+                .where(
+                    TargetRow.rollout_id.in_(list(rollout_ids)),
+                    TargetRow.device_id.in_(list(chunk)),
+                    TargetRow.state.in_(list(states)),
+                )
+                .group_by(TargetRow.rollout_id)
+            ):
+                out[rid] = out.get(rid, 0) + int(n)
+        return out
+
+    def cancel_undelivered(self, rollout_id: int, states: Collection[str], now: dt.datetime) -> int:
+        """Abort: the rollout's commands not yet handed to a device (queued, or NotNow'd)
+        become inactive, never to be served; returns how many."""
+        result: CursorResult[Any] = self._session.execute(  # type: ignore[assignment]
+            update(CommandRow)
+            .where(
+                CommandRow.rollout_id == rollout_id,
+                CommandRow.status.in_(list(states)),
+            )
+            .values(status=CommandStatus.INACTIVE.value, result_at=now)
+        )
+        return int(result.rowcount or 0)
+
+    def target_ids(
+        self,
+        rollout_id: int,
+        states: Collection[str],
+        *,
+        reasons: Collection[str] | None = None,
+    ) -> list[int]:
+        """Ids of the rollout's targets in ``states`` (with one of ``reasons``, when given)."""
+        q = select(TargetRow.id).where(
+            TargetRow.rollout_id == rollout_id, TargetRow.state.in_(list(states))
+        )
+        if reasons is not None:
+            q = q.where(TargetRow.reason.in_(list(reasons)))
+        return list(self._session.scalars(q.order_by(TargetRow.id)))
+
+    def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]:
+        """Apply target moves (compare-and-set, see :class:`~rollout.ledger.records.Move`)."""
+        return move_targets(self._session, moves, now)
 
     def get(self, rollout_id: int, *, lock: bool = False) -> RolloutInfo | None:
         """The rollout's row (locked for a control when ``lock``), or None."""

@@ -40,6 +40,13 @@ INSTALL_PROVISIONING_PROFILE = "InstallProvisioningProfile"
 PROVISIONING_PROFILE_LIST = "ProvisioningProfileList"
 REMOVE_PROVISIONING_PROFILE = "RemoveProvisioningProfile"
 
+#: The request type each rollout command sends.
+REQUEST_TYPES = {
+    "install": INSTALL_PROVISIONING_PROFILE,
+    "list": PROVISIONING_PROFILE_LIST,
+    "remove": REMOVE_PROVISIONING_PROFILE,
+}
+
 COMMAND_CONTENT_TYPE = "application/xml; charset=UTF-8"
 """Content type for a command reply (as in Apple's examples)."""
 

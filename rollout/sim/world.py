@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,13 @@ from typing import Any
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import EMBEDDED_BROKER_URL, Settings
 from rollout.ledger import Ledger, db
-from rollout.operations import create_rollout, rollout_summary
-from rollout.planning import TargetSpec
+from rollout.operations import create_rollout, rollout_report, rollout_summary
 from rollout.profiles import Profile, parse_profile
 from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.fleet import FleetMix, SimFleet
 from rollout.sim.http11 import Http11Client
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile
+from rollout.spec import ONE_STAGE, RolloutSpec, StageSpec, TargetSpec
 from rollout.web.app import create_app
 from rollout.web.server import BackgroundServer
 
@@ -152,30 +152,40 @@ class World:
         results = self.fleet.submit(job).result()
         return sum(1 for r in results if r.ok)
 
-    def open_rollout(self, name: str = "Field App renewal") -> int:
-        """Put a freshly signed renewal in the library and start a rollout to the fleet."""
+    def open_rollout(
+        self,
+        name: str = "Field App renewal",
+        stages: Sequence[StageSpec] = ONE_STAGE,
+        verify: bool = False,
+        signed_by: AppleLikeChain | None = None,
+    ) -> int:
+        """Put a freshly signed renewal in the library and start a rollout of it to the
+        fleet (in ``stages``, verified by a profile list when ``verify``). ``signed_by``
+        another chain than the one the devices trust, the devices refuse it (the library,
+        given that chain's root, takes it)."""
         assert self.ledger is not None and self.chain is not None and self.fleet is not None
-        data = make_profile(self.chain, name="Field App In-House")
-        profile = parse_profile(data, trust_anchors=self.chain.anchors)
+        chain = signed_by or self.chain
+        data = make_profile(chain, name="Field App In-House")
+        profile = parse_profile(data, trust_anchors=chain.anchors)
         self.profile = profile
         now = SYSTEM_CLOCK.now()
         with self.ledger.library() as store:
             store.add(profile, data, now)
-        summary = create_rollout(
-            self.ledger,
-            profile_uuid=profile.uuid,
-            spec=TargetSpec(keys=tuple(d.udid for d in self.fleet.devices)),
-            actor="demo",
-            now=now,
+        spec = RolloutSpec(
+            profile=profile.uuid,
+            targets=TargetSpec(keys=tuple(d.udid for d in self.fleet.devices)),
             name=name,
-            start=True,
+            stages=tuple(stages),
+            verify=verify,
         )
+        summary = create_rollout(self.ledger, spec, actor="demo", now=now, start=True)
         return summary.rollout.id
 
     def summary(self, rollout_id: int) -> dict[str, Any]:
-        """The ledger's summary of the rollout (its JSON shape)."""
+        """The ledger's summary of the rollout (its JSON shape), each stage with its counts
+        and gate verdict."""
         assert self.ledger is not None
-        return rollout_summary(self.ledger, rollout_id).as_json()
+        return rollout_report(self.ledger, rollout_id, SYSTEM_CLOCK.now())
 
     def rollout_state(self, rollout_id: int) -> str:
         """The rollout's state in the ledger."""

@@ -28,9 +28,15 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from rollout.clock import Clock
 from rollout.enrollment import IdentityPolicy
 from rollout.ledger import CheckinStore, Event, Ledger
-from rollout.mdm import CommandTemplate, install_provisioning_profile
+from rollout.mdm import (
+    CommandTemplate,
+    install_provisioning_profile,
+    provisioning_profile_list,
+    remove_provisioning_profile,
+)
 from rollout.policy import EnginePolicy
 from rollout.reconcile import Outcome, Report, process_reports
+from rollout.spec import RolloutOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,7 +51,8 @@ class Answer:
 
 
 class CommandBodies:
-    """Each rollout's command body, rendered once from its profile and reused."""
+    """Each rollout's command body, rendered once (from its profile, for an install) and reused:
+    only the CommandUUID differs per device."""
 
     def __init__(self) -> None:
         self._templates: dict[int, CommandTemplate] = {}
@@ -54,12 +61,24 @@ class CommandBodies:
         """The wire bytes of ``rollout_id``'s command for one device."""
         template = self._templates.get(rollout_id)
         if template is None:
-            content = store.rollout_profile(rollout_id)
-            if content is None:
-                raise LookupError(f"rollout {rollout_id} has no profile")
-            template = install_provisioning_profile(content)
+            template = self._template(store, rollout_id)
             self._templates[rollout_id] = template
         return template.render(command_uuid)
+
+    @staticmethod
+    def _template(store: CheckinStore, rollout_id: int) -> CommandTemplate:
+        facts = store.rollout_facts([rollout_id]).get(rollout_id)
+        opts = RolloutOptions.from_json(facts.options if facts else None)
+        if opts.command == "list":
+            return provisioning_profile_list()
+        if opts.command == "remove":
+            if not opts.remove_uuid:
+                raise LookupError(f"rollout {rollout_id} names no profile to remove")
+            return remove_provisioning_profile(opts.remove_uuid)
+        content = store.rollout_profile(rollout_id)
+        if content is None:
+            raise LookupError(f"rollout {rollout_id} has no profile")
+        return install_provisioning_profile(content)
 
 
 class _Item:

@@ -36,6 +36,18 @@ def test_fanout_bench_acknowledges_every_target(postgres_admin: str, redis_url: 
     assert len(metrics["rss_mb"]) >= 4 and 0 < metrics["peak_rss_mb"] == max(metrics["rss_mb"])
 
 
+@pytest.mark.celery
+def test_fanout_bench_in_stages_promotes_each_and_acknowledges_every_target(
+    postgres_admin: str, redis_url: str
+) -> None:
+    result = run_fanout_bench(
+        300, postgres_admin=postgres_admin, redis_url=_own_db(redis_url, 14), stages="5%,25%,100%"
+    )
+    metrics = result["metrics"]
+    assert metrics["stages"] == ["5%", "25%", "100%"]
+    assert metrics["states"] == {"acknowledged": 300}
+
+
 def test_status_bench_reads_the_kept_counters(postgres_admin: str) -> None:
     result = run_status_bench(1000, postgres_admin=postgres_admin, reads=50)
     assert result["bench"] == "status" and result["size"] == 1000

@@ -49,15 +49,70 @@ def test_create_start_show_a_rollout_to_the_holders_of_a_profile(
     res = run("rollouts", "create", "--profile", uuid, "--holders-of", UUID, "--all")
     assert res.returncode == 1 and "do not combine" in res.stderr
     assert run("rollouts", "show", "999").returncode == 1
+    # the same profile to the same devices while the first rollout is live: refused
+    res = run("rollouts", "create", "--profile", uuid, "--all")
+    assert res.returncode == 1 and f"rollout {rid} already installs profile" in res.stderr
+    assert run("rollouts", "pause", rid).returncode == 0
+    assert "nothing to do" in run("rollouts", "pause", rid).stdout
+    assert run("rollouts", "abort", rid).returncode == 0
+    shown = json.loads(run("rollouts", "show", rid, "--json").stdout)
+    assert shown["rollout"]["state"] == "aborted" and shown["states"] == {"cancelled": 2}
 
     # the inventory file itself can name the devices (its header is not read as a UDID)
-    res = run("rollouts", "create", "--profile", uuid, "--devices", str(inv), "--json")
+    res = run("rollouts", "plan", "--profile", uuid, "--devices", str(inv), "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["states"] == {"planned": 3}
-    # --all takes every device that has not checked out, imported ones included
-    res = run("rollouts", "create", "--profile", uuid, "--all", "--json")
-    assert json.loads(res.stdout)["states"] == {"planned": 3}
+    assert json.loads(res.stdout)["excluded"] == {"never_pushable": 1}
     # nothing matching is explained
     res = run("rollouts", "create", "--profile", uuid, "--tag", "nowhere")
     assert res.returncode == 1
     assert "no device matches tags nowhere (3 device(s) in the registry)" in res.stderr
+
+
+def test_a_staged_rollout_from_a_spec_file(tmp_path: Path, sqlite_url: str) -> None:
+    from rollout.ledger import db
+
+    db.upgrade(sqlite_url)
+    chain = make_apple_like_chain()
+    renewal = tmp_path / "renewal.mobileprovision"
+    renewal.write_bytes(make_profile(chain, name="Renewal"))
+    root = tmp_path / "root.der"
+    root.write_bytes(chain.root.cert_der())
+    inv = tmp_path / "fleet.csv"
+    inv.write_text(
+        "udid,push_token,push_magic,tags\n"
+        + "".join(f"00008020-{i:016X},{i:064x},m{i},field\n" for i in range(40))
+    )
+    run = lambda *a: rollout(*a, home=tmp_path, db_url=sqlite_url)  # noqa: E731
+    assert run("devices", "import", str(inv)).returncode == 0
+    uuid = run("profiles", "add", str(renewal), "--trust-anchor", str(root)).stdout.split()[1]
+    spec = tmp_path / "renewal.yaml"
+    spec.write_text(
+        f"profile: {uuid[:8]}\n"  # a unique start of the UUID is enough
+        "targets: {tags: [field]}\n"
+        "stages:\n"
+        "  - 4\n"
+        "  - {stage: 100%, gate: {max_failures: 2}}\n"
+        "gate: {min_success_rate: 0.95, soak: 10m}\n"
+        "window: Mon-Fri 09:00-17:00 Europe/Berlin\n"
+        "command_ttl: 3d\n"
+    )
+    res = run("rollouts", "plan", "--spec", str(spec), "--json")
+    assert res.returncode == 0, res.stderr
+    planned = json.loads(res.stdout)
+    assert [s["devices"] for s in planned["stages"]] == [4, 36]
+    res = run(
+        "rollouts", "create", "--spec", str(spec), "--name", "field renewal", "--start", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    rid = str(json.loads(res.stdout)["rollout"]["id"])
+    shown = json.loads(run("rollouts", "show", rid, "--json").stdout)
+    assert shown["rollout"]["name"] == "field renewal"
+    assert [(s["reach"], s["state"]) for s in shown["stages"]] == [
+        ("4 devices", "running"),
+        ("100%", "pending"),
+    ]
+    assert shown["stages"][0]["gate"]["verdict"] == "wait"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"profile: {uuid}\ntargets: {{all: true}}\nstages: [50%, 10%, 100%]\n")
+    res = run("rollouts", "create", "--spec", str(bad))
+    assert res.returncode == 1 and "further than the one before" in res.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from rollout.clock import ManualClock
 from rollout.enrollment import IdentityPolicy
@@ -22,10 +23,10 @@ class Fleet:
     devices: dict[int, int]  # n -> device id
 
 
-def make_fleet(
+def import_fleet(
     ledger: Ledger, n: int, now: dt.datetime, *, no_token: frozenset[int] = frozenset()
-) -> Fleet:
-    """``n`` imported devices (pushable unless in ``no_token``) and a running rollout to them."""
+) -> dict[int, int]:
+    """``n`` imported devices (pushable unless in ``no_token``); ``n -> device id``."""
     lines = ["udid,push_token,push_magic,topic"]
     for i in range(n):
         pushable = i not in no_token
@@ -35,9 +36,23 @@ def make_fleet(
     with ledger.registry() as store:
         store.import_devices(report.records, now)
         ids = store.device_ids([udid(i) for i in range(n)])
+    return {i: ids[udid(i)] for i in range(n)}
+
+
+def make_fleet(
+    ledger: Ledger,
+    n: int,
+    now: dt.datetime,
+    *,
+    no_token: frozenset[int] = frozenset(),
+    **spec: Any,
+) -> Fleet:
+    """``n`` imported devices (pushable unless in ``no_token``) and a running rollout to them
+    (one stage, no verification, unless ``spec`` says otherwise)."""
+    devices = import_fleet(ledger, n, now, no_token=no_token)
     profile = add_profile(ledger, now)
-    rollout_id = start_rollout(ledger, profile.uuid, [udid(i) for i in range(n)], now)
-    return Fleet(rollout_id, {i: ids[udid(i)] for i in range(n)})
+    rollout_id = start_rollout(ledger, profile.uuid, [udid(i) for i in range(n)], now, **spec)
+    return Fleet(rollout_id, devices)
 
 
 CERT = {n: f"{n:064x}" for n in range(10)}

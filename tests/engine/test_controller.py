@@ -51,15 +51,22 @@ def target(ledger: Ledger, rollout_id: int, device_id: int):  # type: ignore[no-
 def test_tick_pushes_every_pushable_target_in_batches(
     clock: ManualClock, ledger: Ledger, apns: PushClient, standin: ApnsStandIn
 ) -> None:
-    fleet = make_fleet(ledger, 10, clock.now(), no_token=frozenset({3}))
+    fleet = make_fleet(ledger, 11, clock.now(), no_token=frozenset({3}))
+    with ledger.fanout() as store:  # APNs said so after the rollout was planned
+        store.mark_tokens_dead([(fleet.devices[7], clock.now())])
     dispatcher = inline(ledger, apns, clock)
     report = controller.tick(ledger, dispatcher, POLICY, clock.now())
     assert report.claimed == 9 and report.unreachable == 1
     assert [len(ids) for _, ids in dispatcher.sent] == [4, 4, 1]  # batches, not devices
-    assert checked_states(ledger, fleet.rollout_id) == {"pushed": 9, "unreachable": 1}
+    assert checked_states(ledger, fleet.rollout_id) == {
+        "pushed": 9,
+        "unreachable": 1,
+        "ineligible": 1,
+    }
     with ledger.rollouts() as store:
         assert sum(store.command_counts(fleet.rollout_id).values()) == 9
-    assert target(ledger, fleet.rollout_id, fleet.devices[3]).reason == "no_token"
+    assert target(ledger, fleet.rollout_id, fleet.devices[3]).reason == "never_pushable"
+    assert target(ledger, fleet.rollout_id, fleet.devices[7]).reason == "token_dead"
     assert standin.counters()["requests"] >= 9
     # a second tick finds nothing new to claim
     again = controller.tick(ledger, dispatcher, POLICY, clock.now())

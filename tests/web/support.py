@@ -15,11 +15,11 @@ from rollout.config import Settings
 from rollout.ledger import DeviceInfo, EventEntry, Ledger, RunningRollout, TargetInfo
 from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
 from rollout.operations import create_rollout
-from rollout.planning import TargetSpec
 from rollout.profiles import parse_profile
 from rollout.sim.identity import issue_device_identity, sign_body
 from rollout.sim.pki import Issued
 from rollout.sim.profiles import AppleLikeChain, make_profile
+from rollout.spec import ONE_STAGE, RolloutSpec, TargetSpec
 from rollout.web.app import create_app
 from rollout.web.server import BackgroundServer
 
@@ -96,14 +96,10 @@ def install_rollout(web: Served, chain: AppleLikeChain, udids: list[str]) -> int
     now = SYSTEM_CLOCK.now()
     with web.ledger.library() as store:
         store.add(profile, data, now)
-    summary = create_rollout(
-        web.ledger,
-        profile_uuid=profile.uuid,
-        spec=TargetSpec(keys=tuple(udids)),
-        actor="test",
-        now=now,
-        start=True,
+    spec = RolloutSpec(
+        profile=profile.uuid, targets=TargetSpec(keys=tuple(udids)), stages=ONE_STAGE, verify=False
     )
+    summary = create_rollout(web.ledger, spec, actor="test", now=now, start=True)
     rid = summary.rollout.id
     with web.ledger.fanout() as fanout:
         fanout.claim_planned(

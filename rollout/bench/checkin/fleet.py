@@ -46,11 +46,11 @@ def setup_ledger(url: str, size: int, workdir: Path) -> Fleet:
     from rollout.ledger import Ledger, RunningRollout, SeedDevice
     from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
     from rollout.operations import create_rollout
-    from rollout.planning import TargetSpec
     from rollout.profiles import parse_profile
     from rollout.sim.fleet import FleetIdentities
     from rollout.sim.identity import make_device_ca
     from rollout.sim.profiles import make_apple_like_chain, make_profile
+    from rollout.spec import ONE_STAGE, RolloutSpec, TargetSpec
 
     ca = make_device_ca("Rollout Bench Device CA")
     (workdir / "device-ca.pem").write_bytes(ca.cert_pem())
@@ -73,15 +73,14 @@ def setup_ledger(url: str, size: int, workdir: Path) -> Fleet:
             bulk.devices(seeds, now)
         with ledger.library() as library:
             library.add(profile, data, now)
-        summary = create_rollout(
-            ledger,
-            profile_uuid=profile.uuid,
-            spec=TargetSpec(keys=tuple(udids[:size])),
-            actor="bench",
-            now=now,
+        spec = RolloutSpec(
+            profile=profile.uuid,
+            targets=TargetSpec(keys=tuple(udids[:size])),
             name="bench renewal",
-            start=True,
+            stages=ONE_STAGE,
+            verify=False,
         )
+        summary = create_rollout(ledger, spec, actor="bench", now=now, start=True)
         rollout_id = summary.rollout.id
         with ledger.fanout() as fanout:
             while fanout.claim_planned(

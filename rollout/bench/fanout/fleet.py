@@ -4,13 +4,14 @@ to all of them (set up through the ledger's API before timing)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from rollout.bench.apns_servers import TOPIC
 from rollout.clock import SYSTEM_CLOCK
 from rollout.inventory import DeviceRecord
 from rollout.ledger import Ledger
 from rollout.operations import create_rollout
-from rollout.planning import TargetSpec
+from rollout.spec import ONE_STAGE, RolloutSpec, StageSpec, TargetSpec
 
 IMPORT_CHUNK = 20_000
 
@@ -25,8 +26,9 @@ def token(n: int) -> str:
     return f"{n:064x}"
 
 
-def seed_rollout(ledger: Ledger, size: int) -> int:
-    """Import ``size`` pushable devices and start a rollout to all of them; its id."""
+def seed_rollout(ledger: Ledger, size: int, stages: Sequence[StageSpec] = ONE_STAGE) -> int:
+    """Import ``size`` pushable devices and start a rollout to all of them, in ``stages``
+    (automatic promotion behind the default gate); its id."""
     from rollout.profiles import parse_profile
     from rollout.sim.profiles import make_apple_like_chain, make_profile
 
@@ -51,13 +53,12 @@ def seed_rollout(ledger: Ledger, size: int) -> int:
             store.import_devices(records, SYSTEM_CLOCK.now())
     with ledger.library() as library:
         library.add(profile, data, SYSTEM_CLOCK.now())
-    summary = create_rollout(
-        ledger,
-        profile_uuid=profile.uuid,
-        spec=TargetSpec(everything=True),
-        actor="bench",
-        now=SYSTEM_CLOCK.now(),
+    spec = RolloutSpec(
+        profile=profile.uuid,
+        targets=TargetSpec(everything=True),
         name="fan-out bench",
-        start=True,
+        stages=tuple(stages),
+        verify=False,
     )
+    summary = create_rollout(ledger, spec, actor="bench", now=SYSTEM_CLOCK.now(), start=True)
     return summary.rollout.id

@@ -37,6 +37,7 @@ from rollout.bench.services import (
     scratch_database,
 )
 from rollout.ledger import Ledger
+from rollout.spec import ONE_STAGE, spec_from_mapping
 from rollout.states import TargetState
 
 REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -91,11 +92,19 @@ def run_fanout_bench(
     concurrency: int | None = None,
     timeout: float | None = None,
     note: Callable[[str], None] | None = None,
+    stages: str | None = None,
 ) -> dict[str, Any]:
     """Fan a rollout of ``size`` devices out and return ``{"bench", "size", "metrics"}``.
 
     ``note`` is given one line when the APNs endpoint is the Python stand-in (no nginx).
+    ``stages`` (``1%,5%,25%,100%``) runs it in stages, each promoted automatically once its
+    default gate passes; by default there is one stage.
     """
+    plan = (
+        ONE_STAGE
+        if not stages
+        else spec_from_mapping({"profile": "-", "targets": {"all": True}, "stages": stages}).stages
+    )
     if size < 1:
         raise ValueError("size must be >= 1")
     from celery import Celery
@@ -119,7 +128,7 @@ def run_fanout_bench(
             app = Celery("rollout-bench", broker=broker)
             try:
                 t_seed = time.perf_counter()
-                rollout_id = seed_rollout(ledger, size)
+                rollout_id = seed_rollout(ledger, size, plan)
                 seed_s = time.perf_counter() - t_seed
                 procs = start_workers(worker_env(url, broker, ep, workdir), workdir, concurrency)
                 wait_ready(app, procs, workdir)
@@ -158,6 +167,7 @@ def run_fanout_bench(
             "peak_rss_mb": round(max(rss.values()), 1) if rss else None,
             "rss_mb": sorted(round(v, 1) for v in rss.values()),
             "states": states,
+            "stages": [s.label() for s in plan],
             "ack_path": "ledger",
             "responder": (
                 f"process, nice {RESPONDER_NICE}"
