@@ -306,15 +306,14 @@ class RolloutLedger(Journaled):
             )
         }
 
-    def command_counts(self, rollout_id: int) -> dict[str, int]:
-        """The rollout's commands by status (a full scan; for checks, not dashboards)."""
+    def command_counts(self, rollout_id: int, request_type: str | None = None) -> dict[str, int]:
+        """The rollout's commands (of one request type, when given) by status (a full scan;
+        for checks, not dashboards)."""
+        q = select(CommandRow.status, func.count()).where(CommandRow.rollout_id == rollout_id)
+        if request_type is not None:
+            q = q.where(CommandRow.request_type == request_type)
         return {
-            status: int(n)
-            for status, n in self._session.execute(
-                select(CommandRow.status, func.count())
-                .where(CommandRow.rollout_id == rollout_id)
-                .group_by(CommandRow.status)
-            )
+            status: int(n) for status, n in self._session.execute(q.group_by(CommandRow.status))
         }
 
     def command_uuids(self, rollout_id: int) -> dict[int, str]:

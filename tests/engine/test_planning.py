@@ -223,3 +223,21 @@ def test_a_gate_fails_as_soon_as_the_success_rate_cannot_be_reached() -> None:
     # ineligible targets do not count
     done = judge(gate, {"acknowledged": 19, "failed": 1, "ineligible": 50}, now, now)
     assert done.kind == "pass" and done.figures["eligible"] == 20
+
+
+def test_user_enrollments_take_provisioning_commands_on_ios_only(
+    clock: ManualClock, ledger: Ledger
+) -> None:
+    profile = add_profile(ledger, clock.now())
+    inventory(
+        ledger,
+        clock,
+        "enrollment_id,platform,push_token,push_magic\n"
+        f"USER-ENROLLMENT-IOS,iOS,{'ab' * 32},m\n"
+        f"USER-ENROLLMENT-MAC,macOS,{'cd' * 32},m\n",
+    )
+    spec = RolloutSpec(
+        profile=profile.uuid, targets=TargetSpec(everything=True), stages=ONE_STAGE, verify=False
+    )
+    planned = plan_rollout(ledger, spec, clock.now())
+    assert planned.plan.eligible == 1 and dict(planned.plan.excluded) == {"user_enrollment": 1}

@@ -288,3 +288,38 @@ def test_devices_seen_most_recently_are_pushed_first(clock: ManualClock, ledger:
     with ledger.rollouts() as store:
         first = {t.device_id for t in store.targets(rid).values() if t.state == "queued"}
     assert first == {devices[1], devices[4]}
+
+
+def test_two_operators_pausing_at_once_pause_it_once(clock: ManualClock, ledger: Ledger) -> None:
+    import threading
+
+    fleet = make_fleet(ledger, 3, clock.now())
+    results: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def pause(who: str) -> None:
+        barrier.wait()
+        results.append(pause_rollout(ledger, fleet.rollout_id, actor=who, now=clock.now()))
+
+    threads = [threading.Thread(target=pause, args=(f"op{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
+    with ledger.rollouts() as store:
+        assert len(store.events(kind="rollout.paused")) == 1
+
+
+def test_results_of_a_batch_in_flight_are_kept_after_a_pause(
+    clock: ManualClock, ledger: Ledger, apns: PushClient
+) -> None:
+    fleet = make_fleet(ledger, 4, clock.now())
+    held = RecordingDispatcher()
+    controller.tick(ledger, held, POLICY, clock.now())  # batches sent, not pushed yet
+    pause_rollout(ledger, fleet.rollout_id, actor="op", now=clock.now())
+    for rollout_id, ids in held.sent:  # the worker pushes what it already had
+        controller.push_batch(ledger, apns, rollout_id, ids, POLICY, clock)
+    answer_all(ledger, clock, {0: "Acknowledged"})
+    assert checked_states(ledger, fleet.rollout_id) == {"acknowledged": 1, "pushed": 3}
+    assert controller.tick(ledger, RecordingDispatcher(), POLICY, clock.advance(3600)).repushed == 0

@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
 from rollout.sim.fleet import FleetMix
 from rollout.sim.world import World, WorldConfig
 from tests.support import checked_states
@@ -84,11 +85,12 @@ def make_world(
 
 
 def assert_ledger_consistent(world: World, rollout_id: int) -> dict[str, int]:
-    """Kept counters equal the targets; one command row per target that has one."""
+    """Kept counters equal the targets; one install command per target that has one."""
     assert world.ledger is not None
     actual = checked_states(world.ledger, rollout_id)
     with world.ledger.rollouts() as store:
-        commands = sum(store.command_counts(rollout_id).values())
+        installs = store.command_counts(rollout_id, INSTALL_PROVISIONING_PROFILE)
+        commands = sum(installs.values())
         with_command = len(store.command_uuids(rollout_id))
     assert commands == with_command, f"{commands} command rows for {with_command} targets"
     return actual

@@ -184,3 +184,32 @@ def test_a_rollout_over_rabbitmq(tmp_path: Path, postgres_url: str, rabbitmq_url
         world.start_worker("w1")
         world.start_beat()
         finish(world, rid)
+
+
+def test_a_staged_verified_rollout_on_real_workers_redis_and_postgres(
+    tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> None:
+    from rollout.spec import Gate, StageSpec
+
+    gate = Gate(min_success_rate=0.9, min_final_share=0.9)
+    stages = (
+        StageSpec(share=0.1, gate=gate),
+        StageSpec(share=0.5, gate=gate),
+        StageSpec(share=1.0, gate=gate),
+    )
+    with make_world(tmp_path, postgres_url, redis_server.url, devices=160) as world:
+        world.enroll()
+        rid = world.open_rollout(stages=stages, verify=True)
+        world.start_worker("w1")
+        world.start_worker("w2")
+        world.start_beat()
+        summary = world.wait(rid, 150)
+        assert summary["rollout"]["state"] == "completed"
+        assert [s["state"] for s in summary["stages"]] == ["passed", "passed", "passed"]
+        states = assert_ledger_consistent(world, rid)
+        end = expected_end(world)
+        assert states == {"verified": end["acknowledged"], "unreachable": end["unreachable"]}
+        assert world.ledger is not None
+        with world.ledger.rollouts() as store:
+            promoted = [e.data["stage"] for e in store.events(kind="rollout.promoted")]
+        assert sorted(promoted) == [1, 2]
