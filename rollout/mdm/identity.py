@@ -18,8 +18,13 @@ valid. :func:`identify` strings the steps together for the web layer and returns
 :class:`VerifiedIdentity` whose ``cert_sha256`` (lowercase hex SHA-256 of the certificate DER)
 is what the enrollment gets bound to.
 
+Some CAs issue each device a certificate that names its UDID (SCEP with the UDID as the subject
+CN, or in a subjectAltName). :func:`check_names_device` holds a message to that: its UDID (or,
+for a User Enrollment, its EnrollmentID) must be one of the certificate's names, else
+``IdentityError("subject_mismatch")``.
+
 All failures raise :class:`~rollout.mdm.errors.IdentityError` (reasons listed there). The web
-layer must answer those with 400 (or 5xx), never 401, which would unenroll the device.
+layer must answer those with 400 or 403 (or 5xx), never 401, which would unenroll the device.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from asn1crypto import cms
@@ -39,7 +45,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rollout.mdm.errors import IdentityError
 
@@ -52,6 +58,8 @@ __all__ = [
     "IdentitySource",
     "VerifiedIdentity",
     "cert_sha256",
+    "certificate_names",
+    "check_names_device",
     "identify",
     "parse_forwarded_client_cert",
     "verify_mdm_signature",
@@ -461,3 +469,33 @@ def identify(
         for s in config.sources
     )
     raise IdentityError("missing", f"the request carries no device identity ({wanted})")
+
+
+@lru_cache(maxsize=4096)
+def certificate_names(cert: x509.Certificate) -> frozenset[str]:
+    """The names a certificate gives its holder: every subject CN, and the DNS names and URIs
+    of its subjectAltName (cached per certificate: devices send the same one every time)."""
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    alt = _ext(cert, x509.SubjectAlternativeName)
+    if alt is not None:
+        names += alt.get_values_for_type(x509.DNSName)
+        names += alt.get_values_for_type(x509.UniformResourceIdentifier)
+    return frozenset(n for n in names if isinstance(n, str) and n)
+
+
+def check_names_device(cert: x509.Certificate, udid: str | None, enrollment_id: str | None) -> None:
+    """Raise ``IdentityError("subject_mismatch")`` unless ``cert`` names the device: its UDID
+    (compared without regard to case, as UDIDs are), or else its EnrollmentID (exactly).
+
+    A name must be the whole value: a CN that merely contains the UDID names someone else.
+    """
+    names = certificate_names(cert)
+    if udid is not None:
+        wanted = udid.upper()
+        if any(n.upper() == wanted for n in names):
+            return
+        raise IdentityError("subject_mismatch", f"the certificate does not name UDID {udid[:64]!r}")
+    if enrollment_id is not None and enrollment_id in names:
+        return
+    shown = (enrollment_id or "")[:64]
+    raise IdentityError("subject_mismatch", f"the certificate does not name enrollment {shown!r}")
