@@ -10,24 +10,31 @@ device never gets a 200 for a result that is not yet stored.
 One device can never hurt another: when a batch fails to store, each of its reports is written
 again on its own, so only the report that cannot be stored fails (answered with a refusal and
 recorded), and its neighbours get their answers.
+
+Refusals the engine decides (an unknown enrollment, a certificate that does not fit) are held
+back from the transaction that decides them and journalled after its commit, through the
+:class:`~rollout.web.refusals.RefusalLog`: a batch that fails and is stored again report by
+report then counts its refusals once, and a flood of them is sampled like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rollout.clock import Clock
 from rollout.enrollment import IdentityPolicy
-from rollout.ledger import CheckinStore, Event, Ledger
+from rollout.ledger import CheckinStore, Event, Ledger, ReportWrites
 from rollout.mdm import (
     CommandTemplate,
     install_provisioning_profile,
@@ -37,9 +44,13 @@ from rollout.mdm import (
 from rollout.policy import EnginePolicy
 from rollout.reconcile import Outcome, Report, process_reports
 from rollout.spec import RolloutOptions
+from rollout.web.refusals import REFUSED, RefusalLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+LINGER_S = 0.01
+"""How long, under load, the writer waits for a batch to fill up (see ``_run``)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,37 @@ class CommandBodies:
         if content is None:
             raise LookupError(f"rollout {rollout_id} has no profile")
         return install_provisioning_profile(content)
+
+
+class _HeldRefusals:
+    """The check-in store as the engine sees it, except that refusal events wait in ``held``
+    instead of joining the transaction (see the module docs)."""
+
+    def __init__(self, store: CheckinStore) -> None:
+        self._store = store
+        self.held: list[Event] = []
+
+    def record(self, events: Sequence[Event], at: dt.datetime) -> None:
+        """Journal ``events``, keeping the refusals back."""
+        self._store.record(self._hold(events), at)
+
+    def apply_reports(self, writes: ReportWrites, now: dt.datetime) -> None:
+        """Apply a batch's writes, keeping its refusal events back."""
+        self._store.apply_reports(
+            dataclasses.replace(writes, events=self._hold(writes.events)), now
+        )
+
+    def _hold(self, events: Sequence[Event]) -> list[Event]:
+        self.held.extend(e for e in events if e.kind == REFUSED)
+        return [e for e in events if e.kind != REFUSED]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _holding(store: CheckinStore) -> tuple[CheckinStore, _HeldRefusals]:
+    held = _HeldRefusals(store)
+    return cast(CheckinStore, held), held
 
 
 class _Item:
@@ -127,13 +169,15 @@ class LedgerBatcher:
         identity: IdentityPolicy,
         policy: EnginePolicy,
         clock: Clock,
+        refusals: RefusalLog | None = None,
         max_batch: int = 512,
-        linger_s: float = 0.01,
+        linger_s: float = LINGER_S,
     ) -> None:
         self._ledger = ledger
         self.identity_policy = identity
         self.policy = policy
         self.clock = clock
+        self.refusals = refusals or RefusalLog()
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._last_batch = 0
@@ -142,6 +186,7 @@ class LedgerBatcher:
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.reports = 0
+        self.split_batches = 0  # batches that failed and were stored again report by report
         self.write_cpu_s = 0.0  # CPU time of the writer thread in connect batches
         self.write_wall_s = 0.0  # wall time of those batches (CPU + waiting on the database)
 
@@ -166,8 +211,27 @@ class LedgerBatcher:
         return answer
 
     async def run(self, work: Callable[[CheckinStore], T]) -> T:
-        """Run ``work`` in its own transaction on the writer thread (check-ins, records)."""
-        item = _Item(("work", work), asyncio.get_running_loop())
+        """Run engine ``work`` in its own transaction on the writer thread (check-ins); the
+        refusals it records are journalled after the commit, sampled."""
+        return await self._submit(work, hold_refusals=True)
+
+    async def journal(self, events: list[Event]) -> None:
+        """Append ``events`` as they are (already sampled) on the writer thread."""
+        now = self.clock.now()
+
+        def write(store: CheckinStore) -> None:
+            store.record(events, now)
+
+        await self._submit(write, hold_refusals=False)
+
+    async def flush_refusals(self, *, everything: bool = False) -> None:
+        """Journal the summaries of the refusal windows that have closed (all, at shutdown)."""
+        events = self.refusals.due(self.clock.now(), everything=everything)
+        if events:
+            await self.journal(events)
+
+    async def _submit(self, work: Callable[[CheckinStore], T], *, hold_refusals: bool) -> T:
+        item = _Item(("work", work, hold_refusals), asyncio.get_running_loop())
         self._queue.put(item)
         result: T = await item.future
         return result
@@ -222,7 +286,7 @@ class LedgerBatcher:
         try:
             answers = self._store_reports([i.payload[1] for i in items])
         except Exception as exc:
-            if len(items) == 1 or _ledger_unavailable(exc):
+            if len(items) == 1 or ledger_unavailable(exc):
                 # Nothing was committed and the devices retry; a lone report that cannot be
                 # stored is refused (below) rather than failing again and again.
                 self._give_up(items, exc)
@@ -232,6 +296,7 @@ class LedgerBatcher:
                 len(items),
                 type(exc).__name__,
             )
+            self.split_batches += 1
             for item in items:
                 self._write_connects_timed([item])
             return
@@ -240,40 +305,48 @@ class LedgerBatcher:
         _settle_all(items, answers)
 
     def _store_reports(self, reports: list[Report]) -> list[Answer]:
+        now = self.clock.now()
         with self._ledger.checkin() as store:
+            engine_store, held = _holding(store)
             outcomes = process_reports(
-                store,
+                engine_store,
                 reports,
                 identity=self.identity_policy,
                 policy=self.policy,
-                now=self.clock.now(),
+                now=now,
             )
-            return [self._answer(store, o) for o in outcomes]
+            answers = [self._answer(store, o) for o in outcomes]
+        self._journal_refusals(held.held, now)
+        return answers
+
+    def _journal_refusals(self, events: list[Event], now: dt.datetime) -> None:
+        """Journal the sample of committed work's refusals (never fails the work itself)."""
+        if not events:
+            return
+        try:
+            kept = self.refusals.sample(events, now)
+            if kept:
+                with self._ledger.checkin() as store:
+                    store.record(kept, now)
+        except Exception as exc:
+            log.error("could not journal %d refusals: %.300s", len(events), exc)
 
     def _give_up(self, items: list[_Item], exc: Exception) -> None:
-        if len(items) > 1 or _ledger_unavailable(exc):
-            log.error("connect batch of %d failed: %s", len(items), exc)
+        if len(items) > 1 or ledger_unavailable(exc):
+            log.error("connect batch of %d failed: %.300s", len(items), exc)
             for item in items:
                 _settle(item, error=exc)
             return
         [item] = items
         report: Report = item.payload[1]
-        log.warning("report from %s cannot be stored: %s", report.enrollment_id, exc)
-        try:
-            with self._ledger.checkin() as store:
-                store.record(
-                    [
-                        Event(
-                            "mdm.refused",
-                            {"reason": "unstorable", "error": type(exc).__name__},
-                            enrollment_id=report.enrollment_id[:128],
-                            command_uuid=(report.command_uuid or "")[:64] or None,
-                        )
-                    ],
-                    self.clock.now(),
-                )
-        except Exception:
-            log.exception("could not record an unstorable report")
+        log.warning("report from %.128s cannot be stored: %.300s", report.enrollment_id, exc)
+        refusal = Event(
+            REFUSED,
+            {"reason": "unstorable", "error": type(exc).__name__},
+            enrollment_id=report.enrollment_id,
+            command_uuid=report.command_uuid,
+        )
+        self._journal_refusals([refusal], self.clock.now())
         _settle(item, Answer(Outcome(refusal="unstorable"), b""))
 
     def _answer(self, store: CheckinStore, outcome: Outcome) -> Answer:
@@ -286,19 +359,34 @@ class LedgerBatcher:
         return Answer(outcome, self._bodies.body(store, served.rollout_id, served.command_uuid))
 
     def _write_work(self, item: _Item) -> None:
-        work = item.payload[1]
+        _, work, hold_refusals = item.payload
+        now = self.clock.now()
+        held: _HeldRefusals | None = None
         try:
             with self._ledger.checkin() as store:
-                result = work(store)
+                engine_store, held = _holding(store) if hold_refusals else (store, None)
+                result = work(engine_store)
         except Exception as exc:
-            log.exception("ledger work failed")
+            if ledger_unavailable(exc):
+                log.error("ledger work failed: %.300s", exc)
+            else:
+                # the caller answers it (a check-in that cannot be stored is refused)
+                log.warning("ledger work failed: %s: %.200s", type(exc).__name__, exc)
             _settle(item, error=exc)
             return
+        if held is not None:
+            self._journal_refusals(held.held, now)
         _settle(item, result)
 
 
-def _ledger_unavailable(exc: BaseException) -> bool:
-    """The database is unreachable or the connection broke: nobody's report is at fault."""
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+def ledger_unavailable(exc: BaseException) -> bool:
+    """The database is unreachable, the connection broke or the server is short of something:
+    nobody's report is at fault, so nobody's report is refused for it."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    # psycopg files PostgreSQL's "program limit exceeded" class (a value too large or too deep
+    # for an index or a JSON document) under OperationalError; that one is the data's fault.
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return not (isinstance(sqlstate, str) and sqlstate.startswith("54"))
