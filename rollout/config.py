@@ -139,6 +139,13 @@ TickInterval = Annotated[float, _Number, AfterValidator(_within(0, 3600, "second
 SweepInterval = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
 DispatchGrace = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
 RateLimit = Annotated[float, _Number, AfterValidator(_within(0, 1e6, "pushes per second"))]
+# The endpoint's own guards: a read time-out under a second would cut off real devices on a slow
+# network, and over an hour it guards nothing; one process does not serve 100,000 sockets; a
+# refusal window up to a day, and up to 100,000 sources in detail per window (about 100 MB).
+ReadTimeout = Annotated[float, _Number, AfterValidator(_within(0, 3600, "seconds", above=True))]
+MaxConnections = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
+RefusalWindow = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
+RefusalSources = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
 
 
 class Settings(BaseSettings):
@@ -193,6 +200,36 @@ class Settings(BaseSettings):
     )
     notnow_backoff_s: Backoff = Field(
         default=300.0, description="First re-push delay after NotNow; doubles up to 4 h."
+    )
+    require_udid_in_cert: Flag = Field(
+        default=False,
+        description="Refuse (403) every message whose identity certificate does not name its "
+        "UDID (or, for a User Enrollment, its EnrollmentID) in the subject CN or a SAN.",
+    )
+    header_timeout_s: ReadTimeout = Field(
+        default=15.0,
+        description="A connection must send a request's whole header within this time of its "
+        "first byte (or of the connection opening); else it is closed.",
+    )
+    body_timeout_s: ReadTimeout = Field(
+        default=30.0,
+        description="An MDM request's whole body must arrive within this time of its "
+        "headers; else it is answered 408 and the connection closed.",
+    )
+    max_connections: MaxConnections = Field(
+        default=1000,
+        description="Open connections one web process holds; more are answered 503 and "
+        "closed at once. Keep it under the process's open-file limit.",
+    )
+    refusal_window_s: RefusalWindow = Field(
+        default=60.0,
+        description="Refusals of one reason from one source inside this window are journalled "
+        "as one event in full and one count.",
+    )
+    refusal_max_sources: RefusalSources = Field(
+        default=200,
+        description="Sources journalled in detail per refusal window; refusals from further "
+        "sources are only counted, per reason.",
     )
 
     apns_cert: str = Field(

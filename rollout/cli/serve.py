@@ -21,6 +21,7 @@ def serve(
     import uvicorn
 
     from rollout.web.app import create_app
+    from rollout.web.server import uvicorn_config
 
     settings = get_settings()
     with ledger() as opened:
@@ -28,4 +29,5 @@ def serve(
             app = create_app(settings, opened)
         except (OSError, ValueError) as exc:
             fail(str(exc))
-        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+        # the same configuration as the in-process server: header time-out, connection cap
+        uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()

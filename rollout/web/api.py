@@ -13,21 +13,31 @@ from fastapi import APIRouter, HTTPException
 from rollout.ledger import Ledger
 from rollout.operations import NotFoundError, list_rollouts, rollout_summary
 from rollout.web.batcher import LedgerBatcher
+from rollout.web.connections import ConnectionStats
+from rollout.web.refusals import RefusalLog
 
 
-def operator_router(ledger: Ledger, batcher: LedgerBatcher) -> APIRouter:
+def operator_router(
+    ledger: Ledger, batcher: LedgerBatcher, refusals: RefusalLog, connections: ConnectionStats
+) -> APIRouter:
     """The operator API's routes over ``ledger``."""
     router = APIRouter()
 
     @router.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
-        """Liveness, and how much the MDM endpoints' ledger writer has done."""
+        """Liveness; how much the MDM endpoints' ledger writer has done (and how many of its
+        batches one bad report split); the refusals by reason; what the connection guards
+        did."""
+        by_reason = refusals.counts()
         return {
             "ok": True,
             "batches": batcher.batches,
             "reports": batcher.reports,
+            "split_batches": batcher.split_batches,
             "write_cpu_s": round(batcher.write_cpu_s, 6),
             "write_wall_s": round(batcher.write_wall_s, 6),
+            "refusals": {"total": sum(by_reason.values()), "by_reason": by_reason},
+            "connections": connections.as_json(),
         }
 
     @router.get("/api/v1/rollouts", tags=["rollouts"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import logging
 
 from cryptography import x509
@@ -13,10 +16,16 @@ from rollout.enrollment import IdentityPolicy
 from rollout.ledger import Ledger
 from rollout.mdm import DeviceCATrust, IdentityConfig
 from rollout.web.api import operator_router
-from rollout.web.batcher import LedgerBatcher
+from rollout.web.batcher import LINGER_S, LedgerBatcher
+from rollout.web.connections import ConnectionLimits, ConnectionStats
 from rollout.web.mdm import MDM_PATHS, MDMConfig, MDMEndpoint, Receive, Scope, Send
+from rollout.web.refusals import RefusalLimits, RefusalLog
 
 log = logging.getLogger(__name__)
+
+REFUSAL_FLUSH_S = 5.0
+"""How often closed refusal windows are looked for between refusals (their end is decided by
+the app's clock; this is only how soon a quiet endpoint journals the last summaries)."""
 
 
 def identity_from_settings(settings: Settings) -> tuple[IdentityConfig, IdentityPolicy]:
@@ -42,21 +51,56 @@ def identity_from_settings(settings: Settings) -> tuple[IdentityConfig, Identity
 
 
 class RolloutApp:
-    """The product's ASGI app: the MDM endpoints on a lean path, FastAPI for the rest."""
+    """The product's ASGI app: the MDM endpoints on a lean path, FastAPI for the rest.
 
-    def __init__(self, ledger: Ledger, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+    ``batch_linger_s`` overrides how long the ledger writer waits for a batch to fill up
+    (tests that need concurrent requests to share one group commit).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: Settings,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        batch_linger_s: float | None = None,
+    ) -> None:
         identity, policy = identity_from_settings(settings)
         self.ledger = ledger
+        self.clock = clock
+        self.refusals = RefusalLog(
+            RefusalLimits(
+                window=dt.timedelta(seconds=settings.refusal_window_s),
+                max_sources=settings.refusal_max_sources,
+            )
+        )
         self.batcher = LedgerBatcher(
-            ledger, identity=policy, policy=settings.engine_policy(), clock=clock
+            ledger,
+            identity=policy,
+            policy=settings.engine_policy(),
+            clock=clock,
+            refusals=self.refusals,
+            linger_s=LINGER_S if batch_linger_s is None else batch_linger_s,
         )
         self.mdm = MDMEndpoint(
             self.batcher,
-            MDMConfig(identity=identity, max_body_bytes=settings.max_body_bytes),
+            MDMConfig(
+                identity=identity,
+                max_body_bytes=settings.max_body_bytes,
+                body_timeout_s=settings.body_timeout_s,
+                require_udid_in_cert=settings.require_udid_in_cert,
+            ),
             clock=clock,
         )
+        self.connection_limits = ConnectionLimits(
+            header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections
+        )
+        self.connection_stats = ConnectionStats()
         self.api = FastAPI(title="rollout", version="0.1.0")
-        self.api.include_router(operator_router(ledger, self.batcher))
+        self.api.include_router(
+            operator_router(ledger, self.batcher, self.refusals, self.connection_stats)
+        )
+        self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -72,15 +116,35 @@ class RolloutApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.batcher.start()
+                self._flusher = asyncio.create_task(self._flush_refusals())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._flusher is not None:
+                    self._flusher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._flusher
+                # every open refusal window closes: its count reaches the journal
+                try:
+                    await self.batcher.flush_refusals(everything=True)
+                except Exception as exc:
+                    log.error("could not journal the last refusal counts: %.300s", exc)
                 self.batcher.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _flush_refusals(self) -> None:
+        while True:
+            await asyncio.sleep(REFUSAL_FLUSH_S)
+            try:
+                await self.batcher.flush_refusals()
+            except Exception as exc:
+                log.error("could not journal refusal counts: %.300s", exc)
 
-def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -> RolloutApp:
+
+def create_app(
+    settings: Settings | None = None, ledger: Ledger | None = None, clock: Clock = SYSTEM_CLOCK
+) -> RolloutApp:
     """Build the app on the configured (or given) ledger."""
     settings = settings or get_settings()
     ledger = ledger or Ledger.open(settings.resolved_database_url())
-    return RolloutApp(ledger, settings)
+    return RolloutApp(ledger, settings, clock)

@@ -1,7 +1,10 @@
-"""Running the app in a background thread on a loopback port (tests, the demo, benches)."""
+"""Serving the app with uvicorn: one configuration for ``rollout serve`` and for the
+in-process server that tests and the demo use, so both run with the connection guards
+of :mod:`rollout.web.connections`."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -10,6 +13,40 @@ from types import TracebackType
 import uvicorn
 
 from rollout.web.app import RolloutApp
+from rollout.web.connections import guarded_protocol, open_file_limit
+
+log = logging.getLogger(__name__)
+
+
+def uvicorn_config(
+    app: RolloutApp,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> uvicorn.Config:
+    """The uvicorn configuration every way of serving the app uses (``rollout serve``,
+    :class:`BackgroundServer`): the connection guards from the app's settings, and uvicorn's
+    own keep-alive time-out for idle connections between requests."""
+    limits = app.connection_limits
+    files = open_file_limit()
+    if files is not None and limits.max_connections >= files:
+        log.warning(
+            "ROLLOUT_MAX_CONNECTIONS=%d is not under the open-file limit (%d): "
+            "connections past the limit fail at accept instead of being answered 503",
+            limits.max_connections,
+            files,
+        )
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        http=guarded_protocol(limits, app.connection_stats),
+    )
 
 
 def free_port() -> int:
@@ -26,10 +63,9 @@ class BackgroundServer:
     def __init__(self, app: RolloutApp, port: int | None = None, log_level: str = "warning"):
         self.app = app
         self.port = port or free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level=log_level, lifespan="on",
-            access_log=False,
-        )  # fmt: skip
+        config = uvicorn_config(
+            app, host="127.0.0.1", port=self.port, log_level=log_level, access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="rollout-web", daemon=True)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from rollout.clock import SYSTEM_CLOCK
+from rollout.clock import SYSTEM_CLOCK, Clock
 from rollout.config import Settings
 from rollout.ledger import DeviceInfo, EventEntry, Ledger, RunningRollout, TargetInfo
 from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
@@ -20,7 +20,7 @@ from rollout.sim.identity import issue_device_identity, sign_body
 from rollout.sim.pki import Issued
 from rollout.sim.profiles import AppleLikeChain, make_profile
 from rollout.spec import ONE_STAGE, RolloutSpec, TargetSpec
-from rollout.web.app import create_app
+from rollout.web.app import RolloutApp
 from rollout.web.server import BackgroundServer
 
 CHECKIN = "application/x-apple-aspen-mdm-checkin"
@@ -39,8 +39,16 @@ class Served:
 
 
 def serve(
-    ledger: Ledger, tmp_path: Path, device_ca: Issued, **overrides: object
+    ledger: Ledger,
+    tmp_path: Path,
+    device_ca: Issued,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    batch_linger_s: float | None = None,
+    **overrides: object,
 ) -> BackgroundServer:
+    """The app on ``ledger`` trusting ``device_ca``, served on a loopback port; ``overrides``
+    are settings by field name."""
     ca_file = tmp_path / "device-ca.pem"
     ca_file.write_bytes(device_ca.cert_pem())
     settings = Settings(
@@ -49,7 +57,8 @@ def serve(
         max_body_bytes=64 * 1024,
         **overrides,  # type: ignore[arg-type]
     )
-    return BackgroundServer(create_app(settings, ledger)).start()
+    app = RolloutApp(ledger, settings, clock, batch_linger_s=batch_linger_s)
+    return BackgroundServer(app).start()
 
 
 class Device:
