@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from rollout import bounds
 from rollout.ledger import Event
 
 REFUSED = "mdm.refused"
@@ -45,8 +46,8 @@ EVERY_SOURCE = "*"
 
 _TEXT = 200  # longest free text kept from a request (a message, a header value)
 _REASON = 48  # reasons are short names from the code; the cut only guards the counters
-_ID = 128  # the journal's enrollment id column
-_COMMAND_UUID = 64  # the journal's CommandUUID column
+_ID = bounds.ENROLLMENT_KEY  # the journal's enrollment id column
+_COMMAND_UUID = bounds.COMMAND_UUID  # the journal's CommandUUID column
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +40,7 @@ def started(
 ) -> Iterator[Callable[..., BackgroundServer]]:
     servers: list[BackgroundServer] = []
 
-    def start(**settings: object) -> BackgroundServer:
+    def start(**settings: Any) -> BackgroundServer:
         server = serve(ledger, tmp_path, device_ca, **settings)
         servers.append(server)
         return server

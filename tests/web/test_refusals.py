@@ -38,7 +38,7 @@ def started(
 ) -> Iterator[Callable[..., BackgroundServer]]:
     servers: list[BackgroundServer] = []
 
-    def start(**settings: object) -> BackgroundServer:
+    def start(**settings: Any) -> BackgroundServer:
         server = serve(
             ledger, tmp_path, device_ca, clock=clock, refusal_window_s=WINDOW_S, **settings
         )
