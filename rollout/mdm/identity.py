@@ -20,8 +20,8 @@ is what the enrollment gets bound to.
 
 Some CAs issue each device a certificate that names its UDID (SCEP with the UDID as the subject
 CN, or in a subjectAltName). :func:`check_names_device` holds a message to that: its UDID (or,
-for a User Enrollment, its EnrollmentID) must be one of the certificate's names, else
-``IdentityError("subject_mismatch")``.
+for a User Enrollment, its EnrollmentID) must be one of the certificate's names
+(:func:`certificate_names`), else ``IdentityError("subject_mismatch")``.
 
 All failures raise :class:`~rollout.mdm.errors.IdentityError` (reasons listed there). The web
 layer must answer those with 400 or 403 (or 5xx), never 401, which would unenroll the device.
@@ -35,9 +35,8 @@ import datetime as dt
 import hmac
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Literal
 
 from asn1crypto import cms
@@ -471,10 +470,10 @@ def identify(
     raise IdentityError("missing", f"the request carries no device identity ({wanted})")
 
 
-@lru_cache(maxsize=4096)
 def certificate_names(cert: x509.Certificate) -> frozenset[str]:
     """The names a certificate gives its holder: every subject CN, and the DNS names and URIs
-    of its subjectAltName (cached per certificate: devices send the same one every time)."""
+    of its subjectAltName (callers keep them per certificate: devices send the same one every
+    time, and reading the extensions is not cheap)."""
     names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     alt = _ext(cert, x509.SubjectAlternativeName)
     if alt is not None:
@@ -483,13 +482,13 @@ def certificate_names(cert: x509.Certificate) -> frozenset[str]:
     return frozenset(n for n in names if isinstance(n, str) and n)
 
 
-def check_names_device(cert: x509.Certificate, udid: str | None, enrollment_id: str | None) -> None:
-    """Raise ``IdentityError("subject_mismatch")`` unless ``cert`` names the device: its UDID
-    (compared without regard to case, as UDIDs are), or else its EnrollmentID (exactly).
+def check_names_device(names: Collection[str], udid: str | None, enrollment_id: str | None) -> None:
+    """Raise ``IdentityError("subject_mismatch")`` unless a certificate's ``names`` (see
+    :func:`certificate_names`) name the device: its UDID (compared without regard to case, as
+    UDIDs are), or else its EnrollmentID (exactly).
 
     A name must be the whole value: a CN that merely contains the UDID names someone else.
     """
-    names = certificate_names(cert)
     if udid is not None:
         wanted = udid.upper()
         if any(n.upper() == wanted for n in names):

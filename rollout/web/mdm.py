@@ -37,7 +37,7 @@ from rollout.mdm import (
     parse_report,
 )
 from rollout.mdm.commands import COMMAND_CONTENT_TYPE
-from rollout.mdm.identity import check_names_device
+from rollout.mdm.identity import certificate_names, check_names_device
 from rollout.reconcile import Report
 from rollout.web.batcher import LedgerBatcher, ledger_unavailable
 from rollout.web.body import BodyDeadlines, BodyTimedOut, BodyTooLarge, ClientGone, read_body
@@ -55,6 +55,7 @@ MDM_PATHS = frozenset({"/mdm", "/mdm/checkin", "/mdm/connect"})
 _COMMAND_HEADERS = [(b"content-type", COMMAND_CONTENT_TYPE.encode())]
 # The rest of an unread body would follow on the connection: end it instead of reading it.
 _CLOSE = [(b"connection", b"close")]
+_NAMES_KEPT = 20_000  # certificates whose names are kept (oldest dropped), like the verifier's
 
 
 _Msg = TypeVar("_Msg")
@@ -98,6 +99,7 @@ class MDMEndpoint:
         self.clock = clock
         self.verifier = IdentityVerifier(config.identity, clock)
         self.body_deadlines = BodyDeadlines(config.body_timeout_s)
+        self._cert_names: dict[str, frozenset[str]] = {}  # certificate SHA-256 -> its names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -152,8 +154,8 @@ class MDMEndpoint:
         except MDMProtocolError as exc:
             await self._refuse(send, req, 400, exc.reason, exc.message)
             return None
-        except (RecursionError, ValueError, TypeError, MemoryError) as exc:
-            # what a parser may still raise on absurd input (nesting thousands deep, ...)
+        except (RecursionError, ValueError, TypeError) as exc:
+            # what plistlib underneath might still raise on input nobody foresaw
             await self._refuse(send, req, 400, "unreadable", _one_line(exc))
             return None
         try:
@@ -171,8 +173,14 @@ class MDMEndpoint:
         verified = self.verifier.identify(req.headers, req.body)
         if verified is None:
             return None  # no identity and none required (development)
+        names = self._cert_names.get(verified.cert_sha256)
+        if names is None:
+            if len(self._cert_names) >= _NAMES_KEPT:
+                self._cert_names.pop(next(iter(self._cert_names)))
+            names = certificate_names(verified.certificate)
+            self._cert_names[verified.cert_sha256] = names
         check_names_device(
-            verified.certificate,
+            names,
             enrollment.udid if enrollment is not None else None,
             enrollment.enrollment_id if enrollment is not None else None,
         )
@@ -188,11 +196,7 @@ class MDMEndpoint:
             # user channel, so its session ends at once.
             await respond(send, 200)
             return
-        try:
-            report = Report.from_result(result, cert)
-        except (RecursionError, ValueError, TypeError) as exc:
-            await self._refuse(send, req, 400, "unreadable", _one_line(exc))
-            return
+        report = Report.from_result(result, cert)
         try:
             answer = await self.batcher.connect(report)
         except Exception:
