@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from rollout.ledger import Ledger
 from rollout.sim.identity import make_device_ca
 from rollout.sim.pki import Issued
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain
+from rollout.web.server import BackgroundServer
 from tests.web.support import Served, serve
 
 
@@ -31,4 +33,22 @@ def web(ledger: Ledger, tmp_path: Path, device_ca: Issued) -> Iterator[Served]:
     try:
         yield Served(server.base_url, ledger, device_ca, server)
     finally:
+        server.stop()
+
+
+@pytest.fixture
+def started(
+    ledger: Ledger, tmp_path: Path, device_ca: Issued
+) -> Iterator[Callable[..., BackgroundServer]]:
+    """Start apps with settings of the test's choosing (see :func:`serve`); all stopped at the
+    end."""
+    servers: list[BackgroundServer] = []
+
+    def start(**settings: Any) -> BackgroundServer:
+        server = serve(ledger, tmp_path, device_ca, **settings)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
         server.stop()

@@ -13,15 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from rollout.ledger import Ledger, db
-from rollout.sim.pki import Issued
 from rollout.web.server import BackgroundServer, free_port
-from tests.web.support import CONNECT, serve
+from tests.web.support import CONNECT
 
 WAIT_S = 10.0  # the longest any test waits for the server to act
 
@@ -32,22 +30,6 @@ def ledger(sqlite_url: str) -> Iterator[Ledger]:
     opened = Ledger.open(sqlite_url)
     yield opened
     opened.dispose()
-
-
-@pytest.fixture
-def started(
-    ledger: Ledger, tmp_path: Path, device_ca: Issued
-) -> Iterator[Callable[..., BackgroundServer]]:
-    servers: list[BackgroundServer] = []
-
-    def start(**settings: Any) -> BackgroundServer:
-        server = serve(ledger, tmp_path, device_ca, **settings)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def connect(port: int) -> socket.socket:

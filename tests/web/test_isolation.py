@@ -63,25 +63,24 @@ def error(length: int) -> bytes:
     return report(Status="Error", CommandUUID="c-error", ErrorChain=chain)
 
 
-def huge_int(digits: int) -> bytes:
+def hand_made(value: bytes) -> bytes:
+    """An Idle report from the hostile device with one more key whose value is written out as
+    XML by hand (plistlib cannot write these)."""
     return (
         b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
         + f"<key>UDID</key><string>{HOSTILE}</string>".encode()
-        + b"<key>Status</key><string>Idle</string><key>Count</key><integer>"
-        + b"9" * digits
-        + b"</integer></dict></plist>"
+        + b"<key>Status</key><string>Idle</string><key>Value</key>"
+        + value
+        + b"</dict></plist>"
     )
+
+
+def huge_int(digits: int) -> bytes:
+    return hand_made(b"<integer>" + b"9" * digits + b"</integer>")
 
 
 def nested(depth: int) -> bytes:
-    return (
-        b'<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict>'
-        + f"<key>UDID</key><string>{HOSTILE}</string>".encode()
-        + b"<key>Status</key><string>Idle</string><key>Deep</key>"
-        + b"<array>" * depth
-        + b"</array>" * depth
-        + b"</dict></plist>"
-    )
+    return hand_made(b"<array>" * depth + b"</array>" * depth)
 
 
 ints = st.integers(-(2**63), 2**63 - 1)  # what plistlib writes

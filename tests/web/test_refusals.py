@@ -13,12 +13,10 @@ import base64
 import json
 import plistlib
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from rollout.clock import ManualClock
 from rollout.ledger import EventEntry, Ledger
@@ -27,27 +25,9 @@ from rollout.sim.identity import issue_device_identity, sign_body
 from rollout.sim.pki import Issued
 from rollout.web.refusals import EXCERPT_BYTES
 from rollout.web.server import BackgroundServer
-from tests.web.support import CHECKIN, CONNECT, serve
+from tests.web.support import CHECKIN, CONNECT
 
 WINDOW_S = 60.0
-
-
-@pytest.fixture
-def started(
-    ledger: Ledger, tmp_path: Path, device_ca: Issued, clock: ManualClock
-) -> Iterator[Callable[..., BackgroundServer]]:
-    servers: list[BackgroundServer] = []
-
-    def start(**settings: Any) -> BackgroundServer:
-        server = serve(
-            ledger, tmp_path, device_ca, clock=clock, refusal_window_s=WINDOW_S, **settings
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def journal(ledger: Ledger) -> list[EventEntry]:
@@ -105,9 +85,9 @@ def healthz(server: BackgroundServer) -> dict[str, Any]:
 
 
 def test_a_junk_flood_grows_the_journal_by_a_bounded_amount_and_counts_add_up(
-    started: Callable[..., BackgroundServer], ledger: Ledger
+    started: Callable[..., BackgroundServer], ledger: Ledger, clock: ManualClock
 ) -> None:
-    server = started()
+    server = started(clock=clock, refusal_window_s=WINDOW_S)
     before = journal_bytes(journal(ledger))
     statuses = flood(server, 4000, peers=400)
     assert statuses == Counter({400: 2667, 403: 1333})
@@ -133,7 +113,7 @@ def test_a_junk_flood_grows_the_journal_by_a_bounded_amount_and_counts_add_up(
 def test_repeats_from_one_source_are_one_event_then_one_count_per_window(
     started: Callable[..., BackgroundServer], ledger: Ledger, clock: ManualClock
 ) -> None:
-    server = started()
+    server = started(clock=clock, refusal_window_s=WINDOW_S)
     client = httpx.Client(base_url=server.base_url)
 
     def send(peer: str, times: int) -> None:
@@ -164,9 +144,9 @@ def test_repeats_from_one_source_are_one_event_then_one_count_per_window(
 
 
 def test_refusals_the_engine_decides_are_sampled_too(
-    started: Callable[..., BackgroundServer], ledger: Ledger, device_ca: Issued
+    started: Callable[..., BackgroundServer], ledger: Ledger, device_ca: Issued, clock: ManualClock
 ) -> None:
-    server = started()
+    server = started(clock=clock, refusal_window_s=WINDOW_S)
     stranger = issue_device_identity(device_ca, "00008020-00000000000000AA")  # never enrolled
     body = plistlib.dumps({"UDID": "00008020-00000000000000AA", "Status": "Idle"})
     headers = {"Content-Type": CONNECT, "Mdm-Signature": sign_body(stranger, body)}
