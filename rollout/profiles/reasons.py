@@ -50,7 +50,7 @@ _ASN1CRYPTO_TYPE = re.compile(r"Error parsing asn1crypto\.\w+\.(\w+)")
 _ASN1CRYPTO_VALUE = re.compile(r"Error parsing (\S+) to an? asn1crypto\.\w+\.(\w+)")
 _ASN1CRYPTO_CHOICE = re.compile(r"alternatives in asn1crypto\.\w+\.(\w+)")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z]|$)|[A-Z]?[a-z]+|\d+")
-_ACRONYMS = {"CMS", "DER", "BER", "OID", "RSA", "EC"}
+_ACRONYMS = {"CMS", "DER", "BER", "OID", "RSA", "EC", "UTC"}
 
 
 def _a(words: str) -> str:
@@ -98,7 +98,7 @@ def _asn1crypto(message: str) -> str | None:
     parsing = _ASN1CRYPTO_TYPE.search(message)
     if parsing:
         return f"{_a(_words(parsing.group(1)))} has the wrong tag or form"
-    if "asn1crypto" in message:
+    if "asn1crypto" in message or message.startswith("Error parsing"):
         return "its ASN.1 encoding is broken"
     return None
 
@@ -110,8 +110,8 @@ def plain_reason(exc: BaseException) -> str:
     internal name ever reaches a person; callers add where the problem is (which certificate,
     which part of the CMS).
     """
-    lines = str(exc).strip().splitlines()
-    message = lines[0].strip() if lines else ""
+    # One line: a library may put the offending bytes, newlines and all, inside its message.
+    message = " ".join(str(exc).split())
     if message.startswith("Unable to load PEM file"):
         return "the PEM text is damaged (bad base64 or BEGIN/END lines)"
     for reading in (_rust_asn1(message), _asn1crypto(message)):

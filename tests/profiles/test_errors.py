@@ -343,3 +343,12 @@ def test_trust_anchor_files_that_hold_no_certificate(
 def test_a_trust_anchor_path_that_never_ends_is_refused_at_the_cap() -> None:
     with pytest.raises(OSError, match=r"^/dev/zero: over the 1048576-byte limit$"):
         load_trust_anchors(["/dev/zero"])
+
+
+def test_a_library_message_split_over_lines_is_still_put_in_words() -> None:
+    from rollout.profiles.reasons import plain_reason
+
+    # asn1crypto quotes the bad bytes, and a damaged date may hold a newline
+    message = plain_reason(ValueError("Error parsing 250101000000\n to a asn1crypto.core.UTCTime"))
+    assert "asn1crypto" not in message and "Error parsing" not in message
+    assert message == "UTC time value '250101000000' is not valid"
