@@ -264,6 +264,25 @@ def test_nothing_is_pushed_before_the_start_and_all_is_given_up_at_the_deadline(
     assert data["timed_out"] == {"deadline": 3} and data["rollout"]["state"] == "completed"
 
 
+def test_a_rollouts_rate_limit_caps_what_each_tick_claims(
+    clock: ManualClock, ledger: Ledger
+) -> None:
+    # 2 pushes a second on a 5-second tick: at most 10 new targets a tick, whatever the
+    # batch size and backlog allowance would let through.
+    fleet = make_fleet(ledger, 25, clock.now(), rate_limit=2.0)
+    policy = EnginePolicy(batch_size=50, tick_interval=dt.timedelta(seconds=5))
+    claimed = []
+    for _ in range(4):
+        sent = RecordingDispatcher()
+        claimed.append(controller.tick(ledger, sent, policy, clock.advance(5)).claimed)
+        assert sum(len(ids) for _, ids in sent.sent) == claimed[-1]
+    assert claimed == [10, 10, 5, 0]
+    assert len(pushed_devices(ledger, fleet.rollout_id)) == 0  # recorded, never pushed
+    with ledger.rollouts() as store:
+        queued = [t for t in store.targets(fleet.rollout_id).values() if t.state == "queued"]
+    assert len(queued) == 25
+
+
 def test_devices_seen_most_recently_are_pushed_first(clock: ManualClock, ledger: Ledger) -> None:
     from tests.engine.support import import_fleet
     from tests.support import add_profile, start_rollout
