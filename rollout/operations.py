@@ -26,7 +26,7 @@ from rollout.ledger import (
     RolloutSummary,
 )
 from rollout.planning import Plan, plan_targets
-from rollout.spec import Gate, RolloutSpec
+from rollout.spec import NAME_MAX, Gate, RolloutSpec
 from rollout.states import CommandStatus, RolloutState, StageState, TargetState
 from rollout.transitions import OPEN_STATES, move
 
@@ -174,7 +174,8 @@ def _default_name(spec: RolloutSpec, profile: ProfileEntry | None, plan: Plan) -
         "list": "inventory sweep",
         "remove": f"remove {spec.profile}",
     }[spec.command]
-    return f"{what} → {plan.eligible} devices"
+    tail = f" → {plan.eligible} devices"
+    return what[: NAME_MAX - len(tail)] + tail
 
 
 def _refuse_overlap(store: RolloutStore, profile_uuid: str, plan: Plan) -> None:

@@ -9,6 +9,7 @@ read back by the controller each tick (:meth:`RolloutSpec.from_json`). No I/O.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ COMMANDS = ("install", "list", "remove")
 remove: RemoveProvisioningProfile (clean-up)."""
 
 DEFAULT_STAGES = ("1%", "5%", "25%", "100%")
+NAME_MAX = 255  # a rollout's name: the ledger's rollouts.name is VARCHAR(255)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -234,14 +236,14 @@ def _when(value: Any) -> dt.datetime | None:
 def parse_duration(text: Any, what: str) -> dt.timedelta:
     """``90``, ``30s``, ``15m``, ``4h``, ``3d``, ``1w`` (a number alone is seconds)."""
     if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
+        seconds = float(text) if abs(text) < 1e18 else math.inf
     else:
         found = _DURATION.fullmatch(str(text).strip().lower())
         if found is None:
-            raise SpecError(f"{what}: {text!r} is not a duration (like 90s, 15m, 4h, 3d)")
+            raise SpecError(f"{what}: {_shown(text)} is not a duration (like 90s, 15m, 4h, 3d)")
         seconds = float(found[1]) * _UNITS[found[2]]
     if not 0 <= seconds <= 366 * 86400:
-        raise SpecError(f"{what}: {text!r} is outside 0 s to a year")
+        raise SpecError(f"{what}: {_shown(text)} is outside 0 s to a year")
     return dt.timedelta(seconds=seconds)
 
 
@@ -250,9 +252,9 @@ def parse_time(text: Any, what: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
     except ValueError:
-        raise SpecError(f"{what}: {text!r} is not an ISO 8601 date-time") from None
+        raise SpecError(f"{what}: {_shown(text)} is not an ISO 8601 date-time") from None
     if when.tzinfo is None:
-        raise SpecError(f"{what}: {text!r} has no time zone offset (add Z or +01:00)")
+        raise SpecError(f"{what}: {_shown(text)} has no time zone offset (add Z or +01:00)")
     return when.astimezone(dt.UTC)
 
 
@@ -263,12 +265,12 @@ def parse_stage(value: Any, what: str) -> StageSpec:
         try:
             percent = float(text[:-1])
         except ValueError:
-            raise SpecError(f"{what}: {value!r} is not a percentage") from None
+            raise SpecError(f"{what}: {_shown(value)} is not a percentage") from None
         if not 0 < percent <= 100:
-            raise SpecError(f"{what}: {value!r} is outside (0, 100]%")
+            raise SpecError(f"{what}: {_shown(value)} is outside (0, 100]%")
         return StageSpec(share=percent / 100)
     if isinstance(value, bool) or not re.fullmatch(r"\d+", text):
-        raise SpecError(f"{what}: {value!r} is neither a percentage (25%) nor a device count")
+        raise SpecError(f"{what}: {_shown(value)} is neither a percentage (25%) nor a device count")
     count = int(text)
     if not 0 < count <= 10_000_000:
         raise SpecError(f"{what}: {count} devices is not a sensible stage size")
@@ -279,26 +281,26 @@ def parse_window(text: Any, what: str = "window") -> Window:
     """``Mon-Fri 09:00-17:00 Europe/Berlin`` (days as a range or a comma list)."""
     parts = str(text).split()
     if len(parts) != 3:
-        raise SpecError(f"{what}: {text!r} is not like 'Mon-Fri 09:00-17:00 Europe/Berlin'")
+        raise SpecError(f"{what}: {_shown(text)} is not like 'Mon-Fri 09:00-17:00 Europe/Berlin'")
     days_text, hours, tz = parts
     days: set[int] = set()
     for piece in days_text.lower().split(","):
         first, _, last = piece.partition("-")
         if first[:3] not in _DAYS or (last and last[:3] not in _DAYS):
-            raise SpecError(f"{what}: {piece!r} is not a day or range of days (Mon-Fri)")
+            raise SpecError(f"{what}: {_shown(piece)} is not a day or range of days (Mon-Fri)")
         a, b = _DAYS.index(first[:3]), _DAYS.index((last or first)[:3])
         days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
     start_text, _, end_text = hours.partition("-")
     try:
         start, end = dt.time.fromisoformat(start_text), dt.time.fromisoformat(end_text)
     except ValueError:
-        raise SpecError(f"{what}: {hours!r} is not like 09:00-17:00") from None
+        raise SpecError(f"{what}: {_shown(hours)} is not like 09:00-17:00") from None
     if start >= end:
-        raise SpecError(f"{what}: {hours!r} never opens (the start is not before the end)")
+        raise SpecError(f"{what}: {_shown(hours)} never opens (the start is not before the end)")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise SpecError(f"{what}: {tz!r} is not a time zone (like Europe/Berlin)") from None
+        raise SpecError(f"{what}: {_shown(tz)} is not a time zone (like Europe/Berlin)") from None
     return Window(frozenset(days), start, end, tz)
 
 
@@ -306,30 +308,45 @@ def _rate(value: Any, what: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise SpecError(f"{what}: {value!r} is not a number")
+        raise SpecError(f"{what}: {_shown(value)} is not a number")
     try:
-        number = float(value)
+        number = float(value) if not isinstance(value, int) or abs(value) < 10**18 else math.inf
     except ValueError:
-        raise SpecError(f"{what}: {value!r} is not a number") from None
+        raise SpecError(f"{what}: {_shown(value)} is not a number") from None
     if not 0 < number <= 1_000_000:
-        raise SpecError(f"{what}: {value!r} is outside (0, 1000000]")
+        raise SpecError(f"{what}: {_shown(value)} is outside (0, 1000000]")
     return number
 
 
 def _share(value: Any, what: str) -> float:
     number = _rate(value, what)
     if number is None or not 0 < number <= 1:
-        raise SpecError(f"{what}: {value!r} is not a share in (0, 1] (0.95 for 95%)")
+        raise SpecError(f"{what}: {_shown(value)} is not a share in (0, 1] (0.95 for 95%)")
     return number
 
 
-def parse_gate(data: Mapping[str, Any], what: str, base: Gate | None = None) -> Gate:
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{what}: {_shown(value)} is not a mapping of keys to values")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short: an error quotes a bad value, never all of a big one."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_gate(data: Any, what: str, base: Gate | None = None) -> Gate:
     """A gate from ``min_success_rate``, ``max_failures``, ``min_final_share``, ``soak``,
     ``manual`` (unknown keys are refused)."""
+    data = _mapping(data, what)
     known = {"min_success_rate", "max_failures", "min_final_share", "soak", "manual"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(k) for k in set(data) - known)
     if unknown:
-        raise SpecError(f"{what}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise SpecError(
+            f"{what}: unknown key {_shown(unknown[0])} (known: {', '.join(sorted(known))})"
+        )
     gate = base or Gate()
     if "min_success_rate" in data:
         rate = data["min_success_rate"]
@@ -342,7 +359,7 @@ def parse_gate(data: Mapping[str, Any], what: str, base: Gate | None = None) -> 
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 0
         ):
-            raise SpecError(f"{what}.max_failures: {value!r} is not a count (0 or more)")
+            raise SpecError(f"{what}.max_failures: {_shown(value)} is not a count (0 or more)")
         gate = replace(gate, max_failures=value)
     if "min_final_share" in data:
         gate = replace(
@@ -352,12 +369,12 @@ def parse_gate(data: Mapping[str, Any], what: str, base: Gate | None = None) -> 
         gate = replace(gate, soak=parse_duration(data["soak"], f"{what}.soak"))
     if "manual" in data:
         if not isinstance(data["manual"], bool):
-            raise SpecError(f"{what}.manual: {data['manual']!r} is not true or false")
+            raise SpecError(f"{what}.manual: {_shown(data['manual'])} is not true or false")
         gate = replace(gate, manual=data["manual"])
     return gate
 
 
-def spec_from_mapping(data: Mapping[str, Any]) -> RolloutSpec:
+def spec_from_mapping(data: Any) -> RolloutSpec:
     """A validated spec from a mapping (a parsed YAML/JSON file, an API body, CLI flags).
 
     Keys: ``profile`` (required), ``command``, ``name``, ``targets`` (``devices``,
@@ -366,14 +383,15 @@ def spec_from_mapping(data: Mapping[str, Any]) -> RolloutSpec:
     stage), ``rate_limit``, ``start_at``, ``deadline``, ``window``, ``command_ttl``,
     ``verify``, ``cleanup``.
     """
+    data = _mapping(data, "spec")
     known = {"profile", "command", "name", "targets", "stages", "gate", "rate_limit",
              "start_at", "deadline", "window", "command_ttl", "verify", "cleanup"}  # fmt: skip
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(k) for k in set(data) - known)
     if unknown:
-        raise SpecError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise SpecError(f"unknown key {_shown(unknown[0])} (known: {', '.join(sorted(known))})")
     command = str(data.get("command", "install"))
     if command not in COMMANDS:
-        raise SpecError(f"command: {command!r} is not one of {', '.join(COMMANDS)}")
+        raise SpecError(f"command: {_shown(command)} is not one of {', '.join(COMMANDS)}")
     profile = data.get("profile") or ("" if command == "list" else None)
     if not isinstance(profile, str) or (command != "list" and not profile.strip()):
         raise SpecError("profile: a profile UUID (or a unique start of one) is required")
@@ -381,13 +399,13 @@ def spec_from_mapping(data: Mapping[str, Any]) -> RolloutSpec:
     stages = _stages(data.get("stages", DEFAULT_STAGES), default_gate)
     verify = data.get("verify", command == "install")
     if not isinstance(verify, bool):
-        raise SpecError(f"verify: {verify!r} is not true or false")
+        raise SpecError(f"verify: {_shown(verify)} is not true or false")
     cleanup = data.get("cleanup")
     if cleanup is not None:
         if command != "install":
             raise SpecError("cleanup: only an install rollout removes a superseded profile")
         if not isinstance(cleanup, str) or not _UUID.fullmatch(cleanup.strip()):
-            raise SpecError(f"cleanup: {cleanup!r} is not a profile UUID")
+            raise SpecError(f"cleanup: {_shown(cleanup)} is not a profile UUID")
         if not verify:
             raise SpecError(
                 "cleanup: needs verify (a profile is removed only once its successor is seen)"
@@ -401,7 +419,7 @@ def spec_from_mapping(data: Mapping[str, Any]) -> RolloutSpec:
         profile=profile.strip(),
         targets=_targets(data.get("targets") or {}),
         command=command,
-        name=str(data.get("name") or ""),
+        name=_name(data.get("name")),
         stages=stages,
         rate_limit=_rate(data.get("rate_limit"), "rate_limit"),
         start_at=start_at,
@@ -413,6 +431,16 @@ def spec_from_mapping(data: Mapping[str, Any]) -> RolloutSpec:
         verify=verify and command == "install",
         cleanup=cleanup,
     )
+
+
+def _name(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not value.isprintable():
+        raise SpecError(f"name: {_shown(value)} is not a line of text")
+    if len(value.strip()) > NAME_MAX:
+        raise SpecError(f"name: {len(value.strip())} characters is more than {NAME_MAX}")
+    return value.strip()
 
 
 def _stages(raw: Any, default_gate: Gate) -> tuple[StageSpec, ...]:
@@ -427,9 +455,9 @@ def _stages(raw: Any, default_gate: Gate) -> tuple[StageSpec, ...]:
         what = f"stages[{k}]"
         gate = default_gate
         if isinstance(item, Mapping):
-            extra = sorted(set(item) - {"stage", "gate"})
+            extra = sorted(str(k) for k in set(item) - {"stage", "gate"})
             if extra:
-                raise SpecError(f"{what}: unknown key {extra[0]!r} (known: gate, stage)")
+                raise SpecError(f"{what}: unknown key {_shown(extra[0])} (known: gate, stage)")
             gate = parse_gate(item.get("gate") or {}, f"{what}.gate", default_gate)
             item = item.get("stage")
         stages.append(replace(parse_stage(item, what), gate=gate))
@@ -453,14 +481,17 @@ def _check_increasing(stages: Sequence[StageSpec]) -> None:
             raise SpecError("stages: device counts must come before percentages")
 
 
-def _targets(raw: Mapping[str, Any]) -> TargetSpec:
+def _targets(raw: Any) -> TargetSpec:
+    raw = _mapping(raw, "targets")
     known = {"devices", "holders_of", "tags", "platforms", "all"}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(str(k) for k in set(raw) - known)
     if unknown:
-        raise SpecError(f"targets: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise SpecError(
+            f"targets: unknown key {_shown(unknown[0])} (known: {', '.join(sorted(known))})"
+        )
     everything = raw.get("all", False)
     if not isinstance(everything, bool):
-        raise SpecError(f"targets.all: {everything!r} is not true or false")
+        raise SpecError(f"targets.all: {_shown(everything)} is not true or false")
 
     def words(key: str) -> tuple[str, ...]:
         value = raw.get(key) or ()
@@ -481,7 +512,7 @@ def _targets(raw: Mapping[str, Any]) -> TargetSpec:
         raise SpecError("targets: choose devices, holders_of, tags, platforms, or all")
     holders = raw.get("holders_of")
     if holders is not None and not isinstance(holders, str):
-        raise SpecError(f"targets.holders_of: {holders!r} is not a profile UUID")
+        raise SpecError(f"targets.holders_of: {_shown(holders)} is not a profile UUID")
     return TargetSpec(
         keys=keys,
         holders_of=holders,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rollout.clock import ManualClock
 from rollout.inventory import read_inventory
@@ -198,6 +200,41 @@ def test_specs_are_validated_with_clear_errors(data: dict[str, object], message:
         .replace("]", r"\]"),
     ):
         spec_from_mapping(data)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["25%", "100%", "0%", "1e9", "4h", "Mon-Fri 09:00-17:00 UTC", "all"]),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+SPEC_KEYS = ["profile", "command", "name", "targets", "stages", "gate", "rate_limit", "start_at",
+             "deadline", "window", "command_ttl", "verify", "cleanup"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(SPEC_KEYS), JSON_VALUES, max_size=6),
+    st.dictionaries(
+        st.sampled_from(["devices", "tags", "all", "holders_of", "platforms"]), JSON_VALUES
+    ),
+)
+def test_any_json_spec_is_a_spec_or_one_clear_spec_error(
+    data: dict[str, object], targets: dict[str, object]
+) -> None:
+    # what an API body or a YAML file can hold, key by key: never an exception but SpecError
+    for candidate in ({"profile": "p", "targets": targets, **data}, data, [data], "spec"):
+        try:
+            spec_from_mapping(candidate)
+        except SpecError as exc:
+            text = str(exc)
+            assert text and "\n" not in text and len(text) < 400
 
 
 def test_a_window_opens_on_its_days_and_hours_in_its_time_zone() -> None:
