@@ -148,6 +148,18 @@ RefusalWindow = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "secon
 RefusalSources = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
 
 
+def _api_token(value: str) -> str:
+    """An operator API token is empty (writes off) or long enough not to be guessed."""
+    value = value.strip()
+    if value and (len(value) < 24 or not value.isprintable() or " " in value):
+        # the token is not quoted back: it is a secret
+        raise _invalid("must be at least 24 printable characters without spaces (or empty)")
+    return value
+
+
+ApiToken = Annotated[str, AfterValidator(_api_token)]
+
+
 class Settings(BaseSettings):
     """Every setting the product reads; each one can be set as ``ROLLOUT_<NAME>``.
 
@@ -230,6 +242,12 @@ class Settings(BaseSettings):
         default=200,
         description="Sources journalled in detail per refusal window; refusals from further "
         "sources are only counted, per reason.",
+    )
+
+    api_token: ApiToken = Field(
+        default="",
+        description="Bearer token the operator API's write routes (plan, create, controls) "
+        "ask for; empty: those routes are off (403).",
     )
 
     apns_cert: str = Field(

@@ -1,26 +1,34 @@
-"""The operator API: its own router, mounted by the app beside the MDM endpoints.
+"""The operator API: its own routers, mounted by the app beside the MDM endpoints.
 
-Today it serves liveness and the MDM writer's counters (``/healthz``), and read-only views of
-rollouts; the controls and the dashboard land here as they are built.
+``/healthz`` serves liveness and the MDM writer's counters; ``/api/v1/rollouts`` reads rollouts
+and, with the API token, plans, creates and controls them (``rollout.web.api_rollouts``). The
+dashboard lands here as it is built.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
+from rollout.clock import Clock
 from rollout.ledger import Ledger
-from rollout.operations import NotFoundError, list_rollouts, rollout_summary
+from rollout.web.api_rollouts import rollouts_router
 from rollout.web.batcher import LedgerBatcher
 from rollout.web.connections import ConnectionStats
 from rollout.web.refusals import RefusalLog
 
 
 def operator_router(
-    ledger: Ledger, batcher: LedgerBatcher, refusals: RefusalLog, connections: ConnectionStats
+    ledger: Ledger,
+    batcher: LedgerBatcher,
+    refusals: RefusalLog,
+    connections: ConnectionStats,
+    *,
+    clock: Clock,
+    api_token: str,
 ) -> APIRouter:
-    """The operator API's routes over ``ledger``."""
+    """The operator API's routes over ``ledger``; its write routes need ``api_token``."""
     router = APIRouter()
 
     @router.get("/healthz", tags=["health"])
@@ -40,26 +48,5 @@ def operator_router(
             "connections": connections.as_json(),
         }
 
-    @router.get("/api/v1/rollouts", tags=["rollouts"])
-    def rollouts() -> list[dict[str, Any]]:
-        """Every rollout, newest first."""
-        return [
-            {
-                "id": r.id,
-                "name": r.name,
-                "state": r.state,
-                "profile": r.profile_uuid,
-                "created_at": r.created_at.isoformat(),
-            }
-            for r in list_rollouts(ledger)
-        ]
-
-    @router.get("/api/v1/rollouts/{rollout_id}", tags=["rollouts"])
-    def rollout(rollout_id: int) -> dict[str, Any]:
-        """A rollout and its targets by stage, state and reason."""
-        try:
-            return rollout_summary(ledger, rollout_id).as_json()
-        except NotFoundError as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from None
-
+    router.include_router(rollouts_router(ledger, clock, api_token))
     return router

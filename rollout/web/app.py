@@ -98,7 +98,14 @@ class RolloutApp:
         self.connection_stats = ConnectionStats()
         self.api = FastAPI(title="rollout", version="0.1.0")
         self.api.include_router(
-            operator_router(ledger, self.batcher, self.refusals, self.connection_stats)
+            operator_router(
+                ledger,
+                self.batcher,
+                self.refusals,
+                self.connection_stats,
+                clock=clock,
+                api_token=settings.api_token,
+            )
         )
         self._flusher: asyncio.Task[None] | None = None
 

@@ -51,6 +51,8 @@ def test_defaults() -> None:
         ("ROLLOUT_REFUSAL_MAX_SOURCES", "0", "0 is less than 1"),
         ("ROLLOUT_REFUSAL_MAX_SOURCES", "many", "'many' is not a whole number"),
         ("ROLLOUT_REQUIRE_UDID_IN_CERT", "sometimes", "'sometimes' is not true or false"),
+        ("ROLLOUT_API_TOKEN", "short-secret", "must be at least 24 printable characters"),
+        ("ROLLOUT_API_TOKEN", "a token with spaces in it, long", "must be at least 24"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_variable(
@@ -62,6 +64,8 @@ def test_bad_values_are_one_line_naming_the_variable(
     text = str(info.value)
     assert "\n" not in text
     assert text.startswith(f"{name}: {message}")
+    if name == "ROLLOUT_API_TOKEN":
+        assert value not in text  # a secret is never quoted back
 
 
 def test_values_reach_the_app_and_the_server(

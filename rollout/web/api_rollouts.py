@@ -1,0 +1,196 @@
+"""The operator API's rollout routes: read rollouts, plan and create them from a spec, and the
+controls (start, pause, resume, abort, approve, retry).
+
+Every route calls the same operations the CLI calls (``rollout.operations``); this module maps
+HTTP onto them and their errors onto status codes: a spec that is invalid or a rollout that must
+not happen is 422, an unknown rollout 404, a control the rollout's state does not allow 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from rollout.clock import Clock
+from rollout.ledger import Ledger
+from rollout.operations import (
+    NotFoundError,
+    OperationError,
+    abort_rollout,
+    approve_stage,
+    create_rollout,
+    list_rollouts,
+    pause_rollout,
+    plan_rollout,
+    resume_rollout,
+    retry_targets,
+    rollout_report,
+    start_rollout,
+)
+from rollout.planning import PlanningError
+from rollout.spec import RolloutSpec, SpecError, spec_from_mapping
+from rollout.web.api_access import json_object, writer
+
+T = TypeVar("T")
+
+
+def rollouts_router(ledger: Ledger, clock: Clock, token: str) -> APIRouter:
+    """The ``/api/v1/rollouts`` routes over ``ledger``; writes need ``token``."""
+    router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
+
+    @router.get("")
+    def rollouts() -> list[dict[str, Any]]:
+        """Every rollout, newest first."""
+        return [
+            {
+                "id": r.id,
+                "name": r.name,
+                "state": r.state,
+                "profile": r.profile_uuid,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in list_rollouts(ledger)
+        ]
+
+    @router.get("/{rollout_id}")
+    def rollout(rollout_id: int) -> dict[str, Any]:
+        """A rollout: its targets by state and reason, each stage with its counts and its gate's
+        verdict now (what ``rollout rollouts show --json`` prints)."""
+        return _answer(lambda: rollout_report(ledger, rollout_id, clock.now()))
+
+    @router.post("/plan")
+    async def plan(request: Request) -> dict[str, Any]:
+        """A dry run of the spec in the body: per stage how many devices, per exclusion reason
+        how many. Writes nothing."""
+        writer(request, token)
+        spec = _spec(await json_object(request))
+        planned = await run_in_threadpool(
+            _refusing, lambda: plan_rollout(ledger, spec, clock.now())
+        )
+        return planned.as_json()
+
+    @router.post("", status_code=201)
+    async def create(request: Request, response: Response, start: bool = False) -> dict[str, Any]:
+        """Plan and write a rollout of the spec in the body: a draft, or running with
+        ``?start=true``."""
+        actor = writer(request, token)
+        spec = _spec(await json_object(request))
+        summary = await run_in_threadpool(
+            _refusing,
+            lambda: create_rollout(ledger, spec, actor=actor, now=clock.now(), start=start),
+        )
+        response.headers["Location"] = f"/api/v1/rollouts/{summary.rollout.id}"
+        return summary.as_json()
+
+    async def control(
+        request: Request, rollout_id: int, action: Callable[[str], object]
+    ) -> dict[str, Any]:
+        actor = writer(request, token)
+        result = await run_in_threadpool(_answer, lambda: action(actor))
+        report = await run_in_threadpool(rollout_report, ledger, rollout_id, clock.now())
+        return {"done": result is not False, "result": result, **report}
+
+    @router.post("/{rollout_id}/start")
+    async def start_(request: Request, rollout_id: int) -> dict[str, Any]:
+        """Start a draft rollout."""
+        return await control(
+            request,
+            rollout_id,
+            lambda actor: start_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
+        )
+
+    @router.post("/{rollout_id}/pause")
+    async def pause(request: Request, rollout_id: int) -> dict[str, Any]:
+        """Push nothing more until resumed (``done`` is false when it was paused already)."""
+        return await control(
+            request,
+            rollout_id,
+            lambda actor: pause_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
+        )
+
+    @router.post("/{rollout_id}/resume")
+    async def resume(request: Request, rollout_id: int, override: bool = False) -> dict[str, Any]:
+        """Go on after a pause; a rollout its gate halted needs ``?override=true``."""
+        return await control(
+            request,
+            rollout_id,
+            lambda actor: resume_rollout(
+                ledger, rollout_id, actor=actor, now=clock.now(), override=override
+            ),
+        )
+
+    @router.post("/{rollout_id}/abort")
+    async def abort(request: Request, rollout_id: int) -> dict[str, Any]:
+        """Stop for good: undelivered commands are cancelled and never served."""
+        return await control(
+            request,
+            rollout_id,
+            lambda actor: abort_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
+        )
+
+    @router.post("/{rollout_id}/approve")
+    async def approve(request: Request, rollout_id: int) -> dict[str, Any]:
+        """Promote a stage that passed its gate and waits for approval (``result``: the stage
+        opened)."""
+        return await control(
+            request,
+            rollout_id,
+            lambda actor: approve_stage(ledger, rollout_id, actor=actor, now=clock.now()),
+        )
+
+    @router.post("/{rollout_id}/retry")
+    async def retry(request: Request, rollout_id: int) -> dict[str, Any]:
+        """Queue failed and timed-out targets again; a body ``{"reasons": [...]}`` keeps only
+        those that ended for one of them (``result``: how many)."""
+        body = await json_object(request, required=False)
+        reasons = body.get("reasons")
+        unknown = sorted(set(body) - {"reasons"})
+        if unknown or (
+            reasons is not None
+            and not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons))
+        ):
+            raise HTTPException(
+                status_code=422, detail='the body is {"reasons": [text, ...]} or empty'
+            )
+        return await control(
+            request,
+            rollout_id,
+            lambda actor: retry_targets(
+                ledger,
+                rollout_id,
+                actor=actor,
+                now=clock.now(),
+                reasons=tuple(reasons or ()) or None,
+            ),
+        )
+
+    return router
+
+
+def _spec(data: dict[str, Any]) -> RolloutSpec:
+    try:
+        return spec_from_mapping(data)
+    except SpecError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+def _refusing(action: Callable[[], T]) -> T:
+    """``action()``, a rollout that must not happen answering 422 with the reason."""
+    try:
+        return action()
+    except (OperationError, PlanningError) as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+def _answer(action: Callable[[], T]) -> T:
+    """``action()`` on one rollout: 404 when there is no such rollout, 409 when its state does
+    not allow what is asked."""
+    try:
+        return action()
+    except NotFoundError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except OperationError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
