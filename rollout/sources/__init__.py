@@ -1,0 +1,1 @@
+"""Where renewed provisioning profiles come from."""
