@@ -20,13 +20,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from rollout.alerts import AlertPolicy
 from rollout.policy import EnginePolicy
+from rollout.renewal import RenewalPolicy
 
 ENV_PREFIX = "ROLLOUT_"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -159,6 +168,39 @@ def _api_token(value: str) -> str:
 
 ApiToken = Annotated[str, AfterValidator(_api_token)]
 
+# Renewal: a window over a year renews profiles that were just made; escalation inside it.
+WindowDays = Annotated[float, _Number, AfterValidator(_within(0, 365, "days", above=True))]
+EscalateDays = Annotated[float, _Number, AfterValidator(_within(0, 365, "days"))]
+RepeatHours = Annotated[float, _Number, AfterValidator(_within(0, 24 * 30, "hours", above=True))]
+ScanInterval = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
+SmtpPort = Annotated[int, _Whole, AfterValidator(_within(1, 65535))]
+APPLE_APIS = ("app-store-connect", "enterprise")
+
+
+def _app_windows(value: str) -> str:
+    """``pattern=days`` pairs, comma-separated (``com.example.*=45,com.example.kiosk=14``)."""
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        pattern, sep, days = part.partition("=")
+        if not sep or not pattern.strip():
+            raise _invalid(f"{_quoted(part)} is not pattern=days (e.g. com.example.*=45)")
+        try:
+            _within(0, 365, "days", above=True)(_number(days))
+        except PydanticCustomError as exc:
+            raise _invalid(f"{pattern.strip()}: {exc.message()}") from None
+    return value.strip()
+
+
+def _secret(value: str) -> str:
+    """A shared secret: empty (off) or long enough not to be guessed."""
+    value = value.strip()
+    if value and len(value) < 16:
+        raise _invalid("must be at least 16 characters (or empty)")  # never quoted back
+    return value
+
+
+AppWindows = Annotated[str, AfterValidator(_app_windows)]
+Secret = Annotated[str, AfterValidator(_secret)]
+
 
 class Settings(BaseSettings):
     """Every setting the product reads; each one can be set as ``ROLLOUT_<NAME>``.
@@ -250,6 +292,49 @@ class Settings(BaseSettings):
         "ask for; empty: those routes are off (403).",
     )
 
+    renewal_window_days: WindowDays = Field(
+        default=30.0, description="Renew held profiles that expire within this many days."
+    )
+    renewal_windows: AppWindows = Field(
+        default="",
+        description="Per application identifier: pattern=days, comma-separated "
+        "(com.example.*=45); the first match wins.",
+    )
+    renewal_escalate_days: EscalateDays = Field(
+        default=7.0, description="Alerts turn critical when this close to the expiry."
+    )
+    renewal_start: Flag = Field(
+        default=True, description="Start renewal rollouts at once (false: leave them drafts)."
+    )
+    renewal_scan_interval_s: ScanInterval = Field(
+        default=3600.0, description="Renewal scan period (beat)."
+    )
+    profile_folder: str = Field(
+        default="", description="A folder of renewed profiles the scan checks and adds."
+    )
+    apple_api: str = Field(
+        default="",
+        description="Fetch renewed profiles from Apple: app-store-connect or enterprise.",
+    )
+    apple_issuer_id: str = Field(default="", description="Apple API key's issuer ID.")
+    apple_key_id: str = Field(default="", description="Apple API key's ID.")
+    apple_key_file: str = Field(default="", description="Apple API private key (.p8) file.")
+    apple_api_url: str = Field(default="", description="Base URL override for Apple's API.")
+    alert_repeat_hours: RepeatHours = Field(
+        default=24.0, description="Send an unacknowledged alert again after this many hours."
+    )
+    alert_webhook_url: str = Field(default="", description="POST alerts here as JSON.")
+    alert_webhook_secret: Secret = Field(
+        default="", description="HMAC-SHA256 key that signs each alert webhook body."
+    )
+    smtp_host: str = Field(default="", description="Mail alerts through this SMTP server.")
+    smtp_port: SmtpPort = Field(default=25, description="SMTP port.")
+    smtp_starttls: Flag = Field(default=False, description="Use STARTTLS.")
+    smtp_username: str = Field(default="", description="SMTP user.")
+    smtp_password: str = Field(default="", description="SMTP password.")
+    smtp_from: str = Field(default="", description="Sender address of alert mail.")
+    smtp_to: str = Field(default="", description="Recipients of alert mail, comma-separated.")
+
     apns_cert: str = Field(
         default="", description="MDM push certificate: .p12/.pfx, or PEM (cert, key inside)."
     )
@@ -315,6 +400,22 @@ class Settings(BaseSettings):
             raise _invalid(f"driver {_quoted(driver)} is not supported (use {forms})")
         return value
 
+    @field_validator("apple_api", mode="before")
+    @classmethod
+    def _known_apple_api(cls, value: Any) -> Any:
+        api = value.strip().lower() if isinstance(value, str) else value
+        if api not in ("", *APPLE_APIS):
+            raise _invalid(f"{_quoted(value)} is not one of {', '.join(APPLE_APIS)}")
+        return api
+
+    @field_validator("alert_webhook_url", "apple_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.match(r"https?://[^/\s]+", value):
+            raise _invalid("is not an http:// or https:// URL")  # may hold a token: not quoted
+        return value
+
     @field_validator("identity_mode", mode="before")
     @classmethod
     def _known_identity_mode(cls, value: Any) -> Any:
@@ -335,6 +436,48 @@ class Settings(BaseSettings):
             if source not in IDENTITY_SOURCES:
                 raise _invalid(f"{_quoted(source)} is not one of {', '.join(IDENTITY_SOURCES)}")
         return ",".join(dict.fromkeys(sources))
+
+    @model_validator(mode="after")
+    def _complete(self) -> Settings:
+        # settings that only work together: name the missing one
+        needs = {
+            "apple_api": ("apple_issuer_id", "apple_key_id", "apple_key_file"),
+            "alert_webhook_url": ("alert_webhook_secret",),
+            "smtp_host": ("smtp_from", "smtp_to"),
+        }
+        for given, wanted in needs.items():
+            if getattr(self, given):
+                for name in wanted:
+                    if not getattr(self, name):
+                        raise _invalid(
+                            f"{ENV_PREFIX}{name.upper()}: must be set when "
+                            f"{ENV_PREFIX}{given.upper()} is"
+                        )
+        return self
+
+    def renewal_policy(self) -> RenewalPolicy:
+        """When and how the renewal scan acts."""
+        windows = []
+        for part in (p.strip() for p in self.renewal_windows.split(",") if p.strip()):
+            pattern, _, days = part.partition("=")
+            windows.append((pattern.strip(), dt.timedelta(days=float(days))))
+        return RenewalPolicy(
+            window=dt.timedelta(days=self.renewal_window_days),
+            windows=tuple(windows),
+            escalate_within=dt.timedelta(days=self.renewal_escalate_days),
+            start=self.renewal_start,
+        )
+
+    def alert_policy(self) -> AlertPolicy:
+        """Where alerts go and how often they repeat."""
+        channels = []
+        if self.alert_webhook_url:
+            channels.append("webhook")
+        if self.smtp_host:
+            channels.append("email")
+        return AlertPolicy(
+            repeat_every=dt.timedelta(hours=self.alert_repeat_hours), channels=tuple(channels)
+        )
 
     def ensure_home(self) -> Path:
         """Make sure the home folder exists and can be written; return it.
@@ -427,6 +570,8 @@ def _describe(error: ErrorDetails) -> str:
     field = str(error["loc"][0]) if error["loc"] else ""
     name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
     if error["type"] == _SETTING:
+        if not field and error["msg"].startswith(ENV_PREFIX):  # names its own variable
+            return error["msg"]
         return f"{name}: {error['msg']}"
     # a check this module does not make itself; pydantic's words, without the value (which
     # may be a password or a URL holding one)

@@ -47,6 +47,10 @@ class NotFoundError(OperationError):
     """What the operation names does not exist."""
 
 
+class AlreadyRenewingError(OperationError):
+    """A renewal rollout of the same (replaced, new) pair exists already."""
+
+
 @dataclass(frozen=True)
 class Planned:
     """A dry run: the profile the rollout would install, and its plan."""
@@ -110,15 +114,23 @@ def create_rollout(
     actor: str,
     now: dt.datetime,
     start: bool = False,
+    replaces: str | None = None,
 ) -> RolloutSummary:
     """Plan and write a rollout of ``spec`` (a draft, or running when ``start``); its summary.
     Raises :class:`OperationError` (or :class:`~rollout.planning.PlanningError`) with the
-    reason it must not happen."""
+    reason it must not happen. A renewal rollout names the profile it ``replaces``; there is
+    only ever one per (replaced, new) pair (:class:`AlreadyRenewingError` for a second)."""
     planned = plan_rollout(ledger, spec, now)
     profile, plan = planned.profile, planned.plan
     stages = tuple(NewStage(s.label(), s.gate.to_json()) for s in spec.stages)
     name = spec.name or _default_name(spec, profile, plan)
     with ledger.unit() as unit:
+        if replaces is not None and profile is not None:
+            for other in unit.rollouts.renewing([replaces]):
+                if other.profile_uuid == profile.uuid:
+                    raise AlreadyRenewingError(
+                        f"rollout {other.id} already renews {replaces} with {profile.uuid}"
+                    )
         if profile is not None and spec.command == "install":
             _refuse_overlap(unit.rollouts, profile.uuid, plan)  # again, under this transaction
         rollout_id = unit.rollouts.create(
@@ -130,6 +142,7 @@ def create_rollout(
                 targets=tuple(plan.targets),
                 created_by=actor,
                 options={**spec.to_json(), "remove_uuid": _remove_uuid(spec, profile)},
+                replaces_uuid=replaces.lower() if replaces else None,
             ),
             now,
         )
@@ -138,6 +151,7 @@ def create_rollout(
             "profile": profile.uuid if profile else None,
             "command": spec.command,
             "selection": spec.targets.describe(),
+            "replaces": replaces,
             **planned.as_json(),
         }
         unit.rollouts.record([Event("rollout.created", data, rollout_id=rollout_id)], now)

@@ -57,6 +57,7 @@ def add_profile(
     *,
     name: str = "Field App In-House",
     bundle_id: str = "com.example.field",
+    team_id: str = "ABCDE12345",
     created_at: dt.datetime | None = None,
     expires_at: dt.datetime | None = None,
 ) -> ProfileEntry:
@@ -66,6 +67,7 @@ def add_profile(
         chain,
         name=name,
         bundle_id=bundle_id,
+        team_id=team_id,
         created_at=created_at or now - dt.timedelta(days=1),
         expires_at=expires_at or now + dt.timedelta(days=365),
     )

@@ -77,6 +77,16 @@ def test_get_settings_raises_the_same_error(monkeypatch: pytest.MonkeyPatch) -> 
         ("ROLLOUT_RESPONSE_TIMEOUT_S", "4h", "'4h' is not a number"),
         ("ROLLOUT_FAST", "maybe", "'maybe' is not true or false (use true/false, 1/0, yes/no"),
         ("ROLLOUT_APNS_SANDBOX", "2", "'2' is not true or false"),
+        ("ROLLOUT_RENEWAL_WINDOW_DAYS", "0", "0 must be more than 0 days"),
+        ("ROLLOUT_RENEWAL_WINDOW_DAYS", "400", "400 is more than 365 days"),
+        ("ROLLOUT_RENEWAL_WINDOWS", "com.example.*", "'com.example.*' is not pattern=days"),
+        ("ROLLOUT_RENEWAL_WINDOWS", "com.a=45,com.b=soon", "com.b: 'soon' is not a number"),
+        ("ROLLOUT_RENEWAL_ESCALATE_DAYS", "-1", "-1 is less than 0 days"),
+        ("ROLLOUT_ALERT_REPEAT_HOURS", "0", "0 must be more than 0 hours"),
+        ("ROLLOUT_RENEWAL_START", "sometimes", "'sometimes' is not true or false"),
+        ("ROLLOUT_SMTP_PORT", "70000", "70000 is more than 65535"),
+        ("ROLLOUT_APPLE_API", "itunes", "'itunes' is not one of app-store-connect, enterprise"),
+        ("ROLLOUT_ALERT_WEBHOOK_URL", "ftp://hooks", "is not an http:// or https:// URL"),
     ],
 )
 def test_numbers_and_flags_outside_sensible_values_are_refused(
@@ -91,6 +101,53 @@ def test_every_bad_setting_is_named_on_the_one_line(monkeypatch: pytest.MonkeyPa
         "ROLLOUT_IDENTITY_MODE: 'lax' is not one of strict, bind-on-first-sight, off; "
         "ROLLOUT_BATCH_SIZE: 0 is less than 1"
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"ROLLOUT_APPLE_API": "enterprise"},
+            "ROLLOUT_APPLE_ISSUER_ID: must be set when ROLLOUT_APPLE_API is",
+        ),
+        (
+            {"ROLLOUT_ALERT_WEBHOOK_URL": "https://hooks.example/x?token=hunter2"},
+            "ROLLOUT_ALERT_WEBHOOK_SECRET: must be set when ROLLOUT_ALERT_WEBHOOK_URL is",
+        ),
+        ({"ROLLOUT_SMTP_HOST": "mail"}, "ROLLOUT_SMTP_FROM: must be set when ROLLOUT_SMTP_HOST is"),
+        (
+            {"ROLLOUT_ALERT_WEBHOOK_SECRET": "hunter2"},
+            "ROLLOUT_ALERT_WEBHOOK_SECRET: must be at least 16",
+        ),
+    ],
+)
+def test_settings_that_only_work_together_name_the_missing_one(
+    monkeypatch: pytest.MonkeyPatch, given: dict[str, str], message: str
+) -> None:
+    error = _error(monkeypatch, **given)
+    assert error.startswith(message) and "hunter2" not in error
+
+
+def test_renewal_and_alert_settings_reach_their_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "ROLLOUT_RENEWAL_WINDOW_DAYS": "21",
+        "ROLLOUT_RENEWAL_WINDOWS": "com.example.kiosk=10, com.example.*=45",
+        "ROLLOUT_RENEWAL_ESCALATE_DAYS": "3",
+        "ROLLOUT_RENEWAL_START": "false",
+        "ROLLOUT_ALERT_REPEAT_HOURS": "6",
+        "ROLLOUT_ALERT_WEBHOOK_URL": "https://hooks.example/rollout",
+        "ROLLOUT_ALERT_WEBHOOK_SECRET": "s" * 32,
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    policy = settings.renewal_policy()
+    day = dt.timedelta(days=1)
+    assert policy.window_for("ABCDE12345.com.example.kiosk") == 10 * day
+    assert policy.window_for("ABCDE12345.com.example.field") == 45 * day
+    assert policy.window_for("ABCDE12345.org.other") == 21 * day
+    assert policy.escalate_within == 3 * day and policy.start is False
+    alerts = settings.alert_policy()
+    assert alerts.channels == ("webhook",) and alerts.repeat_every == dt.timedelta(hours=6)
 
 
 def test_good_values_reach_the_engine_policy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,6 +66,7 @@ def make_app(settings: Settings | None = None) -> Celery:
             "rollout.tick": {"queue": CONTROL_QUEUE},
             "rollout.sweep": {"queue": CONTROL_QUEUE},
             "rollout.expiry_scan": {"queue": CONTROL_QUEUE},
+            "rollout.deliver_alerts": {"queue": CONTROL_QUEUE},
             "rollout.push_batch": {"queue": FANOUT_QUEUE},
         },
         worker_hijack_root_logger=False,
@@ -73,7 +74,11 @@ def make_app(settings: Settings | None = None) -> Celery:
         beat_schedule={
             "controller-tick": {"task": "rollout.tick", "schedule": settings.tick_interval_s},
             "timeout-sweep": {"task": "rollout.sweep", "schedule": settings.sweep_interval_s},
-            "expiry-scan": {"task": "rollout.expiry_scan", "schedule": 3600.0},
+            "expiry-scan": {
+                "task": "rollout.expiry_scan",
+                "schedule": settings.renewal_scan_interval_s,
+            },
+            "alert-delivery": {"task": "rollout.deliver_alerts", "schedule": 60.0},
         },
     )
     return app

@@ -11,12 +11,13 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from rollout import controller, renewal
+from rollout import controller, renewal_setup
 from rollout.apns import PushClient
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
 from rollout.ledger import Ledger
 from rollout.pushing import push_client_from_settings
+from rollout.renewal_setup import run_scan
 from workers.app import FANOUT_QUEUE, app
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,15 @@ def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, 
 @app.task(name="rollout.expiry_scan", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
           max_retries=3)  # fmt: skip
 def expiry_scan(self: Task) -> dict[str, Any]:
-    """Find profiles about to expire on devices, and a push certificate about to expire."""
-    now = SYSTEM_CLOCK.now()
-    out = renewal.scan(ledger(), now).as_dict()
-    settings = get_settings()
-    if settings.apns_cert:
-        cert = push_client().certificate
-        out["push_certificate"] = renewal.check_push_certificate(
-            ledger(), cert.not_after, cert.topic or "", now
-        )
+    """The renewal scan: open renewal rollouts for expiring held profiles, alert otherwise;
+    then send the alerts it raised."""
+    out = run_scan(ledger(), get_settings(), SYSTEM_CLOCK).as_dict()
+    deliver_alerts.delay()
     return out
+
+
+@app.task(name="rollout.deliver_alerts", bind=True, autoretry_for=RETRYABLE,
+          retry_backoff=True, max_retries=3)  # fmt: skip
+def deliver_alerts(self: Task) -> dict[str, int]:
+    """Send the alert notifications that are due (webhook, mail), with back-off."""
+    return renewal_setup.deliver_alerts(ledger(), get_settings(), SYSTEM_CLOCK)

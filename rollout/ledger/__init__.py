@@ -8,6 +8,7 @@ through one small interface, opened as a transaction by :class:`Ledger`::
     with ledger.rollouts() as store:  # rollout reads and operator controls   -> RolloutStore
     with ledger.library() as store:   # provisioning profiles                 -> LibraryStore
     with ledger.registry() as store:  # devices and what they hold            -> RegistryStore
+    with ledger.alerts() as store:    # alerts and their notifications        -> AlertStore
     with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
     with ledger.unit() as unit:       # several of them in one transaction
 
@@ -20,20 +21,23 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import Engine
 
 from rollout.ledger import db
+from rollout.ledger.alerts import AlertLedger
 from rollout.ledger.bulk import BulkLoader, SeedDevice, SeedTarget
 from rollout.ledger.checkin import CheckinLedger
 from rollout.ledger.fanout import FanoutLedger
 from rollout.ledger.library import LibraryLedger, ProfileConflictError
 from rollout.ledger.records import (
+    AlertInfo,
     AppliedMove,
     Authentication,
     CommandResultWrite,
     CommandState,
+    DeliveryInfo,
     DeviceFilter,
     DeviceInfo,
     DueTarget,
@@ -44,6 +48,7 @@ from rollout.ledger.records import (
     ImportResult,
     InstalledProfile,
     Move,
+    NewAlert,
     NewCommand,
     NewRollout,
     NewStage,
@@ -159,6 +164,7 @@ class RolloutStore(Journal, Protocol):
     def create(self, new: NewRollout, now: dt.datetime) -> int: ...
     def get(self, rollout_id: int, *, lock: bool = False) -> RolloutInfo | None: ...
     def recent(self, *, limit: int = 1000) -> list[RolloutInfo]: ...
+    def renewing(self, old_uuids: Collection[str]) -> list[RolloutInfo]: ...
     def set_state(self, rollout_id: int, state: str, now: dt.datetime) -> None: ...
     def summary(self, rollout_id: int) -> RolloutSummary | None: ...
     def state_counts(self, rollout_id: int) -> dict[str, int]: ...
@@ -199,9 +205,7 @@ class LibraryStore(Journal, Protocol):
     def get(self, uuid: str) -> ProfileEntry | None: ...
     def find(self, prefix: str) -> list[ProfileEntry]: ...
     def content(self, uuid: str) -> bytes | None: ...
-    def newest_like(
-        self, *, app_id: str, team_id: str, outliving: dt.datetime, other_than: str
-    ) -> ProfileEntry | None: ...
+    def like(self, *, app_id: str, team_id: str) -> list[ProfileEntry]: ...
 
 
 class RegistryStore(Journal, Protocol):
@@ -220,6 +224,48 @@ class RegistryStore(Journal, Protocol):
     def holding(self, profile_uuid: str, device_ids: Sequence[int]) -> set[int]: ...
     def installed(self, device_id: int) -> list[InstalledProfile]: ...
     def expiring(self, horizon: dt.datetime) -> list[Holding]: ...
+    def lacking(
+        self, profile_uuid: str, replacement_uuid: str | None, *, sample: int = 10
+    ) -> tuple[int, list[str]]: ...
+
+
+class AlertStore(Journal, Protocol):
+    """Alerts (one live alert per finding) and the outbox of their notifications."""
+
+    def live(self, kinds: Collection[str] | None = None) -> list[AlertInfo]: ...
+    def raise_new(self, alerts: Sequence[NewAlert], now: dt.datetime) -> list[AlertInfo]: ...
+    def revise(
+        self,
+        alert_id: int,
+        now: dt.datetime,
+        *,
+        severity: str | None = None,
+        title: str | None = None,
+        data: dict[str, Any] | None = None,
+        state: str | None = None,
+    ) -> None: ...
+    def mark_notified(self, alert_ids: Collection[int], now: dt.datetime) -> None: ...
+    def acknowledge(self, alert_id: int, by: str, now: dt.datetime) -> None: ...
+    def resolve(self, alert_ids: Collection[int], by: str, now: dt.datetime) -> None: ...
+    def get(self, alert_id: int, *, lock: bool = False) -> AlertInfo | None: ...
+    def alerts(
+        self, *, states: Collection[str] | None = None, limit: int = 200
+    ) -> list[AlertInfo]: ...
+    def queue(self, items: Sequence[tuple[int, str, dict[str, Any]]], now: dt.datetime) -> None: ...
+    def claim(
+        self, now: dt.datetime, until: dt.datetime, limit: int = 50
+    ) -> list[DeliveryInfo]: ...
+    def record_attempt(
+        self,
+        delivery_id: int,
+        now: dt.datetime,
+        *,
+        state: str,
+        next_at: dt.datetime,
+        status: int | None,
+        error: str | None,
+    ) -> None: ...
+    def deliveries(self, alert_id: int) -> list[DeliveryInfo]: ...
 
 
 class Unit:
@@ -231,6 +277,7 @@ class Unit:
         self.rollouts: RolloutStore = RolloutLedger(session)
         self.library: LibraryStore = LibraryLedger(session)
         self.registry: RegistryStore = RegistryLedger(session)
+        self.alerts: AlertStore = AlertLedger(session)
         self.bulk = BulkLoader(session)
 
 
@@ -295,6 +342,12 @@ class Ledger:
             yield RegistryLedger(session)
 
     @contextmanager
+    def alerts(self) -> Iterator[AlertStore]:
+        """See :class:`AlertStore`."""
+        with db.transaction(self.engine) as session:
+            yield AlertLedger(session)
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
@@ -302,12 +355,15 @@ class Ledger:
 
 
 __all__ = [
+    "AlertInfo",
+    "AlertStore",
     "AppliedMove",
     "Authentication",
     "BulkLoader",
     "CheckinStore",
     "CommandResultWrite",
     "CommandState",
+    "DeliveryInfo",
     "DeviceFilter",
     "DeviceInfo",
     "DueTarget",
@@ -322,6 +378,7 @@ __all__ = [
     "Ledger",
     "LibraryStore",
     "Move",
+    "NewAlert",
     "NewCommand",
     "NewRollout",
     "NewStage",

@@ -115,21 +115,12 @@ class LibraryLedger(Journaled):
         """The signed file of a profile in the library."""
         return self._session.scalar(select(ProfileRow.content).where(ProfileRow.uuid == uuid))
 
-    def newest_like(
-        self, *, app_id: str, team_id: str, outliving: dt.datetime, other_than: str
-    ) -> ProfileEntry | None:
-        """The library's profile for the same app and team with a valid signature that
-        expires last, if it expires after ``outliving``."""
-        row = self._session.scalar(
+    def like(self, *, app_id: str, team_id: str) -> list[ProfileEntry]:
+        """The library's profiles for one application identifier and team, longest-lived
+        first."""
+        rows = self._session.scalars(
             select(ProfileRow)
-            .where(
-                ProfileRow.app_id == app_id,
-                ProfileRow.team_id == team_id,
-                ProfileRow.expires_at > outliving,
-                ProfileRow.signature_valid.is_(True),
-                ProfileRow.uuid != other_than,
-            )
-            .order_by(ProfileRow.expires_at.desc())
-            .limit(1)
+            .where(ProfileRow.app_id == app_id, ProfileRow.team_id == team_id)
+            .order_by(ProfileRow.expires_at.desc(), ProfileRow.uuid)
         )
-        return _entry(row) if row is not None else None
+        return [_entry(r) for r in rows]

@@ -288,6 +288,7 @@ class NewRollout:
     targets: tuple[PlannedTarget, ...]
     created_by: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    replaces_uuid: str | None = None  # a renewal rollout: the profile it renews
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,7 @@ class RolloutInfo:
     finished_at: dt.datetime | None
     options: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    replaces_uuid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -452,3 +454,50 @@ class ImportResult:
     created: int
     updated: int
     profiles: int
+
+
+@dataclass(frozen=True)
+class NewAlert:
+    """A finding to raise as an alert (kept once per ``key`` while it is not resolved)."""
+
+    key: str
+    kind: str
+    severity: str
+    title: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertInfo:
+    """An alert's row."""
+
+    id: int
+    key: str
+    kind: str
+    severity: str
+    state: str
+    title: str
+    data: dict[str, Any]
+    opened_at: dt.datetime
+    updated_at: dt.datetime
+    notified_at: dt.datetime | None
+    acknowledged_by: str | None
+    acknowledged_at: dt.datetime | None
+    resolved_by: str | None
+    resolved_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """One notification of an alert to one channel, and how its delivery went so far."""
+
+    id: int
+    alert_id: int
+    channel: str
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    next_at: dt.datetime
+    last_status: int | None
+    last_error: str | None
+    delivered_at: dt.datetime | None

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, select, true
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from rollout.inventory import COLUMNS, DeviceRecord
 from rollout.ledger.journal import Journaled
@@ -171,6 +171,28 @@ class RegistryLedger(Journaled):
                 )
             )
         return found
+
+    def lacking(
+        self, profile_uuid: str, replacement_uuid: str | None, *, sample: int = 10
+    ) -> tuple[int, list[str]]:
+        """Devices that hold ``profile_uuid`` but not ``replacement_uuid`` (every holder when
+        it is None): how many, and the keys of the first ``sample`` of them."""
+        cond = InstalledProfileRow.profile_uuid == profile_uuid.lower()
+        q = select(DeviceRow.enrollment_id).join(
+            InstalledProfileRow, InstalledProfileRow.device_id == DeviceRow.id
+        )
+        q = q.where(cond)
+        if replacement_uuid is not None:
+            newer = aliased(InstalledProfileRow)
+            q = q.where(
+                ~exists().where(
+                    newer.device_id == DeviceRow.id,
+                    newer.profile_uuid == replacement_uuid.lower(),
+                )
+            )
+        total = self._session.scalar(select(func.count()).select_from(q.subquery())) or 0
+        keys = list(self._session.scalars(q.order_by(DeviceRow.enrollment_id).limit(sample)))
+        return int(total), keys
 
     def installed(self, device_id: int) -> list[InstalledProfile]:
         """The profiles known to be on one device."""

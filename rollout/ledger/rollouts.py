@@ -51,6 +51,7 @@ def _info(r: RolloutRow) -> RolloutInfo:
         finished_at=r.finished_at,
         options=dict(r.options or {}),
         reason=r.reason,
+        replaces_uuid=r.replaces_uuid,
     )
 
 
@@ -81,6 +82,7 @@ class RolloutLedger(Journaled):
             salt=new.salt,
             options=dict(new.options),
             created_by=new.created_by,
+            replaces_uuid=new.replaces_uuid,
             state=RolloutState.DRAFT.value,
             current_stage=0,
             created_at=now,
@@ -237,6 +239,15 @@ class RolloutLedger(Journaled):
         """The rollout's row (locked for a control when ``lock``), or None."""
         row = self._session.get(RolloutRow, rollout_id, with_for_update=lock or None)
         return _info(row) if row is not None else None
+
+    def renewing(self, old_uuids: Collection[str]) -> list[RolloutInfo]:
+        """The renewal rollouts that replace any of these profiles, oldest first."""
+        rows = self._session.scalars(
+            select(RolloutRow)
+            .where(RolloutRow.replaces_uuid.in_([u.lower() for u in old_uuids]))
+            .order_by(RolloutRow.id)
+        )
+        return [_info(r) for r in rows]
 
     def recent(self, *, limit: int = 1000) -> list[RolloutInfo]:
         """Rollouts, newest first."""

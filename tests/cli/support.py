@@ -8,8 +8,13 @@ import sys
 from pathlib import Path
 
 
-def rollout(*args: str, home: Path, db_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def rollout(
+    *args: str, home: Path, db_url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``rollout ARGS`` in a fresh process: its own home, ledger and ``env`` settings only."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
+    env.update(extra)
     env["ROLLOUT_HOME"] = str(home)
     if db_url:
         env["ROLLOUT_DATABASE_URL"] = db_url

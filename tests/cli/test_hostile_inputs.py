@@ -122,12 +122,50 @@ def test_every_file_command_refuses_every_hostile_file(run, tmp_path: Path) -> N
         ("demo", "--devices", "0"),
         ("serve", "--port", "70000"),
         ("bench", "push", "--size", "0"),
+        ("alerts", "ack", "99999999999999999999"),
+        ("alerts", "ack", "-1"),
+        ("alerts", "resolve", "abc"),
+        ("renewals", "scan", "--since", "x"),
         ("no-such-command",),
     ],
 )
 def test_bad_arguments_are_one_line(run, argv: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
     code, out, err = run(*argv)
     assert_refused(code, out, err, " ".join(argv))
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ROLLOUT_APPLE_API": "enterprise"}, "ROLLOUT_APPLE_ISSUER_ID"),
+        (
+            {
+                "ROLLOUT_APPLE_API": "enterprise",
+                "ROLLOUT_APPLE_ISSUER_ID": "i",
+                "ROLLOUT_APPLE_KEY_ID": "K",
+                "ROLLOUT_APPLE_KEY_FILE": "/no/such/AuthKey_K.p8",
+            },
+            "ROLLOUT_APPLE_KEY_FILE",
+        ),
+        (
+            {
+                "ROLLOUT_APPLE_API": "enterprise",
+                "ROLLOUT_APPLE_ISSUER_ID": "i",
+                "ROLLOUT_APPLE_KEY_ID": "K",
+                "ROLLOUT_APPLE_KEY_FILE": "/dev/zero",
+            },
+            "ROLLOUT_APPLE_KEY_FILE",
+        ),
+        ({"ROLLOUT_TRUST_ANCHORS": "/etc/hostname"}, "ROLLOUT_TRUST_ANCHORS"),
+        ({"ROLLOUT_APNS_CERT": "/etc/hostname"}, "ROLLOUT_APNS_CERT"),
+    ],
+)
+def test_a_scan_with_unusable_settings_is_one_line(  # type: ignore[no-untyped-def]
+    run, env: dict[str, str], named: str
+) -> None:
+    code, out, err = run("renewals", "scan", **env)
+    assert_refused(code, out, err, f"renewals scan with {env}")
+    assert named in err, err
 
 
 @pytest.mark.parametrize(

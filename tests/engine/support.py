@@ -10,7 +10,7 @@ from typing import Any
 from rollout.clock import ManualClock
 from rollout.enrollment import IdentityPolicy
 from rollout.inventory import read_inventory
-from rollout.ledger import Ledger, RunningRollout
+from rollout.ledger import Ledger, ProfileEntry, RunningRollout
 from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
 from rollout.policy import EnginePolicy
 from rollout.reconcile import Outcome, Report, process_reports
@@ -97,3 +97,25 @@ def report(
 def state(ledger: Ledger, rid: int, device: int) -> str:
     with ledger.rollouts() as store:
         return store.targets(rid, [device])[device].state
+
+
+def held_fleet(ledger: Ledger, now: dt.datetime, n: int, *holds: ProfileEntry) -> None:
+    """``n`` pushable devices, each known to hold every profile in ``holds``."""
+    lines = ["udid,push_token,push_magic,topic,profiles"]
+    held = ";".join(p.uuid for p in holds)
+    lines += [f"{udid(i)},{token(i)},magic-{i},{TOPIC},{held}" for i in range(n)]
+    report = read_inventory(("\n".join(lines) + "\n").encode(), fmt="csv")
+    assert not report.errors
+    with ledger.registry() as store:
+        store.import_devices(report.records, now)
+
+
+def expiring(ledger: Ledger, now: dt.datetime, days: int, **kw: object) -> ProfileEntry:
+    """A profile made a year ago that expires ``days`` from ``now``."""
+    return add_profile(
+        ledger,
+        now,
+        created_at=now - dt.timedelta(days=360),
+        expires_at=now + dt.timedelta(days=days),
+        **kw,  # type: ignore[arg-type]
+    )
