@@ -36,6 +36,7 @@ from sqlalchemy.exc import ArgumentError
 from rollout.alerts import AlertPolicy
 from rollout.policy import EnginePolicy
 from rollout.renewal import RenewalPolicy
+from rollout.spec import SpecError, parse_stages
 
 ENV_PREFIX = "ROLLOUT_"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -172,6 +173,7 @@ ApiToken = Annotated[str, AfterValidator(_api_token)]
 WindowDays = Annotated[float, _Number, AfterValidator(_within(0, 365, "days", above=True))]
 EscalateDays = Annotated[float, _Number, AfterValidator(_within(0, 365, "days"))]
 RepeatHours = Annotated[float, _Number, AfterValidator(_within(0, 24 * 30, "hours", above=True))]
+Share = Annotated[float, _Number, AfterValidator(_within(0, 1))]
 ScanInterval = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
 SmtpPort = Annotated[int, _Whole, AfterValidator(_within(1, 65535))]
 APPLE_APIS = ("app-store-connect", "enterprise")
@@ -198,7 +200,16 @@ def _secret(value: str) -> str:
     return value
 
 
+def _stage_list(value: str) -> str:
+    try:
+        parse_stages(value)
+    except SpecError as exc:
+        raise _invalid(str(exc).removeprefix("stages: ")) from None
+    return value.strip()
+
+
 AppWindows = Annotated[str, AfterValidator(_app_windows)]
+StageList = Annotated[str, AfterValidator(_stage_list)]
 Secret = Annotated[str, AfterValidator(_secret)]
 
 
@@ -305,6 +316,14 @@ class Settings(BaseSettings):
     )
     renewal_start: Flag = Field(
         default=True, description="Start renewal rollouts at once (false: leave them drafts)."
+    )
+    renewal_stages: StageList = Field(
+        default="1%,5%,25%,100%",
+        description="Stages of renewal rollouts (cumulative), each behind the default gate.",
+    )
+    renewal_min_success_rate: Share = Field(
+        default=0.9,
+        description="Each renewal stage's gate: acknowledged / (acknowledged + failed) at least.",
     )
     renewal_scan_interval_s: ScanInterval = Field(
         default=3600.0, description="Renewal scan period (beat)."
@@ -466,6 +485,15 @@ class Settings(BaseSettings):
             windows=tuple(windows),
             escalate_within=dt.timedelta(days=self.renewal_escalate_days),
             start=self.renewal_start,
+            stages=tuple(
+                dataclasses.replace(
+                    stage,
+                    gate=dataclasses.replace(
+                        stage.gate, min_success_rate=self.renewal_min_success_rate
+                    ),
+                )
+                for stage in parse_stages(self.renewal_stages)
+            ),
         )
 
     def alert_policy(self) -> AlertPolicy:

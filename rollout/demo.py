@@ -1,15 +1,18 @@
-"""The demo: a staged renewal rollout over a simulated fleet, end to end, on the embedded default.
+"""The demo: renewal on autopilot over a simulated fleet, end to end, on the embedded default.
 
-It signs a renewed in-house profile with a test chain shaped like Apple's, enrolls a simulated
-fleet through the real MDM check-in endpoint, starts a rollout in two stages (a 10% canary, then
-the rest, each behind a gate), and lets real Celery worker and beat processes fan it out
-through the APNs stand-in while the devices answer over HTTP: most acknowledge (and list the
-profile when asked, so the install is verified), some answer NotNow first, some fail with a
-real-looking ErrorChain, some stay offline until they time out, and some have dead tokens.
+It enrolls a simulated fleet through the real MDM check-in endpoint; every device holds an
+in-house profile (signed by a test chain shaped like Apple's) that expires in 20 days. Real
+Celery worker and beat processes then do what they do in production: beat's renewal scan finds
+the profile inside its 30-day window, finds no replacement in the library, asks Apple's
+Enterprise Program API (a stand-in) for one, which makes it, and opens a renewal rollout in two
+stages (a 10% canary, then the rest, each behind a gate). The workers fan it out through the
+APNs stand-in while the devices answer over HTTP: most acknowledge (and list the profile when
+asked, so the install is verified), some answer NotNow first, some fail with a real-looking
+ErrorChain, some stay offline until they time out, and some have dead tokens.
 
-The ``bad-canary`` scenario signs the renewal with a chain the devices do not trust: the canary
-refuses it, its gate fails, and the rollout halts before anything of stage two is pushed. Both
-end with the summary by stage and state.
+The ``bad-canary`` scenario has Apple's stand-in sign the renewal with a chain the devices do
+not trust: the canary refuses it, its gate fails, and the rollout halts before anything of
+stage two is pushed. Both end with the summary by stage and state.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from typing import Any
 from rollout.profiles import render_text
 from rollout.sim.profiles import make_apple_like_chain
 from rollout.sim.world import World, WorldConfig
-from rollout.spec import Gate, StageSpec
 
 Say = Callable[[str], None]
 
@@ -44,11 +46,15 @@ class DemoConfig:
 
 
 SCENARIOS = ("renewal", "bad-canary")
-DEMO_GATE = Gate(min_success_rate=0.8, min_final_share=0.9)
-DEMO_STAGES = (StageSpec(share=0.1, gate=DEMO_GATE), StageSpec(share=1.0, gate=DEMO_GATE))
+DAYS_LEFT = 20
+RENEWAL_SETTINGS = {
+    "ROLLOUT_RENEWAL_STAGES": "10%,100%",
+    "ROLLOUT_RENEWAL_MIN_SUCCESS_RATE": "0.8",
+    "ROLLOUT_RENEWAL_SCAN_INTERVAL_S": "2",
+}
 """A 10% canary, then everyone. The fleet's mix fails about 4% of installs: a gate at 80% lets
 a good canary through (a 30-device canary of a 300-device demo fails it about once in 3,000
-runs) and stops a bad one at once."""
+runs) and stops a bad one at once. The scan runs every 2 s instead of hourly."""
 
 
 def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
@@ -61,6 +67,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
             fast=cfg.fast,
             database_url=cfg.database_url,
             broker_url=cfg.broker_url,
+            engine_env=dict(RENEWAL_SETTINGS),
         )
     )
     started = time.monotonic()
@@ -74,24 +81,33 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         say(f"1. Enrolling {cfg.devices} simulated devices through /mdm/checkin …")
         enrolled = world.enroll(progress=_every(cfg.devices, say, started))
         say(f"   {enrolled} enrolled (Authenticate + TokenUpdate, signed with their identities)")
+        held = world.hold_expiring_profile(DAYS_LEFT)
+        say(
+            f"2. Every device holds {held.name!r} ({held.uuid}), which expires in "
+            f"{DAYS_LEFT} days; no renewal is in the library"
+        )
         impostor = (
             make_apple_like_chain(team_name="Wrong Signer")
             if cfg.scenario == "bad-canary"
             else None
         )
-        rollout_id = world.open_rollout(stages=DEMO_STAGES, verify=True, signed_by=impostor)
-        assert world.profile is not None
-        say("2. The renewed profile in the library:")
-        say(_indent(render_text(world.profile)))
-        if impostor is not None:
-            say("   (scenario bad-canary: signed by a chain the devices do not trust)")
+        world.start_apple_api(signed_by=impostor)
         say(
-            f"3. Rollout {rollout_id} started in stages (10% canary, then 100%); "
-            f"{cfg.workers} Celery worker process(es) and beat"
+            f"3. {cfg.workers} Celery worker process(es) and beat; beat's renewal scan asks "
+            "Apple's Enterprise Program API (a stand-in) for the renewal"
         )
+        if impostor is not None:
+            say(
+                "   (scenario bad-canary: Apple's stand-in signs with a chain the devices "
+                "do not trust)"
+            )
         for i in range(cfg.workers):
             world.start_worker(name=f"w{i + 1}")
         world.start_beat()
+        rollout_id = world.renewal_of(held.uuid, cfg.timeout)
+        renewed = world.rollout_profile(rollout_id)
+        say(f"4. Renewal rollout {rollout_id} opened and started: 10% canary, then 100%")
+        say(_indent(render_text(renewed)))
         last = [""]
 
         def progress(s: dict[str, Any]) -> None:
@@ -110,8 +126,11 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
 
         summary = world.wait(rollout_id, cfg.timeout, progress)
         elapsed = time.monotonic() - started
+        halted = summary["rollout"]["state"] == "halted"
+        # a halted renewal is what the next scan alerts on (it runs every 2 s here)
+        alerts = world.live_alerts("renewal.halted" if halted else None, timeout=15.0)
         fleet = world.fleet.mix.counts(cfg.devices)
-    say(f"4. Rollout {summary['rollout']['state']} in {elapsed:.1f}s")
+    say(f"5. Rollout {summary['rollout']['state']} in {elapsed:.1f}s")
     if summary["rollout"].get("reason"):
         say(f"   {summary['rollout']['reason']}")
     for st in summary["stages"]:
@@ -125,11 +144,14 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         why = f"  ({', '.join(f'{r} {k}' for r, k in reasons.items())})" if reasons else ""
         say(f"   {state:{width}}  {n:>7}{why}")
     say(f"   {'total':{width}}  {sum(summary['states'].values()):>7}")
-    say("5. The demo's ledger stays for a look; for example:")
+    for alert in alerts:
+        say(f"   alert ({alert.severity}): {alert.title}")
+    say("6. The demo's ledger stays for a look; for example:")
     say(f"   ROLLOUT_DATABASE_URL={world.database_url} rollout rollouts show {rollout_id}")
     return {
         "devices": cfg.devices,
         "rollout": {"id": summary["rollout"]["id"], "state": summary["rollout"]["state"]},
+        "renewal": {"old": held.uuid, "new": renewed.uuid, "days_left": DAYS_LEFT},
         "states": summary["states"],
         "stages": [
             {
@@ -144,6 +166,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "ineligible": summary["ineligible"],
         "unreachable": summary["unreachable"],
         "timed_out": summary["timed_out"],
+        "alerts": [{"kind": a.kind, "severity": a.severity, "title": a.title} for a in alerts],
         "fleet": fleet,
         "seconds": round(elapsed, 1),
     }

@@ -43,7 +43,7 @@ from rollout.operations import AlreadyRenewingError, OperationError, create_roll
 from rollout.planning import PlanningError
 from rollout.profiles import ProfileError, ensure_installable, parse_profile
 from rollout.replacement import choose
-from rollout.spec import RolloutSpec, TargetSpec
+from rollout.spec import DEFAULT_STAGE_SPECS, RolloutSpec, StageSpec, TargetSpec
 from rollout.states import RolloutState
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class RenewalPolicy:
     windows: tuple[tuple[str, dt.timedelta], ...] = ()  # (app identifier pattern, window)
     escalate_within: dt.timedelta = dt.timedelta(days=7)
     start: bool = True  # start renewal rollouts (the gates decide the rest)
+    stages: tuple[StageSpec, ...] = DEFAULT_STAGE_SPECS
     push_window: dt.timedelta = dt.timedelta(days=30)
 
     def window_for(self, app_id: str | None) -> dt.timedelta:
@@ -255,6 +256,7 @@ def _renew(
     spec = RolloutSpec(
         profile=new.uuid,
         targets=TargetSpec(holders_of=uuid),
+        stages=policy.stages,
         name=f"renew {name}"[:200] + f" (expires {holding.expires_at:%Y-%m-%d})",
     )
     try:

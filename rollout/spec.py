@@ -443,6 +443,12 @@ def _name(value: Any) -> str:
     return value.strip()
 
 
+def parse_stages(text: str) -> tuple[StageSpec, ...]:
+    """``1%,5%,25%,100%`` (cumulative shares or device counts), each behind the default gate;
+    raises :class:`SpecError`."""
+    return _stages(text, Gate())
+
+
 def _stages(raw: Any, default_gate: Gate) -> tuple[StageSpec, ...]:
     if isinstance(raw, str):
         raw = [s for s in raw.split(",") if s.strip()]

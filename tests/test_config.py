@@ -87,6 +87,9 @@ def test_get_settings_raises_the_same_error(monkeypatch: pytest.MonkeyPatch) -> 
         ("ROLLOUT_SMTP_PORT", "70000", "70000 is more than 65535"),
         ("ROLLOUT_APPLE_API", "itunes", "'itunes' is not one of app-store-connect, enterprise"),
         ("ROLLOUT_ALERT_WEBHOOK_URL", "ftp://hooks", "is not an http:// or https:// URL"),
+        ("ROLLOUT_RENEWAL_STAGES", "25%,5%,100%", "each stage must reach further than the one"),
+        ("ROLLOUT_RENEWAL_STAGES", "10%,50%", "the last stage is 50%; it must reach 100%"),
+        ("ROLLOUT_RENEWAL_MIN_SUCCESS_RATE", "1.5", "1.5 is more than 1"),
     ],
 )
 def test_numbers_and_flags_outside_sensible_values_are_refused(
@@ -134,6 +137,8 @@ def test_renewal_and_alert_settings_reach_their_policies(monkeypatch: pytest.Mon
         "ROLLOUT_RENEWAL_WINDOWS": "com.example.kiosk=10, com.example.*=45",
         "ROLLOUT_RENEWAL_ESCALATE_DAYS": "3",
         "ROLLOUT_RENEWAL_START": "false",
+        "ROLLOUT_RENEWAL_STAGES": "10,100%",
+        "ROLLOUT_RENEWAL_MIN_SUCCESS_RATE": "0.75",
         "ROLLOUT_ALERT_REPEAT_HOURS": "6",
         "ROLLOUT_ALERT_WEBHOOK_URL": "https://hooks.example/rollout",
         "ROLLOUT_ALERT_WEBHOOK_SECRET": "s" * 32,
@@ -146,6 +151,8 @@ def test_renewal_and_alert_settings_reach_their_policies(monkeypatch: pytest.Mon
     assert policy.window_for("ABCDE12345.com.example.field") == 45 * day
     assert policy.window_for("ABCDE12345.org.other") == 21 * day
     assert policy.escalate_within == 3 * day and policy.start is False
+    assert [s.label() for s in policy.stages] == ["10 devices", "100%"]
+    assert {s.gate.min_success_rate for s in policy.stages} == {0.75}
     alerts = settings.alert_policy()
     assert alerts.channels == ("webhook",) and alerts.repeat_every == dt.timedelta(hours=6)
 

@@ -1,6 +1,7 @@
 """The README's main job, small: ``rollout demo --fast --json`` on the embedded default, with
-real Celery worker and beat processes: a staged renewal that completes, and a bad canary that
-halts it before its second stage is pushed."""
+real Celery worker and beat processes: beat's renewal scan fetches the renewal from Apple's API
+stand-in and opens a staged renewal rollout that completes; and a bad canary that halts it
+before its second stage is pushed, which the next scan alerts on."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def test_small_fast_demo_completes_and_its_states_add_up(tmp_path: Path) -> None
     fleet = out["fleet"]
     assert out["devices"] == 300 and sum(fleet.values()) == 300
     assert out["rollout"]["state"] == "completed"
+    renewal = out["renewal"]  # opened by the scan, of a profile Apple's stand-in made
+    assert renewal["days_left"] == 20 and renewal["old"] != renewal["new"]
+    assert out["alerts"] == []
     assert sum(out["states"].values()) == 300  # every device counted exactly once
     # a canary of about 10%, then the rest; both passed their gates
     canary, rest = out["stages"]
@@ -61,3 +65,5 @@ def test_a_bad_canary_halts_the_demo_before_its_second_stage(tmp_path: Path) -> 
     assert canary["state"] == "failed" and canary["gate"]["verdict"] == "fail"
     assert canary["states"].get("failed", 0) >= 1 and "verified" not in canary["states"]
     assert rest["states"] == {"planned": sum(rest["states"].values())}  # nothing pushed
+    [alert] = out["alerts"]
+    assert alert["kind"] == "renewal.halted" and "gate failed" in alert["title"]

@@ -21,12 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import EMBEDDED_BROKER_URL, Settings
-from rollout.ledger import Ledger, db
+from rollout.inventory import read_inventory
+from rollout.ledger import AlertInfo, Ledger, db
 from rollout.operations import create_rollout, rollout_report, rollout_summary
 from rollout.profiles import Profile, parse_profile
 from rollout.sim.apns_server import ApnsStandIn
+from rollout.sim.apple_api import AppleApiStandIn
 from rollout.sim.fleet import FleetMix, SimFleet
 from rollout.sim.http11 import Http11Client
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile
@@ -69,6 +75,11 @@ class World:
         self.profile: Profile | None = None  # the renewal the last open_rollout rolls out
         self.database_url = ""
         self.broker_url = ""
+        self.held: Profile | None = None  # the expiring profile the fleet holds
+        self.apple: AppleApiStandIn | None = None
+        self._apple_env: dict[str, str] = {}
+        self.trust_anchors: list[x509.Certificate] = []  # what the library trusts
+        self._serving = contextlib.ExitStack()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -89,8 +100,9 @@ class World:
         db.upgrade(self.database_url)
         self.ledger = Ledger.open(self.database_url)
 
+        # old enough to have signed a profile made a year ago
         self.chain = make_apple_like_chain(
-            not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+            not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
         )
         self.fleet = SimFleet(
             self.cfg.devices,
@@ -127,6 +139,7 @@ class World:
     def stop(self) -> None:
         """Stop every part, workers first."""
         self.stop_processes()
+        self._serving.close()
         if self.fleet is not None:
             self.fleet.stop()
         if self.server is not None:
@@ -180,6 +193,116 @@ class World:
         )
         summary = create_rollout(self.ledger, spec, actor="demo", now=now, start=True)
         return summary.rollout.id
+
+    def hold_expiring_profile(
+        self, days_left: int = 20, name: str = "Field App In-House"
+    ) -> Profile:
+        """Every device holds an in-house profile made a year ago that expires in
+        ``days_left`` days; the library has it and the inventory (as an MDM's export would
+        give it) says who holds it."""
+        assert self.ledger is not None and self.chain is not None and self.fleet is not None
+        now = SYSTEM_CLOCK.now()
+        data = make_profile(
+            self.chain,
+            name=name,
+            created_at=now - dt.timedelta(days=365 - days_left),
+            expires_at=now + dt.timedelta(days=days_left),
+        )
+        profile = parse_profile(data, trust_anchors=self.chain.anchors)
+        with self.ledger.library() as store:
+            store.add(profile, data, now)
+        for device in self.fleet.devices:
+            device.preinstall(data, managed=True)
+        rows = "udid,profiles\n" + "".join(f"{d.udid},{profile.uuid}\n" for d in self.fleet.devices)
+        report = read_inventory(rows.encode(), fmt="csv")
+        with self.ledger.registry() as registry:
+            registry.import_devices(report.records, now)
+        self.held = profile
+        return profile
+
+    def start_apple_api(self, signed_by: AppleLikeChain | None = None) -> AppleApiStandIn:
+        """Apple's Enterprise Program API (a stand-in) with the fleet's app and certificate,
+        and the settings the workers need to ask it (a fresh API key). ``signed_by`` another
+        chain, the profiles it makes are signed by that one (the library trusts its root too;
+        the devices do not)."""
+        assert self.chain is not None
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_id = "DEMO4KEY01"
+        key_file = self.home / f"AuthKey_{key_id}.p8"
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_file.chmod(0o600)
+        issuer = "1f0c6a2e-7d55-4b1e-9a3c-2e5d7f9b0c41"
+        signer = signed_by or self.chain
+        self.apple = AppleApiStandIn(
+            chain=signer,
+            clock=SYSTEM_CLOCK,
+            key_id=key_id,
+            issuer_id=issuer,
+            public_key=key.public_key(),
+            api="enterprise",
+        )
+        self.apple.add_bundle_id("com.example.app")
+        self.apple.add_certificate(self.chain.developer.cert)
+        url = self._serving.enter_context(self.apple.serve())
+        anchors = []
+        for n, chain in enumerate([self.chain] if signer is self.chain else [self.chain, signer]):
+            path = self.home / f"anchor-{n}.der"
+            path.write_bytes(chain.root.cert_der())
+            anchors.append(str(path))
+            self.trust_anchors.append(chain.root.cert)
+        self._apple_env = {
+            "ROLLOUT_APPLE_API": "enterprise",
+            "ROLLOUT_APPLE_API_URL": url,
+            "ROLLOUT_APPLE_ISSUER_ID": issuer,
+            "ROLLOUT_APPLE_KEY_ID": key_id,
+            "ROLLOUT_APPLE_KEY_FILE": str(key_file),
+            "ROLLOUT_TRUST_ANCHORS": ",".join(anchors),
+        }
+        return self.apple
+
+    def renewal_of(self, old_uuid: str, timeout: float) -> int:
+        """Wait for the renewal scan (beat) to open the renewal rollout of ``old_uuid``."""
+        assert self.ledger is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_processes()
+            with self.ledger.rollouts() as store:
+                found = store.renewing([old_uuid])
+            if found:
+                return found[0].id
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no renewal rollout of {old_uuid} after {timeout} s")
+            time.sleep(0.25)
+
+    def live_alerts(self, wait_for: str | None = None, timeout: float = 0.0) -> list[AlertInfo]:
+        """The live alerts; first waiting up to ``timeout`` for one of kind ``wait_for``."""
+        assert self.ledger is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.ledger.alerts() as store:
+                found = store.alerts(states=("open", "acknowledged"))
+            if wait_for is None or any(a.kind == wait_for for a in found):
+                return found
+            if time.monotonic() > deadline:
+                return found
+            time.sleep(0.25)
+
+    def rollout_profile(self, rollout_id: int) -> Profile:
+        """The profile a rollout installs, judged against the library's trust anchors."""
+        assert self.ledger is not None
+        with self.ledger.rollouts() as store:
+            info = store.get(rollout_id)
+        assert info is not None and info.profile_uuid is not None
+        with self.ledger.library() as library:
+            content = library.content(info.profile_uuid)
+        assert content is not None
+        return parse_profile(content, trust_anchors=self.trust_anchors)
 
     def summary(self, rollout_id: int) -> dict[str, Any]:
         """The ledger's summary of the rollout (its JSON shape), each stage with its counts
@@ -238,6 +361,7 @@ class World:
             env.setdefault("ROLLOUT_MAX_PUSHES", "2")
             env.setdefault("ROLLOUT_NOTNOW_BACKOFF_S", "2")
             env.setdefault("ROLLOUT_DISPATCH_GRACE_S", "10")
+        env.update(self._apple_env)
         env.update(self.cfg.engine_env)
         return env
 
