@@ -325,6 +325,9 @@ class Settings(BaseSettings):
         default=0.9,
         description="Each renewal stage's gate: acknowledged / (acknowledged + failed) at least.",
     )
+    inventory_sweep_days: EscalateDays = Field(
+        default=7.0, description="Ask every device for its profile list this often; 0: never."
+    )
     renewal_scan_interval_s: ScanInterval = Field(
         default=3600.0, description="Renewal scan period (beat)."
     )
@@ -495,6 +498,10 @@ class Settings(BaseSettings):
                 for stage in parse_stages(self.renewal_stages)
             ),
         )
+
+    def sweep_every(self) -> dt.timedelta | None:
+        """How often the inventory is swept (None: never)."""
+        return dt.timedelta(days=self.inventory_sweep_days) if self.inventory_sweep_days else None
 
     def alert_policy(self) -> AlertPolicy:
         """Where alerts go and how often they repeat."""

@@ -51,6 +51,7 @@ RENEWAL_SETTINGS = {
     "ROLLOUT_RENEWAL_STAGES": "10%,100%",
     "ROLLOUT_RENEWAL_MIN_SUCCESS_RATE": "0.8",
     "ROLLOUT_RENEWAL_SCAN_INTERVAL_S": "2",
+    "ROLLOUT_INVENTORY_SWEEP_DAYS": "0",  # the inventory comes from an import here
 }
 """A 10% canary, then everyone. The fleet's mix fails about 4% of installs: a gate at 80% lets
 a good canary through (a 30-device canary of a 300-device demo fails it about once in 3,000

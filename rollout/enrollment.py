@@ -195,6 +195,8 @@ def check_out(
     if not isinstance(device, EnrolledDevice):
         return device
     store.check_out(device.id, now)
+    # leaving management removes what MDM installed; the inventory no longer holds for it
+    store.forget_profiles(device.id)
     store.drop_open_commands(device.id, now)
     still_open = [s.value for s in OPEN_STATES | {TargetState.UNREACHABLE}]
     targets = store.device_targets(device.id, still_open)

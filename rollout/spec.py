@@ -183,7 +183,7 @@ class RolloutSpec:
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "window": self.window.to_json() if self.window else None,
             "command_ttl_s": self.command_ttl.total_seconds() if self.command_ttl else None,
-            "verify": self.verify,
+            "verify": self.verify and self.command == "install",  # installs only
             "cleanup": self.cleanup,
         }
 

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from rollout import controller, renewal_setup
+from rollout import controller, inventory_sweep, renewal_setup
 from rollout.apns import PushClient
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
@@ -102,8 +102,12 @@ def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, 
           max_retries=3)  # fmt: skip
 def expiry_scan(self: Task) -> dict[str, Any]:
     """The renewal scan: open renewal rollouts for expiring held profiles, alert otherwise;
-    then send the alerts it raised."""
-    out = run_scan(ledger(), get_settings(), SYSTEM_CLOCK).as_dict()
+    open the inventory sweep when one is due; then send the alerts raised."""
+    settings = get_settings()
+    out = run_scan(ledger(), settings, SYSTEM_CLOCK).as_dict()
+    out["inventory"] = inventory_sweep.sweep_if_due(
+        ledger(), SYSTEM_CLOCK.now(), settings.sweep_every()
+    )
     deliver_alerts.delay()
     return out
 

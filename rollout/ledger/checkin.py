@@ -14,7 +14,7 @@ import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, insert, literal, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from rollout.ledger.journal import Journaled, record_events
@@ -139,6 +139,12 @@ class CheckinLedger(Journaled):
                 last_seen_at=now,
                 updated_at=now,
             )
+        )
+
+    def forget_profiles(self, device_id: int) -> None:
+        """Drop what the inventory says the device holds."""
+        self._session.execute(
+            delete(InstalledProfileRow).where(InstalledProfileRow.device_id == device_id)
         )
 
     def bind_identity(self, device_id: int, cert_sha256: str) -> None:

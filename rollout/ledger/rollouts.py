@@ -249,6 +249,16 @@ class RolloutLedger(Journaled):
         )
         return [_info(r) for r in rows]
 
+    def last_created_by(self, actor: str) -> RolloutInfo | None:
+        """The newest rollout ``actor`` created, if any."""
+        row = self._session.scalar(
+            select(RolloutRow)
+            .where(RolloutRow.created_by == actor)
+            .order_by(RolloutRow.id.desc())
+            .limit(1)
+        )
+        return _info(row) if row is not None else None
+
     def recent(self, *, limit: int = 1000) -> list[RolloutInfo]:
         """Rollouts, newest first."""
         rows = self._session.scalars(select(RolloutRow).order_by(RolloutRow.id.desc()).limit(limit))

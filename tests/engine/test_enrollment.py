@@ -81,9 +81,13 @@ def test_check_out_cancels_open_targets_and_a_token_update_cannot_bring_it_back(
     report(
         ledger, clock, Report(udid(2), "Acknowledged", command_uuid=cmds[b], cert_sha256=CERT[2])
     )
+    with ledger.registry() as reg:
+        assert len(reg.installed(b)) == 1  # the acknowledged install is in the inventory
     with ledger.checkin() as store:
         assert check_out(store, udid(1), CERT[1], STRICT, clock.now()).refusal is None
         assert check_out(store, udid(2), CERT[2], STRICT, clock.now()).refusal is None
+    with ledger.registry() as reg:
+        assert reg.installed(b) == []  # a checked-out device holds nothing for the scan
     assert state(ledger, rid, a) == "cancelled"
     assert state(ledger, rid, b) == "acknowledged"
     [out] = report(ledger, clock, Report(udid(1), "Idle", cert_sha256=CERT[1]))
