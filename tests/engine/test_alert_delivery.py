@@ -1,5 +1,6 @@
 """Alert notifications leave through the outbox: signed webhook posts to a real receiver,
-retried with back-off on a failure, given up on a permanent one, never holding up a scan."""
+retried with back-off on a failure, given up on a permanent one, never holding up a scan; mail
+through a real SMTP server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rollout.config import Settings, load_settings
 from rollout.ledger import Ledger
 from rollout.renewal_setup import deliver_alerts
 from tests.alerting.receiver import SECRET, running
+from tests.alerting.smtp_server import Inbox, SmtpServer
 from tests.engine.support import expiring, held_fleet
 
 
@@ -74,3 +76,28 @@ def test_an_unreachable_webhook_never_holds_up_the_scan(clock: ManualClock, ledg
     assert report.alerts["opened"] == [f"renewal.missing:{old.uuid}"]
     assert deliver_alerts(ledger, settings, clock)["retrying"] == 1
     assert outbox(ledger) == [("opened", "pending", 1)]
+
+
+def test_mail_goes_to_every_recipient_through_the_outbox(
+    clock: ManualClock, ledger: Ledger
+) -> None:
+    old = expiring(ledger, clock.now(), 5)
+    held_fleet(ledger, clock.now(), 2, old)
+    inbox = Inbox()
+    server = SmtpServer(inbox)
+    try:
+        settings = load_settings(
+            smtp_host="127.0.0.1",
+            smtp_port=server.port,
+            smtp_from="rollout@fleet.example",
+            smtp_to="ops@fleet.example, oncall@fleet.example",
+        )
+        renewal.scan(ledger, clock.now(), alert_policy=settings.alert_policy())
+        assert deliver_alerts(ledger, settings, clock)["delivered"] == 1
+    finally:
+        server.close()
+    [arrived] = inbox.arrived
+    assert arrived.rcpt_tos == ["ops@fleet.example", "oncall@fleet.example"]
+    assert arrived.message["Subject"].startswith("[rollout] CRITICAL: no renewal for")
+    assert old.uuid in arrived.message.get_content()
+    assert outbox(ledger) == [("opened", "delivered", 1)]

@@ -14,8 +14,10 @@ from rollout.dispatch import RecordingDispatcher
 from rollout.ledger import Ledger, NewAlert, ProfileEntry, ProfileFact
 from rollout.operations import rollout_report
 from rollout.policy import EnginePolicy
+from rollout.profiles import parse_profile
 from rollout.reconcile import Report, process_reports
 from rollout.renewal import PushCertificate, RenewalPolicy
+from rollout.sim.profiles import make_apple_like_chain, make_profile
 from tests.engine.support import expiring, held_fleet
 from tests.support import NO_IDENTITY, add_profile
 
@@ -247,6 +249,31 @@ def test_the_push_certificate_alert_fires_inside_its_window(
     renewed = PushCertificate("com.apple.mgmt.x", clock.now() + dt.timedelta(days=365))
     renewal.scan(ledger, clock.now(), push_certificate=renewed, alert_policy=ALERTS)
     assert live_alerts(ledger) == {}
+
+
+def test_a_developer_certificate_that_dies_before_its_profile_raises_an_alert(
+    clock: ManualClock, ledger: Ledger
+) -> None:
+    now = clock.now()
+    # a chain whose certificates (the developer's among them) end in 20 days, and a profile
+    # signed with it that lives 300 more days
+    chain = make_apple_like_chain(not_before=now - dt.timedelta(days=380), days=400)
+    data = make_profile(
+        chain, created_at=now - dt.timedelta(days=60), expires_at=now + dt.timedelta(days=300)
+    )
+    with ledger.library() as store:
+        held, _ = store.add(parse_profile(data, trust_anchors=chain.anchors), data, now)
+    held_fleet(ledger, now, 4, held)
+    report = renewal.scan(ledger, now, alert_policy=ALERTS)
+    assert report.profiles == []  # the profile itself is far from its renewal window
+    [key] = report.alerts["opened"]
+    assert key.startswith(f"profile.certificate_expiring:{held.uuid}:")
+    with ledger.alerts() as store:
+        [alert] = store.alerts()
+    assert alert.severity == "warning" and alert.data["days_left"] == 20
+    assert alert.data["devices"] == 4 and "before the profile" in alert.title
+    renewal.scan(ledger, clock.advance(dt.timedelta(days=14)), alert_policy=ALERTS)
+    assert live_alerts(ledger) == {key: ("profile.certificate_expiring", "critical")}
 
 
 def test_per_app_windows(clock: ManualClock) -> None:
