@@ -357,6 +357,10 @@ class Settings(BaseSettings):
     smtp_from: str = Field(default="", description="Sender address of alert mail.")
     smtp_to: str = Field(default="", description="Recipients of alert mail, comma-separated.")
 
+    token_pepper: Secret = Field(
+        default="", description="HMAC key the ledger's API token hashes are made with."
+    )
+
     apns_cert: str = Field(
         default="", description="MDM push certificate: .p12/.pfx, or PEM (cert, key inside)."
     )

@@ -340,3 +340,13 @@ def test_ensure_home_refuses_a_folder_it_cannot_write_in() -> None:
         pytest.skip("no /sys here")
     with pytest.raises(SettingsError, match=r"^ROLLOUT_HOME: cannot write in /sys \("):
         settings.ensure_home()
+
+
+def test_the_deployment_env_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).parents[1] / "deploy" / "rollout.env.example"
+    for line in example.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            monkeypatch.setenv(name.strip(), value.strip())
+    settings = load_settings()
+    assert settings.resolved_database_url().startswith("postgresql")

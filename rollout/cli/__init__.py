@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from rollout.cli import alerts, bench, db, devices, profiles, renewals, rollouts
+from rollout.cli import alerts, bench, db, devices, profiles, renewals, rollouts, tokens
 from rollout.cli.demo import demo
 from rollout.cli.serve import serve
 from rollout.config import SettingsError
@@ -27,6 +27,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(rollouts.app, name="rollouts")
 app.add_typer(renewals.app, name="renewals")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
 app.add_typer(bench.app, name="bench")
 app.command()(demo)

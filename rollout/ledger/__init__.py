@@ -9,6 +9,7 @@ through one small interface, opened as a transaction by :class:`Ledger`::
     with ledger.library() as store:   # provisioning profiles                 -> LibraryStore
     with ledger.registry() as store:  # devices and what they hold            -> RegistryStore
     with ledger.alerts() as store:    # alerts and their notifications        -> AlertStore
+    with ledger.access() as store:    # operator API tokens (hashes, roles)   -> AccessStore
     with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
     with ledger.unit() as unit:       # several of them in one transaction
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy.engine import Engine
 
 from rollout.ledger import db
+from rollout.ledger.access import AccessLedger, TokenConflictError
 from rollout.ledger.alerts import AlertLedger
 from rollout.ledger.bulk import BulkLoader, SeedDevice, SeedTarget
 from rollout.ledger.checkin import CheckinLedger
@@ -66,6 +68,7 @@ from rollout.ledger.records import (
     RunningRollout,
     StageInfo,
     TargetInfo,
+    TokenInfo,
     UnpushableTarget,
 )
 from rollout.ledger.registry import RegistryLedger
@@ -270,6 +273,19 @@ class AlertStore(Journal, Protocol):
     def deliveries(self, alert_id: int) -> list[DeliveryInfo]: ...
 
 
+class AccessStore(Journal, Protocol):
+    """Operator API tokens: hashes and roles, never the tokens themselves."""
+
+    def add_token(
+        self, name: str, role: str, token_hash: str, created_by: str, now: dt.datetime
+    ) -> TokenInfo: ...
+    def by_hash(self, token_hash: str) -> TokenInfo | None: ...
+    def tokens(self) -> list[TokenInfo]: ...
+    def live_tokens(self) -> int: ...
+    def revoke(self, token_id: int, now: dt.datetime) -> None: ...
+    def touch(self, token_id: int, now: dt.datetime) -> None: ...
+
+
 class Unit:
     """Every store over one transaction (for work that spans consumers, e.g. planning)."""
 
@@ -280,6 +296,7 @@ class Unit:
         self.library: LibraryStore = LibraryLedger(session)
         self.registry: RegistryStore = RegistryLedger(session)
         self.alerts: AlertStore = AlertLedger(session)
+        self.access: AccessStore = AccessLedger(session)
         self.bulk = BulkLoader(session)
 
 
@@ -350,6 +367,12 @@ class Ledger:
             yield AlertLedger(session)
 
     @contextmanager
+    def access(self) -> Iterator[AccessStore]:
+        """See :class:`AccessStore`."""
+        with db.transaction(self.engine) as session:
+            yield AccessLedger(session)
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
@@ -357,6 +380,7 @@ class Ledger:
 
 
 __all__ = [
+    "AccessStore",
     "AlertInfo",
     "AlertStore",
     "AppliedMove",
@@ -404,6 +428,8 @@ __all__ = [
     "SeedTarget",
     "StageInfo",
     "TargetInfo",
+    "TokenConflictError",
+    "TokenInfo",
     "Unit",
     "UnpushableTarget",
     "db",

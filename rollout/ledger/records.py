@@ -501,3 +501,16 @@ class DeliveryInfo:
     last_status: int | None
     last_error: str | None
     delivered_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """An operator API token (never the token itself)."""
+
+    id: int
+    name: str
+    role: str
+    created_by: str | None
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None

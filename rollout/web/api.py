@@ -1,8 +1,9 @@
 """The operator API: its own routers, mounted by the app beside the MDM endpoints.
 
-``/healthz`` serves liveness and the MDM writer's counters; ``/api/v1/rollouts`` reads rollouts
-and, with the API token, plans, creates and controls them (``rollout.web.api_rollouts``). The
-dashboard lands here as it is built.
+``/healthz`` serves liveness and the MDM writer's counters; behind bearer tokens with roles
+(``rollout.web.api_access``): ``/api/v1/rollouts`` reads, plans, creates and controls rollouts,
+``/api/v1/alerts`` lists, acknowledges and resolves alerts, ``/api/v1/profiles`` reads the
+library.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from rollout.alerts import AlertPolicy
 from rollout.clock import Clock
 from rollout.ledger import Ledger
+from rollout.web.api_access import Access
+from rollout.web.api_alerts import alerts_router
+from rollout.web.api_profiles import profiles_router
 from rollout.web.api_rollouts import rollouts_router
 from rollout.web.batcher import LedgerBatcher
 from rollout.web.connections import ConnectionStats
@@ -27,8 +32,11 @@ def operator_router(
     *,
     clock: Clock,
     api_token: str,
+    token_pepper: str = "",
+    alert_policy: AlertPolicy | None = None,
 ) -> APIRouter:
-    """The operator API's routes over ``ledger``; its write routes need ``api_token``."""
+    """The operator API's routes over ``ledger``, behind bearer tokens with roles
+    (``api_token`` is one more, with the admin role)."""
     router = APIRouter()
 
     @router.get("/healthz", tags=["health"])
@@ -48,5 +56,8 @@ def operator_router(
             "connections": connections.as_json(),
         }
 
-    router.include_router(rollouts_router(ledger, clock, api_token))
+    access = Access(ledger, clock, bootstrap=api_token, pepper=token_pepper)
+    router.include_router(rollouts_router(ledger, clock, access))
+    router.include_router(alerts_router(ledger, clock, access, alert_policy or AlertPolicy()))
+    router.include_router(profiles_router(ledger, access))
     return router

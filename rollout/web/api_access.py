@@ -1,49 +1,81 @@
-"""Who may write through the operator API, and the JSON bodies it takes (HTTP only).
+"""Who may use the operator API, and the JSON bodies it takes (HTTP only).
 
-Write routes ask for ``Authorization: Bearer <ROLLOUT_API_TOKEN>``; without a configured token
-they are off. The actor recorded in the ledger's events is ``api``, or ``api:<name>`` when the
-caller names itself in ``X-Rollout-Actor`` (a label for the journal: the token is what grants
-access). Bodies are read with a size cap and must be one JSON object.
+Every route asks for ``Authorization: Bearer <token>`` and a role (``rollout.access``): reads
+need a viewer, rollout controls and alert acknowledgements an operator. Without any token
+(none created, ``ROLLOUT_API_TOKEN`` unset) the API answers 403: it is off. An unknown or
+revoked token is 401; a token whose role is too low, 403. The actor recorded in the ledger's
+events is ``api:<token name>``; the bootstrap token (``ROLLOUT_API_TOKEN``) records ``api``, or
+``api:<name>`` when the caller names itself in ``X-Rollout-Actor``. Bodies are read with a size
+cap and must be one JSON object.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from typing import Any
 
 from fastapi import HTTPException, Request
 
+from rollout.access import Role, authenticate, configured
+from rollout.clock import Clock
+from rollout.ledger import Ledger
+
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a spec listing 100,000 UDIDs is about 4.5 MB
 ACTOR_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 
 
-def writer(request: Request, token: str) -> str:
-    """The actor of a write request, once its bearer token matches ``token``; else 403 (writes
-    off) or 401."""
-    if not token:
-        raise HTTPException(
-            status_code=403, detail="the API's write routes are off: set ROLLOUT_API_TOKEN"
-        )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("utf-8", "replace"), token.encode()
-    ):
-        raise HTTPException(
-            status_code=401,
-            detail="a valid bearer token is needed (Authorization: Bearer ...)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    name = request.headers.get("x-rollout-actor", "").strip()
-    if not name:
-        return "api"
-    if not ACTOR_NAME.fullmatch(name):
-        raise HTTPException(
-            status_code=400,
-            detail="X-Rollout-Actor: 1 to 64 letters, digits or . _ @ + -",
-        )
-    return f"api:{name}"
+class Access:
+    """The API's door: checks a request's bearer token and role; the actor to record."""
+
+    def __init__(self, ledger: Ledger, clock: Clock, *, bootstrap: str = "", pepper: str = ""):
+        self.ledger = ledger
+        self.clock = clock
+        self.bootstrap = bootstrap
+        self.pepper = pepper
+
+    def require(self, request: Request, need: Role) -> str:
+        """The actor of ``request`` once its token holds ``need`` (blocking: it may read the
+        ledger); else 403 (API off, or role too low) or 401."""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        principal = None
+        if scheme.lower() == "bearer" and given.strip():
+            principal = authenticate(
+                self.ledger,
+                given.strip(),
+                now=self.clock.now(),
+                bootstrap=self.bootstrap,
+                pepper=self.pepper,
+            )
+        if principal is None:
+            if not configured(self.ledger, self.bootstrap):
+                raise HTTPException(
+                    status_code=403,
+                    detail="the operator API is off: create a token (rollout tokens create) "
+                    "or set ROLLOUT_API_TOKEN",
+                )
+            raise HTTPException(
+                status_code=401,
+                detail="a valid bearer token is needed (Authorization: Bearer ...)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.role < need:
+            raise HTTPException(
+                status_code=403,
+                detail=f"token {principal.name} is a {principal.role.name.lower()}; "
+                f"this needs {need.name.lower()}",
+            )
+        if principal.name != "bootstrap":
+            return f"api:{principal.name}"
+        name = request.headers.get("x-rollout-actor", "").strip()
+        if not name:
+            return "api"
+        if not ACTOR_NAME.fullmatch(name):
+            raise HTTPException(
+                status_code=400,
+                detail="X-Rollout-Actor: 1 to 64 letters, digits or . _ @ + -",
+            )
+        return f"api:{name}"
 
 
 async def json_object(request: Request, *, required: bool = True) -> dict[str, Any]:

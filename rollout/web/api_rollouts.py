@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from rollout.access import Role
 from rollout.clock import Clock
 from rollout.ledger import Ledger
 from rollout.operations import (
@@ -32,18 +33,23 @@ from rollout.operations import (
 )
 from rollout.planning import PlanningError
 from rollout.spec import RolloutSpec, SpecError, spec_from_mapping
-from rollout.web.api_access import json_object, writer
+from rollout.web.api_access import Access, json_object
 
 T = TypeVar("T")
 
 
-def rollouts_router(ledger: Ledger, clock: Clock, token: str) -> APIRouter:
-    """The ``/api/v1/rollouts`` routes over ``ledger``; writes need ``token``."""
+def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
+    """The ``/api/v1/rollouts`` routes over ``ledger``: reads for viewers, the rest for
+    operators."""
     router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
 
+    async def allowed(request: Request, need: Role) -> str:
+        return await run_in_threadpool(access.require, request, need)
+
     @router.get("")
-    def rollouts() -> list[dict[str, Any]]:
+    def rollouts(request: Request) -> list[dict[str, Any]]:
         """Every rollout, newest first."""
+        access.require(request, Role.VIEWER)
         return [
             {
                 "id": r.id,
@@ -56,16 +62,17 @@ def rollouts_router(ledger: Ledger, clock: Clock, token: str) -> APIRouter:
         ]
 
     @router.get("/{rollout_id}")
-    def rollout(rollout_id: int) -> dict[str, Any]:
+    def rollout(request: Request, rollout_id: int) -> dict[str, Any]:
         """A rollout: its targets by state and reason, each stage with its counts and its gate's
         verdict now (what ``rollout rollouts show --json`` prints)."""
+        access.require(request, Role.VIEWER)
         return _answer(lambda: rollout_report(ledger, rollout_id, clock.now()))
 
     @router.post("/plan")
     async def plan(request: Request) -> dict[str, Any]:
         """A dry run of the spec in the body: per stage how many devices, per exclusion reason
         how many. Writes nothing."""
-        writer(request, token)
+        await allowed(request, Role.OPERATOR)
         spec = _spec(await json_object(request))
         planned = await run_in_threadpool(
             _refusing, lambda: plan_rollout(ledger, spec, clock.now())
@@ -76,7 +83,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, token: str) -> APIRouter:
     async def create(request: Request, response: Response, start: bool = False) -> dict[str, Any]:
         """Plan and write a rollout of the spec in the body: a draft, or running with
         ``?start=true``."""
-        actor = writer(request, token)
+        actor = await allowed(request, Role.OPERATOR)
         spec = _spec(await json_object(request))
         summary = await run_in_threadpool(
             _refusing,
@@ -88,7 +95,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, token: str) -> APIRouter:
     async def control(
         request: Request, rollout_id: int, action: Callable[[str], object]
     ) -> dict[str, Any]:
-        actor = writer(request, token)
+        actor = await allowed(request, Role.OPERATOR)
         result = await run_in_threadpool(_answer, lambda: action(actor))
         report = await run_in_threadpool(rollout_report, ledger, rollout_id, clock.now())
         return {"done": result is not False, "result": result, **report}

@@ -105,6 +105,8 @@ class RolloutApp:
                 self.connection_stats,
                 clock=clock,
                 api_token=settings.api_token,
+                token_pepper=settings.token_pepper,
+                alert_policy=settings.alert_policy(),
             )
         )
         self._flusher: asyncio.Task[None] | None = None

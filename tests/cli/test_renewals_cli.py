@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile
-from tests.cli.support import rollout
+from tests.cli.support import rollout, rollout_process
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -37,7 +37,8 @@ def setup(tmp_path: Path, ledger_url: str, chain: AppleLikeChain) -> tuple[Run, 
     def run(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
         return rollout(*args, home=tmp_path, db_url=ledger_url, env={**env, **more})
 
-    res = run("profiles", "add", str(old))
+    # once as the installed command runs, in a process of its own
+    res = rollout_process("profiles", "add", str(old), home=tmp_path, db_url=ledger_url, env=env)
     assert res.returncode == 0, res.stderr
     old_uuid = res.stdout.split()[1]
     inv = tmp_path / "fleet.csv"

@@ -49,23 +49,25 @@ def client(web: Served, **headers: str) -> httpx.Client:
 
 
 def rollout_count(web: Served) -> int:
-    with client(web) as c:
+    with client(web, **AUTH) as c:
         return len(c.get("/api/v1/rollouts").json())
 
 
-def test_writes_are_off_without_a_token_and_need_the_right_one(
+def test_the_api_is_off_without_a_token_and_needs_the_right_one(
     web: Served, api: tuple[Served, str, list[str]]
 ) -> None:
-    with client(web) as c:  # the default app: no token set
+    with client(web) as c:  # the default app: no token set, none created
         res = c.post("/api/v1/rollouts/plan", json={"profile": "x"})
         assert res.status_code == 403 and "ROLLOUT_API_TOKEN" in res.json()["detail"]
-        assert c.get("/api/v1/rollouts").status_code == 200  # reads stay open
+        assert c.get("/api/v1/rollouts").status_code == 403  # reads too
+        assert c.get("/healthz").status_code == 200  # liveness stays open
     served, profile, _ = api
     spec = {"profile": profile, "targets": {"all": True}}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         with client(served, **headers) as c:
             res = c.post("/api/v1/rollouts", json=spec)
             assert res.status_code == 401 and res.headers["www-authenticate"] == "Bearer"
+            assert c.get("/api/v1/rollouts").status_code == 401
     assert rollout_count(served) == 0
     with client(served, **AUTH) as c:
         assert c.post("/api/v1/rollouts", json=spec).status_code == 201
