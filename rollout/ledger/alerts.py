@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -122,6 +122,15 @@ class AlertLedger(Journaled):
         if state is not None:
             values["state"] = state
         self._session.execute(update(AlertRow).where(AlertRow.id == alert_id).values(**values))
+
+    def live_counts(self) -> dict[tuple[str, str], int]:
+        """Live alerts by (kind, severity)."""
+        q = (
+            select(AlertRow.kind, AlertRow.severity, func.count())
+            .where(AlertRow.state.in_(LIVE))
+            .group_by(AlertRow.kind, AlertRow.severity)
+        )
+        return {(kind, sev): int(n) for kind, sev, n in self._session.execute(q)}
 
     def mark_notified(self, alert_ids: Collection[int], now: dt.datetime) -> None:
         """Record that these alerts were just queued for notification."""

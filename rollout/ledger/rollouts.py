@@ -16,7 +16,14 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from rollout.ledger.journal import Journaled
-from rollout.ledger.models import CommandRow, ProfileRow, RolloutRow, StageRow, TargetRow
+from rollout.ledger.models import (
+    CommandRow,
+    ProfileRow,
+    RolloutCountRow,
+    RolloutRow,
+    StageRow,
+    TargetRow,
+)
 from rollout.ledger.moves import bump_counters, chunks, counts, init_counters, move_targets
 from rollout.ledger.records import (
     AppliedMove,
@@ -315,6 +322,26 @@ class RolloutLedger(Journaled):
     def stage_counts(self, rollout_id: int) -> dict[int, dict[str, int]]:
         """Targets by stage and state, from the kept counters (zeros left out)."""
         return counts(self._session, rollout_id)
+
+    def counters(self, rollout_ids: Collection[int]) -> dict[int, dict[int, dict[str, int]]]:
+        """The kept counters of several rollouts at once: rollout → stage → state → targets."""
+        out: dict[int, dict[int, dict[str, int]]] = {}
+        if not rollout_ids:
+            return out
+        q = select(
+            RolloutCountRow.rollout_id,
+            RolloutCountRow.stage,
+            RolloutCountRow.state,
+            RolloutCountRow.n,
+        ).where(RolloutCountRow.rollout_id.in_(list(rollout_ids)), RolloutCountRow.n > 0)
+        for rid, stage, state, n in self._session.execute(q):
+            out.setdefault(rid, {}).setdefault(stage, {})[state] = int(n)
+        return out
+
+    def by_state(self) -> dict[str, int]:
+        """How many rollouts are in each state."""
+        q = select(RolloutRow.state, func.count()).group_by(RolloutRow.state)
+        return {state: int(n) for state, n in self._session.execute(q)}
 
     def recount(self, rollout_id: int) -> dict[str, int]:
         """Targets by state counted row by row (to check the kept counters; a full scan)."""

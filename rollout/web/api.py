@@ -21,6 +21,7 @@ from rollout.web.api_profiles import profiles_router
 from rollout.web.api_rollouts import rollouts_router
 from rollout.web.batcher import LedgerBatcher
 from rollout.web.connections import ConnectionStats
+from rollout.web.metrics import LedgerCollector, metrics_router
 from rollout.web.refusals import RefusalLog
 
 
@@ -60,4 +61,6 @@ def operator_router(
     router.include_router(rollouts_router(ledger, clock, access))
     router.include_router(alerts_router(ledger, clock, access, alert_policy or AlertPolicy()))
     router.include_router(profiles_router(ledger, access))
+    collector = LedgerCollector(ledger, clock, batcher, refusals, connections)
+    router.include_router(metrics_router(collector, access))
     return router

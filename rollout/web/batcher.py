@@ -26,6 +26,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -186,6 +187,7 @@ class LedgerBatcher:
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.reports = 0
+        self.by_status: Counter[str] = Counter()  # stored reports by their status
         self.split_batches = 0  # batches that failed and were stored again report by report
         self.write_cpu_s = 0.0  # CPU time of the writer thread in connect batches
         self.write_wall_s = 0.0  # wall time of those batches (CPU + waiting on the database)
@@ -302,6 +304,7 @@ class LedgerBatcher:
             return
         self.batches += 1
         self.reports += len(items)
+        self.by_status.update(item.payload[1].status for item in items)
         _settle_all(items, answers)
 
     def _store_reports(self, reports: list[Report]) -> list[Answer]:
