@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import typer
 import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.files import FileReadError, read_capped
@@ -489,3 +493,76 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         typer.echo(
             f"{i['id']:>5}  {i['state']:10} {i['stage']:>5}  {i['profile'] or '-':36}  {i['name']}"
         )
+
+
+WATCH_ENDS = ("completed", "aborted", "halted")
+
+
+@app.command()
+def watch(
+    rollout_id: int = RolloutId,
+    interval: float = typer.Option(
+        1.0, "--interval", min=0.1, max=3600, help="Seconds between reads."
+    ),
+) -> None:
+    """Live progress of a rollout, stage by stage (counts by state, gate verdicts), until it
+    completes, is aborted or halts (Ctrl-C stops watching, not the rollout). Piped, it prints
+    a line each time something changed."""
+    console = Console()
+    try:
+        with ledger() as opened:
+            if console.is_terminal:
+                with Live(console=console, auto_refresh=False) as live:
+                    for report in _reports(opened, rollout_id, interval):
+                        live.update(_progress(report), refresh=True)
+            else:
+                last = ""
+                for report in _reports(opened, rollout_id, interval):
+                    line = _line(report)
+                    if line != last:
+                        typer.echo(line)
+                        last = line
+    except KeyboardInterrupt:
+        return
+    r = report["rollout"]
+    typer.echo(f"rollout {r['id']} {r['state']}" + (f": {r['reason']}" if r.get("reason") else ""))
+
+
+def _reports(opened: Any, rollout_id: int, interval: float) -> Any:
+    """The rollout's report, read every ``interval`` seconds, up to the one where it ended."""
+    while True:
+        try:
+            report = rollout_report(opened, rollout_id, now())
+        except OperationError as exc:
+            fail(str(exc))
+        yield report
+        if report["rollout"]["state"] in WATCH_ENDS:
+            return
+        time.sleep(interval)
+
+
+def _line(report: dict[str, Any]) -> str:
+    stages = " | ".join(
+        f"stage {st['stage']} {st['state']}: "
+        + (", ".join(f"{k} {v}" for k, v in st["states"].items()) or "-")
+        for st in report["stages"]
+    )
+    return f"{now():%H:%M:%S} {report['rollout']['state']} | {stages}"
+
+
+def _progress(report: dict[str, Any]) -> Table:
+    r = report["rollout"]
+    table = Table(title=f"rollout {r['id']} {r['name']!r}: {r['state']}", title_justify="left")
+    for column in ("stage", "reach", "state", "targets by state", "gate"):
+        table.add_column(column)
+    for stage in report["stages"]:
+        counts = ", ".join(f"{s} {n}" for s, n in stage["states"].items()) or "-"
+        gate = stage["gate"]
+        table.add_row(
+            str(stage["stage"]),
+            stage["reach"],
+            stage["state"],
+            counts,
+            f"{gate['verdict']}: {gate['why']}",
+        )
+    return table

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from rollout.sim.profiles import make_apple_like_chain, make_profile
@@ -54,7 +58,24 @@ def test_create_start_show_a_rollout_to_the_holders_of_a_profile(
     assert res.returncode == 1 and f"rollout {rid} already installs profile" in res.stderr
     assert run("rollouts", "pause", rid).returncode == 0
     assert "nothing to do" in run("rollouts", "pause", rid).stdout
+    # watching a live rollout: live progress until it ends (aborted here, from elsewhere)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
+    env.update(ROLLOUT_HOME=str(tmp_path), ROLLOUT_DATABASE_URL=ledger_url, COLUMNS="160")
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "rollouts", "watch", rid, "--interval", "0.2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)  # the watcher is reading; the rollout stays paused meanwhile
+    assert watching.poll() is None
     assert run("rollouts", "abort", rid).returncode == 0
+    out, err = watching.communicate(timeout=30)
+    assert watching.returncode == 0, err
+    assert f"rollout {rid} aborted" in out and "stage" in out and "paused" in out
+    res = run("rollouts", "watch", rid)  # an ended rollout: one table, at once
+    assert res.returncode == 0 and res.stdout.count("cancelled 1") == 2
     shown = json.loads(run("rollouts", "show", rid, "--json").stdout)
     assert shown["rollout"]["state"] == "aborted" and shown["states"] == {"cancelled": 2}
 
