@@ -84,7 +84,12 @@ class Journal(Protocol):
 
     def record(self, events: Sequence[Event], at: dt.datetime) -> None: ...
     def events(
-        self, *, kind: str | None = None, rollout_id: int | None = None, limit: int = 100
+        self,
+        *,
+        kind: str | None = None,
+        rollout_id: int | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
     ) -> list[EventEntry]: ...
 
 
@@ -196,6 +201,15 @@ class RolloutStore(Journal, Protocol):
     def cancel_undelivered(
         self, rollout_id: int, states: Collection[str], now: dt.datetime
     ) -> int: ...
+    def target_page(
+        self,
+        rollout_id: int,
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        states: Collection[str] | None = None,
+        reason_prefix: str | None = None,
+    ) -> list[tuple[TargetInfo, str]]: ...
     def target_ids(
         self, rollout_id: int, states: Collection[str], *, reasons: Collection[str] | None = None
     ) -> list[int]: ...

@@ -75,9 +75,13 @@ def list_events(
     kind: str | None = None,
     rollout_id: int | None = None,
     limit: int = 100,
+    before_id: int | None = None,
 ) -> list[EventEntry]:
-    """The newest events first, optionally of one kind or one rollout."""
+    """The newest events first (older than event ``before_id``, when given), optionally of one
+    kind or one rollout."""
     q = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+    if before_id is not None:
+        q = q.where(EventRow.id < before_id)
     if kind is not None:
         q = q.where(EventRow.kind == kind)
     if rollout_id is not None:
@@ -107,7 +111,15 @@ class Journaled:
         record_events(self._session, events, at)
 
     def events(
-        self, *, kind: str | None = None, rollout_id: int | None = None, limit: int = 100
+        self,
+        *,
+        kind: str | None = None,
+        rollout_id: int | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
     ) -> list[EventEntry]:
-        """The newest events first, optionally of one kind or one rollout."""
-        return list_events(self._session, kind=kind, rollout_id=rollout_id, limit=limit)
+        """The newest events first, optionally of one kind or one rollout, older than
+        ``before_id`` (to page back)."""
+        return list_events(
+            self._session, kind=kind, rollout_id=rollout_id, limit=limit, before_id=before_id
+        )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from rollout.ledger.journal import Journaled
 from rollout.ledger.models import (
     CommandRow,
+    DeviceRow,
     ProfileRow,
     RolloutCountRow,
     RolloutRow,
@@ -59,6 +60,22 @@ def _info(r: RolloutRow) -> RolloutInfo:
         options=dict(r.options or {}),
         reason=r.reason,
         replaces_uuid=r.replaces_uuid,
+    )
+
+
+def _target(t: TargetRow) -> TargetInfo:
+    return TargetInfo(
+        id=t.id,
+        device_id=t.device_id,
+        stage=t.stage,
+        state=t.state,
+        reason=t.reason,
+        command_uuid=t.command_uuid,
+        push_count=t.push_count,
+        notnow_count=t.notnow_count,
+        next_push_at=t.next_push_at,
+        requeue_after_token_update=t.requeue_after_token_update,
+        error_chain=t.error_chain,
     )
 
 
@@ -373,6 +390,31 @@ class RolloutLedger(Journaled):
         )
         return {device: uuid for device, uuid in rows if uuid is not None}
 
+    def target_page(
+        self,
+        rollout_id: int,
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        states: Collection[str] | None = None,
+        reason_prefix: str | None = None,
+    ) -> list[tuple[TargetInfo, str]]:
+        """One page of a rollout's targets with their device's key, in target order after
+        target ``after_id`` (keyset: every page costs the same), optionally in ``states`` or
+        with a reason starting with ``reason_prefix``."""
+        q = (
+            select(TargetRow, DeviceRow.enrollment_id)
+            .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
+            .where(TargetRow.rollout_id == rollout_id, TargetRow.id > after_id)
+            .order_by(TargetRow.id)
+            .limit(limit)
+        )
+        if states is not None:
+            q = q.where(TargetRow.state.in_(list(states)))
+        if reason_prefix:
+            q = q.where(TargetRow.reason.startswith(reason_prefix, autoescape=True))
+        return [(_target(t), key) for t, key in self._session.execute(q)]
+
     def targets(
         self, rollout_id: int, device_ids: Collection[int] | None = None
     ) -> dict[int, TargetInfo]:
@@ -380,19 +422,4 @@ class RolloutLedger(Journaled):
         q = select(TargetRow).where(TargetRow.rollout_id == rollout_id)
         if device_ids is not None:
             q = q.where(TargetRow.device_id.in_(list(device_ids)))
-        return {
-            t.device_id: TargetInfo(
-                id=t.id,
-                device_id=t.device_id,
-                stage=t.stage,
-                state=t.state,
-                reason=t.reason,
-                command_uuid=t.command_uuid,
-                push_count=t.push_count,
-                notnow_count=t.notnow_count,
-                next_push_at=t.next_push_at,
-                requeue_after_token_update=t.requeue_after_token_update,
-                error_chain=t.error_chain,
-            )
-            for t in self._session.scalars(q.order_by(TargetRow.id))
-        }
+        return {t.device_id: _target(t) for t in self._session.scalars(q.order_by(TargetRow.id))}

@@ -17,6 +17,7 @@ from rollout.clock import Clock
 from rollout.ledger import Ledger
 from rollout.web.api_access import Access
 from rollout.web.api_alerts import alerts_router
+from rollout.web.api_events import events_router
 from rollout.web.api_profiles import profiles_router
 from rollout.web.api_rollouts import rollouts_router
 from rollout.web.batcher import LedgerBatcher
@@ -61,6 +62,7 @@ def operator_router(
     router.include_router(rollouts_router(ledger, clock, access))
     router.include_router(alerts_router(ledger, clock, access, alert_policy or AlertPolicy()))
     router.include_router(profiles_router(ledger, access))
+    router.include_router(events_router(ledger, access))
     collector = LedgerCollector(ledger, clock, batcher, refusals, connections)
     router.include_router(metrics_router(collector, access))
     return router

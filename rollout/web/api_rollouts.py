@@ -68,6 +68,43 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         access.require(request, Role.VIEWER)
         return _answer(lambda: rollout_report(ledger, rollout_id, clock.now()))
 
+    @router.get("/{rollout_id}/devices")
+    def devices(
+        request: Request,
+        rollout_id: int,
+        state: str | None = None,
+        reason: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """The rollout's devices, a page at a time (``next`` is the ``after`` of the next
+        page, null on the last): each with its state, stage, reason, pushes and error chain;
+        ``state`` (comma-separated) and ``reason`` (a prefix, e.g. an error code) filter."""
+        access.require(request, Role.VIEWER)
+        if not 1 <= limit <= 1000 or not 0 <= after < 2**63:
+            raise HTTPException(status_code=422, detail="limit: 1 to 1000; after: a target id")
+        states = [s.strip() for s in state.split(",") if s.strip()] if state else None
+        with ledger.rollouts() as store:
+            if not 0 < rollout_id < 2**63 or store.get(rollout_id) is None:
+                raise HTTPException(status_code=404, detail=f"no rollout {rollout_id}")
+            page = store.target_page(
+                rollout_id, after_id=after, limit=limit, states=states, reason_prefix=reason
+            )
+        items = [
+            {
+                "target": t.id,
+                "device": key,
+                "stage": t.stage,
+                "state": t.state,
+                "reason": t.reason,
+                "pushes": t.push_count,
+                "notnow": t.notnow_count,
+                "error_chain": t.error_chain,
+            }
+            for t, key in page
+        ]
+        return {"items": items, "next": page[-1][0].id if len(page) == limit else None}
+
     @router.post("/plan")
     async def plan(request: Request) -> dict[str, Any]:
         """A dry run of the spec in the body: per stage how many devices, per exclusion reason

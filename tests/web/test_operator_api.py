@@ -193,3 +193,41 @@ def test_a_body_over_the_cap_is_refused_before_it_is_read(
         )
         assert res.status_code == 400 and "X-Rollout-Actor" in res.json()["detail"]
     assert rollout_count(web) == 0
+
+
+def test_a_rollouts_devices_and_the_journal_page_by_keyset(
+    api: tuple[Served, str, list[str]],
+) -> None:
+    web, profile, udids = api
+    with client(web, **AUTH) as c:
+        spec = {"profile": profile, "targets": {"all": True}, "stages": ["100%"]}
+        rid = c.post("/api/v1/rollouts", json=spec).json()["rollout"]["id"]
+        c.post(f"/api/v1/rollouts/{rid}/abort")
+        seen, after, pages = [], 0, 0
+        while True:
+            page = c.get(f"/api/v1/rollouts/{rid}/devices", params={"after": after, "limit": 2})
+            assert page.status_code == 200, page.text
+            body = page.json()
+            seen += [(d["device"], d["state"], d["reason"]) for d in body["items"]]
+            pages += 1
+            if body["next"] is None:
+                break
+            after = body["next"]
+        assert sorted(d for d, _, _ in seen) == sorted(udids) and pages == 3
+        assert {(s, r) for _, s, r in seen} == {("cancelled", "aborted")}
+        only = c.get(f"/api/v1/rollouts/{rid}/devices", params={"state": "planned"}).json()
+        assert only == {"items": [], "next": None}
+        prefixed = c.get(f"/api/v1/rollouts/{rid}/devices", params={"reason": "abort"}).json()
+        assert len(prefixed["items"]) == 5
+        assert c.get("/api/v1/rollouts/424242/devices").status_code == 404
+        assert c.get(f"/api/v1/rollouts/{rid}/devices", params={"limit": 0}).status_code == 422
+
+        first = c.get("/api/v1/events", params={"rollout": rid, "limit": 1}).json()
+        [newest] = first["items"]
+        assert newest["kind"] == "rollout.aborted" and first["next"] == newest["id"]
+        older = c.get("/api/v1/events", params={"rollout": rid, "before": first["next"]}).json()
+        assert [e["kind"] for e in older["items"]] == ["rollout.created"]
+        assert older["next"] is None
+        kinds = c.get("/api/v1/events", params={"kind": "mdm.authenticate"}).json()["items"]
+        assert all(e["kind"] == "mdm.authenticate" for e in kinds)
+        assert c.get("/api/v1/events", params={"before": -1}).status_code == 422
