@@ -8,10 +8,13 @@ library.
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
 
+from rollout.access import Role
 from rollout.alerts import AlertPolicy
 from rollout.clock import Clock
 from rollout.ledger import Ledger
@@ -59,9 +62,23 @@ def operator_router(
         }
 
     access = Access(ledger, clock, bootstrap=api_token, pepper=token_pepper)
+
+    page = (resources.files("rollout.web") / "static" / "dashboard.html").read_bytes()
+
+    @router.get("/", tags=["dashboard"], response_class=HTMLResponse)
+    def dashboard() -> HTMLResponse:
+        """The dashboard: one page that reads the API with the token it is given."""
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @router.get("/api/v1/whoami", tags=["access"])
+    def whoami(request: Request) -> dict[str, str]:
+        """The caller's token name and role (what a page shows, and which controls)."""
+        actor = access.require(request, Role.VIEWER)
+        return {"actor": actor, "role": access.role_of(request).name.lower()}
+
     router.include_router(rollouts_router(ledger, clock, access))
     router.include_router(alerts_router(ledger, clock, access, alert_policy or AlertPolicy()))
-    router.include_router(profiles_router(ledger, access))
+    router.include_router(profiles_router(ledger, clock, access))
     router.include_router(events_router(ledger, access))
     collector = LedgerCollector(ledger, clock, batcher, refusals, connections)
     router.include_router(metrics_router(collector, access))

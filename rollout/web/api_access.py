@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from rollout.access import Role, authenticate, configured
+from rollout.access import Principal, Role, authenticate, configured
 from rollout.clock import Clock
 from rollout.ledger import Ledger
 
@@ -34,19 +34,28 @@ class Access:
         self.bootstrap = bootstrap
         self.pepper = pepper
 
+    def role_of(self, request: Request) -> Role:
+        """The role of the request's token (call after :meth:`require` let it in)."""
+        principal = self._principal(request)
+        assert principal is not None
+        return principal.role
+
+    def _principal(self, request: Request) -> Principal | None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            return None
+        return authenticate(
+            self.ledger,
+            given.strip(),
+            now=self.clock.now(),
+            bootstrap=self.bootstrap,
+            pepper=self.pepper,
+        )
+
     def require(self, request: Request, need: Role) -> str:
         """The actor of ``request`` once its token holds ``need`` (blocking: it may read the
         ledger); else 403 (API off, or role too low) or 401."""
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        principal = None
-        if scheme.lower() == "bearer" and given.strip():
-            principal = authenticate(
-                self.ledger,
-                given.strip(),
-                now=self.clock.now(),
-                bootstrap=self.bootstrap,
-                pepper=self.pepper,
-            )
+        principal = self._principal(request)
         if principal is None:
             if not configured(self.ledger, self.bootstrap):
                 raise HTTPException(
