@@ -127,9 +127,17 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
 
         summary = world.wait(rollout_id, cfg.timeout, progress)
         elapsed = time.monotonic() - started
-        halted = summary["rollout"]["state"] == "halted"
-        # a halted renewal is what the next scan alerts on (it runs every 2 s here)
-        alerts = world.live_alerts("renewal.halted" if halted else None, timeout=15.0)
+        # what the next scan alerts on (it runs every 2 s here): a halted renewal, or devices
+        # the finished renewal did not reach (they still hold only the old profile)
+        reached = sum(summary["states"].get(s, 0) for s in ("verified", "acknowledged"))
+        expect = (
+            "renewal.halted"
+            if summary["rollout"]["state"] == "halted"
+            else "renewal.incomplete"
+            if reached < cfg.devices
+            else None
+        )
+        alerts = world.live_alerts(expect, timeout=15.0)
         fleet = world.fleet.mix.counts(cfg.devices)
     say(f"5. Rollout {summary['rollout']['state']} in {elapsed:.1f}s")
     if summary["rollout"].get("reason"):
