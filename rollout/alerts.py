@@ -59,6 +59,24 @@ class AlertChanges:
         }
 
 
+def as_json(a: AlertInfo) -> dict[str, Any]:
+    """An alert as the CLI (``alerts list --json``) and the API show it."""
+    return {
+        "id": a.id,
+        "key": a.key,
+        "kind": a.kind,
+        "severity": a.severity,
+        "state": a.state,
+        "title": a.title,
+        "data": a.data,
+        "opened_at": a.opened_at.isoformat(),
+        "notified_at": a.notified_at.isoformat() if a.notified_at else None,
+        "acknowledged_by": a.acknowledged_by,
+        "resolved_by": a.resolved_by,
+        "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
+    }
+
+
 def payload(alert: AlertInfo, event: str) -> dict[str, Any]:
     """What a notification of ``alert`` carries (``event``: opened, escalated, repeated,
     resolved)."""

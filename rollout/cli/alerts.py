@@ -7,28 +7,10 @@ import typer
 from rollout import alerts
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.config import get_settings
-from rollout.ledger import AlertInfo
 
 app = typer.Typer(help="Alerts: list, acknowledge, resolve.", no_args_is_help=True)
 
 AlertId = typer.Argument(..., metavar="ID", help="The alert's number (see `alerts list`).")
-
-
-def _json(a: AlertInfo) -> dict[str, object]:
-    return {
-        "id": a.id,
-        "key": a.key,
-        "kind": a.kind,
-        "severity": a.severity,
-        "state": a.state,
-        "title": a.title,
-        "data": a.data,
-        "opened_at": a.opened_at.isoformat(),
-        "notified_at": a.notified_at.isoformat() if a.notified_at else None,
-        "acknowledged_by": a.acknowledged_by,
-        "resolved_by": a.resolved_by,
-        "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
-    }
 
 
 @app.command("list")
@@ -41,7 +23,7 @@ def list_(
     with ledger() as opened, opened.alerts() as store:
         rows = store.alerts(states=states, limit=1000)
     if as_json:
-        print_json([_json(a) for a in rows])
+        print_json([alerts.as_json(a) for a in rows])
         return
     if not rows:
         typer.echo("no alerts" if show_all else "no live alerts")

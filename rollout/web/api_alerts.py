@@ -15,24 +15,6 @@ from rollout.ledger import AlertInfo, Ledger
 from rollout.web.api_access import Access
 
 
-def alert_json(a: AlertInfo) -> dict[str, Any]:
-    """An alert as the API and ``rollout alerts list --json`` show it."""
-    return {
-        "id": a.id,
-        "key": a.key,
-        "kind": a.kind,
-        "severity": a.severity,
-        "state": a.state,
-        "title": a.title,
-        "data": a.data,
-        "opened_at": a.opened_at.isoformat(),
-        "notified_at": a.notified_at.isoformat() if a.notified_at else None,
-        "acknowledged_by": a.acknowledged_by,
-        "resolved_by": a.resolved_by,
-        "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
-    }
-
-
 def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPolicy) -> APIRouter:
     """``/api/v1/alerts``: reads for viewers, acknowledge and resolve for operators."""
     router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -48,7 +30,7 @@ def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPol
         if not 1 <= limit <= 1000:
             raise HTTPException(status_code=422, detail="limit: 1 to 1000")
         with ledger.alerts() as store:
-            return [alert_json(a) for a in store.alerts(states=wanted, limit=limit)]
+            return [alerts.as_json(a) for a in store.alerts(states=wanted, limit=limit)]
 
     async def change(request: Request, alert_id: int, resolve: bool) -> dict[str, Any]:
         actor = await run_in_threadpool(access.require, request, Role.OPERATOR)
@@ -59,7 +41,7 @@ def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPol
             return alerts.acknowledge(ledger, alert_id, actor=actor, now=clock.now())
 
         try:
-            return alert_json(await run_in_threadpool(act))
+            return alerts.as_json(await run_in_threadpool(act))
         except alerts.AlertError as exc:
             status = 404 if str(exc).startswith("no alert") else 409
             raise HTTPException(status_code=status, detail=str(exc)) from None

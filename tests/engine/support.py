@@ -4,8 +4,10 @@ certificates, a rollout with every command queued, and reports run through recon
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rollout.clock import ManualClock
 from rollout.enrollment import IdentityPolicy
@@ -15,6 +17,8 @@ from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
 from rollout.policy import EnginePolicy
 from rollout.reconcile import Outcome, Report, process_reports
 from tests.support import TOPIC, add_profile, enroll, start_rollout, token, udid
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -119,3 +123,26 @@ def expiring(ledger: Ledger, now: dt.datetime, days: int, **kw: object) -> Profi
         expires_at=now + dt.timedelta(days=days),
         **kw,  # type: ignore[arg-type]
     )
+
+
+def at_once(n: int, work: Callable[[], T]) -> list[T]:
+    """Run ``work`` in ``n`` threads released together; the results (any error is raised)."""
+    barrier = threading.Barrier(n)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(work())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results

@@ -5,7 +5,6 @@ replacement for another team or app is never picked; the push-certificate alert.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 from rollout import alerts, controller, renewal
 from rollout.alerts import AlertPolicy, acknowledge
@@ -18,7 +17,7 @@ from rollout.profiles import parse_profile
 from rollout.reconcile import Report, process_reports
 from rollout.renewal import PushCertificate, RenewalPolicy
 from rollout.sim.profiles import make_apple_like_chain, make_profile
-from tests.engine.support import expiring, held_fleet
+from tests.engine.support import at_once, expiring, held_fleet
 from tests.support import NO_IDENTITY, add_profile
 
 POLICY = EnginePolicy(max_pushes=2, response_timeout=dt.timedelta(minutes=10), max_verify=2)
@@ -190,23 +189,7 @@ def test_two_concurrent_scans_open_one_rollout(clock: ManualClock, ledger: Ledge
     old = expiring(ledger, clock.now(), 25)
     add_profile(ledger, clock.now())
     held_fleet(ledger, clock.now(), 10, old)
-    barrier = threading.Barrier(4)
-    reports: list[renewal.ScanReport] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            reports.append(renewal.scan(ledger, clock.now(), alert_policy=ALERTS))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    reports = at_once(4, lambda: renewal.scan(ledger, clock.now(), alert_policy=ALERTS))
     assert sum(len(r.opened) for r in reports) == 1
     with ledger.rollouts() as store:
         assert len(store.renewing([old.uuid])) == 1
@@ -291,28 +274,17 @@ def test_concurrent_scans_raise_one_alert_and_send_it_once(
 ) -> None:
     old = expiring(ledger, clock.now(), 12)
     held_fleet(ledger, clock.now(), 3, old)
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        barrier.wait()
-        try:
-            with ledger.alerts() as store:  # every scan's alert step at the same moment
-                alerts.reconcile(
-                    store,
-                    [NewAlert(f"renewal.missing:{old.uuid}", "renewal.missing", "warning", "t")],
-                    kinds=renewal.KINDS,
-                    policy=ALERTS,
-                    now=clock.now(),
-                )
-        except BaseException as exc:
-            errors.append(exc)
+    def alert_step() -> object:  # every scan's alert step at the same moment
+        with ledger.alerts() as store:
+            return alerts.reconcile(
+                store,
+                [NewAlert(f"renewal.missing:{old.uuid}", "renewal.missing", "warning", "t")],
+                kinds=renewal.KINDS,
+                policy=ALERTS,
+                now=clock.now(),
+            )
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    at_once(4, alert_step)
     assert len(live_alerts(ledger)) == 1
     assert deliveries(ledger) == ["opened"]
