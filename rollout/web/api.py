@@ -18,7 +18,7 @@ from rollout.access import Role
 from rollout.alerts import AlertPolicy
 from rollout.clock import Clock
 from rollout.ledger import Ledger
-from rollout.web.api_access import Access
+from rollout.web.api_access import BEARER, REFUSALS, Access
 from rollout.web.api_alerts import alerts_router
 from rollout.web.api_events import events_router
 from rollout.web.api_profiles import profiles_router
@@ -70,7 +70,7 @@ def operator_router(
         """The dashboard: one page that reads the API with the token it is given."""
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
-    @router.get("/api/v1/whoami", tags=["access"])
+    @router.get("/api/v1/whoami", tags=["access"], dependencies=[BEARER], responses=REFUSALS)
     def whoami(request: Request) -> dict[str, str]:
         """The caller's token name and role (what a page shows, and which controls)."""
         actor = access.require(request, Role.VIEWER)

@@ -15,12 +15,43 @@ import json
 import re
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel
 
 from rollout.access import Principal, Role, authenticate, configured
 from rollout.clock import Clock
 from rollout.ledger import Ledger
 
+
+class ErrorBody(BaseModel):
+    """Every refusal of the API: one line saying what is wrong."""
+
+    detail: str
+
+
+BEARER = Security(
+    HTTPBearer(
+        auto_error=False,
+        scheme_name="token",
+        description="An API token (rollout tokens create); its role decides what it may do.",
+    )
+)
+"""Declares the bearer scheme in the OpenAPI document; :meth:`Access.require` checks it."""
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No token, or an unknown or revoked one."},
+    403: {"model": ErrorBody, "description": "The API is off, or the token's role is too low."},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such thing."}
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "Its state does not allow this."}
+}
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not one JSON object."},
+    413: {"model": ErrorBody, "description": "The body is over the cap."},
+}
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a spec listing 100,000 UDIDs is about 4.5 MB
 ACTOR_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 

@@ -12,12 +12,14 @@ from rollout.access import Role
 from rollout.alerts import AlertPolicy
 from rollout.clock import Clock
 from rollout.ledger import AlertInfo, Ledger
-from rollout.web.api_access import Access
+from rollout.web.api_access import BEARER, CONFLICT, NOT_FOUND, REFUSALS, Access
 
 
 def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPolicy) -> APIRouter:
     """``/api/v1/alerts``: reads for viewers, acknowledge and resolve for operators."""
-    router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+    router = APIRouter(
+        prefix="/api/v1/alerts", tags=["alerts"], dependencies=[BEARER], responses=REFUSALS
+    )
 
     @router.get("")
     def list_(request: Request, state: str = "live", limit: int = 200) -> list[dict[str, Any]]:
@@ -46,12 +48,12 @@ def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPol
             status = 404 if str(exc).startswith("no alert") else 409
             raise HTTPException(status_code=status, detail=str(exc)) from None
 
-    @router.post("/{alert_id}/ack")
+    @router.post("/{alert_id}/ack", responses={**NOT_FOUND, **CONFLICT})
     async def ack(request: Request, alert_id: int) -> dict[str, Any]:
         """Acknowledge a live alert: not sent again unless it escalates."""
         return await change(request, alert_id, resolve=False)
 
-    @router.post("/{alert_id}/resolve")
+    @router.post("/{alert_id}/resolve", responses={**NOT_FOUND, **CONFLICT})
     async def resolve(request: Request, alert_id: int) -> dict[str, Any]:
         """Resolve a live alert (raised again by a later scan if still true)."""
         return await change(request, alert_id, resolve=True)

@@ -8,12 +8,14 @@ from fastapi import APIRouter, HTTPException, Request
 
 from rollout.access import Role
 from rollout.ledger import Ledger
-from rollout.web.api_access import Access
+from rollout.web.api_access import BEARER, REFUSALS, Access
 
 
 def events_router(ledger: Ledger, access: Access) -> APIRouter:
     """``GET /api/v1/events`` for viewers."""
-    router = APIRouter(prefix="/api/v1/events", tags=["events"])
+    router = APIRouter(
+        prefix="/api/v1/events", tags=["events"], dependencies=[BEARER], responses=REFUSALS
+    )
 
     @router.get("")
     def events(

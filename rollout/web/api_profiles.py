@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from rollout.access import Role
 from rollout.clock import Clock
 from rollout.ledger import Ledger, ProfileEntry, RolloutInfo
-from rollout.web.api_access import Access
+from rollout.web.api_access import BEARER, NOT_FOUND, REFUSALS, Access
 
 
 def profile_json(p: ProfileEntry) -> dict[str, Any]:
@@ -23,7 +23,9 @@ CALENDAR_HORIZON = dt.timedelta(days=3650)
 
 def profiles_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
     """``/api/v1/profiles`` and ``/api/v1/calendar``: reads for viewers."""
-    router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
+    router = APIRouter(
+        prefix="/api/v1/profiles", tags=["profiles"], dependencies=[BEARER], responses=REFUSALS
+    )
 
     @router.get("/calendar")
     def calendar(request: Request) -> list[dict[str, Any]]:
@@ -63,7 +65,7 @@ def profiles_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         with ledger.library() as store:
             return [profile_json(p) for p in store.profiles()]
 
-    @router.get("/{uuid}")
+    @router.get("/{uuid}", responses=NOT_FOUND)
     def show(request: Request, uuid: str) -> dict[str, Any]:
         """One profile, with how many devices hold it (and the first of them) and the renewal
         rollouts that replace it."""

@@ -33,7 +33,15 @@ from rollout.operations import (
 )
 from rollout.planning import PlanningError
 from rollout.spec import RolloutSpec, SpecError, spec_from_mapping
-from rollout.web.api_access import Access, json_object
+from rollout.web.api_access import (
+    BAD_BODY,
+    BEARER,
+    CONFLICT,
+    NOT_FOUND,
+    REFUSALS,
+    Access,
+    json_object,
+)
 
 T = TypeVar("T")
 
@@ -41,7 +49,9 @@ T = TypeVar("T")
 def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
     """The ``/api/v1/rollouts`` routes over ``ledger``: reads for viewers, the rest for
     operators."""
-    router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
+    router = APIRouter(
+        prefix="/api/v1/rollouts", tags=["rollouts"], dependencies=[BEARER], responses=REFUSALS
+    )
 
     async def allowed(request: Request, need: Role) -> str:
         return await run_in_threadpool(access.require, request, need)
@@ -61,14 +71,14 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             for r in list_rollouts(ledger)
         ]
 
-    @router.get("/{rollout_id}")
+    @router.get("/{rollout_id}", responses=NOT_FOUND)
     def rollout(request: Request, rollout_id: int) -> dict[str, Any]:
         """A rollout: its targets by state and reason, each stage with its counts and its gate's
         verdict now (what ``rollout rollouts show --json`` prints)."""
         access.require(request, Role.VIEWER)
         return _answer(lambda: rollout_report(ledger, rollout_id, clock.now()))
 
-    @router.get("/{rollout_id}/devices")
+    @router.get("/{rollout_id}/devices", responses=NOT_FOUND)
     def devices(
         request: Request,
         rollout_id: int,
@@ -105,7 +115,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         ]
         return {"items": items, "next": page[-1][0].id if len(page) == limit else None}
 
-    @router.post("/plan")
+    @router.post("/plan", responses=BAD_BODY)
     async def plan(request: Request) -> dict[str, Any]:
         """A dry run of the spec in the body: per stage how many devices, per exclusion reason
         how many. Writes nothing."""
@@ -116,7 +126,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         )
         return planned.as_json()
 
-    @router.post("", status_code=201)
+    @router.post("", status_code=201, responses=BAD_BODY)
     async def create(request: Request, response: Response, start: bool = False) -> dict[str, Any]:
         """Plan and write a rollout of the spec in the body: a draft, or running with
         ``?start=true``."""
@@ -137,7 +147,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         report = await run_in_threadpool(rollout_report, ledger, rollout_id, clock.now())
         return {"done": result is not False, "result": result, **report}
 
-    @router.post("/{rollout_id}/start")
+    @router.post("/{rollout_id}/start", responses={**NOT_FOUND, **CONFLICT})
     async def start_(request: Request, rollout_id: int) -> dict[str, Any]:
         """Start a draft rollout."""
         return await control(
@@ -146,7 +156,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: start_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/pause")
+    @router.post("/{rollout_id}/pause", responses={**NOT_FOUND, **CONFLICT})
     async def pause(request: Request, rollout_id: int) -> dict[str, Any]:
         """Push nothing more until resumed (``done`` is false when it was paused already)."""
         return await control(
@@ -155,7 +165,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: pause_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/resume")
+    @router.post("/{rollout_id}/resume", responses={**NOT_FOUND, **CONFLICT})
     async def resume(request: Request, rollout_id: int, override: bool = False) -> dict[str, Any]:
         """Go on after a pause; a rollout its gate halted needs ``?override=true``."""
         return await control(
@@ -166,7 +176,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             ),
         )
 
-    @router.post("/{rollout_id}/abort")
+    @router.post("/{rollout_id}/abort", responses={**NOT_FOUND, **CONFLICT})
     async def abort(request: Request, rollout_id: int) -> dict[str, Any]:
         """Stop for good: undelivered commands are cancelled and never served."""
         return await control(
@@ -175,7 +185,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: abort_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/approve")
+    @router.post("/{rollout_id}/approve", responses={**NOT_FOUND, **CONFLICT})
     async def approve(request: Request, rollout_id: int) -> dict[str, Any]:
         """Promote a stage that passed its gate and waits for approval (``result``: the stage
         opened)."""
@@ -185,7 +195,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: approve_stage(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/retry")
+    @router.post("/{rollout_id}/retry", responses={**NOT_FOUND, **CONFLICT, **BAD_BODY})
     async def retry(request: Request, rollout_id: int) -> dict[str, Any]:
         """Queue failed and timed-out targets again; a body ``{"reasons": [...]}`` keeps only
         those that ended for one of them (``result``: how many)."""

@@ -23,7 +23,7 @@ from rollout.access import Role
 from rollout.clock import Clock
 from rollout.ledger import Ledger
 from rollout.states import RolloutState
-from rollout.web.api_access import Access
+from rollout.web.api_access import BEARER, REFUSALS, Access
 from rollout.web.batcher import LedgerBatcher
 from rollout.web.connections import ConnectionStats
 from rollout.web.refusals import RefusalLog
@@ -160,7 +160,7 @@ def metrics_router(collector: LedgerCollector, access: Access) -> APIRouter:
     """``GET /metrics`` for a viewer's token (Prometheus' ``authorization`` setting)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    router = APIRouter(tags=["metrics"])
+    router = APIRouter(tags=["metrics"], dependencies=[BEARER], responses=REFUSALS)
 
     @router.get("/metrics")
     def metrics(request: Request) -> Response:
