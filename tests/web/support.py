@@ -12,10 +12,11 @@ import httpx
 
 from rollout.clock import SYSTEM_CLOCK, Clock
 from rollout.config import Settings
+from rollout.inventory import read_inventory
 from rollout.ledger import DeviceInfo, EventEntry, Ledger, RunningRollout, TargetInfo
 from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
 from rollout.operations import create_rollout
-from rollout.profiles import parse_profile
+from rollout.profiles import Profile, parse_profile
 from rollout.sim.identity import issue_device_identity, sign_body
 from rollout.sim.pki import Issued
 from rollout.sim.profiles import AppleLikeChain, make_profile
@@ -137,3 +138,28 @@ def target(web: Served, rollout_id: int, udid: str) -> TargetInfo:
 def events(web: Served, kind: str) -> list[EventEntry]:
     with web.ledger.checkin() as store:
         return store.events(kind=kind)
+
+
+def fleet_holding(
+    web: Served,
+    chain: AppleLikeChain,
+    n: int,
+    *,
+    held_by: int = 0,
+    **profile: Any,
+) -> tuple[list[Device], Profile]:
+    """``n`` devices enrolled through the endpoint and a signed profile (``make_profile``'s
+    keywords) in the library, held (by the inventory) by the first ``held_by`` of them."""
+    devices = [Device(web, f"00008020-00000000000000{k:02d}") for k in range(n)]
+    for device in devices:
+        device.enroll()
+    data = make_profile(chain, **profile)
+    parsed = parse_profile(data, trust_anchors=chain.anchors)
+    now = SYSTEM_CLOCK.now()
+    with web.ledger.library() as store:
+        store.add(parsed, data, now)
+    if held_by:
+        rows = "udid,profiles\n" + "".join(f"{d.udid},{parsed.uuid}\n" for d in devices[:held_by])
+        with web.ledger.registry() as reg:
+            reg.import_devices(read_inventory(rows.encode(), fmt="csv").records, now)
+    return devices, parsed

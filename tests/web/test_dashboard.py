@@ -18,14 +18,12 @@ import pytest
 from rollout import access
 from rollout.access import Role
 from rollout.clock import SYSTEM_CLOCK
-from rollout.inventory import read_inventory
 from rollout.ledger import Ledger, NewAlert
 from rollout.operations import rollout_report
-from rollout.profiles import parse_profile
 from rollout.sim.pki import Issued
-from rollout.sim.profiles import AppleLikeChain, make_profile
+from rollout.sim.profiles import AppleLikeChain
 from rollout.web.server import BackgroundServer
-from tests.web.support import Device, Served
+from tests.web.support import Served, fleet_holding
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -90,16 +88,7 @@ def test_the_dashboard_shows_the_apis_figures_and_pauses_a_rollout(
     now = SYSTEM_CLOCK.now()
     operator, _ = access.issue(ledger, "alice", Role.OPERATOR, actor="t", now=now)
     viewer, _ = access.issue(ledger, "wall-screen", Role.VIEWER, actor="t", now=now)
-    udids = [f"00008020-00000000000000{n:02d}" for n in range(6)]
-    for u in udids:
-        Device(web, u).enroll()
-    data = make_profile(profile_chain, name="Field App Renewed")
-    profile = parse_profile(data, trust_anchors=profile_chain.anchors)
-    with ledger.library() as store:
-        store.add(profile, data, now)
-    rows = "udid,profiles\n" + "".join(f"{u},{profile.uuid}\n" for u in udids[:2])
-    with ledger.registry() as reg:
-        reg.import_devices(read_inventory(rows.encode(), fmt="csv").records, now)
+    _, profile = fleet_holding(web, profile_chain, 6, held_by=2, name="Field App Renewed")
     with ledger.alerts() as store:
         store.raise_new(
             [NewAlert("k", "renewal.missing", "critical", "no renewal for Old App")], now

@@ -12,13 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rollout import access
 from rollout.access import Role
 from rollout.clock import SYSTEM_CLOCK
-from rollout.inventory import read_inventory
 from rollout.ledger import Ledger, NewAlert
-from rollout.profiles import parse_profile
 from rollout.sim.pki import Issued
-from rollout.sim.profiles import AppleLikeChain, make_profile
+from rollout.sim.profiles import AppleLikeChain
 from rollout.web.server import BackgroundServer
-from tests.web.support import Device, Served
+from tests.web.support import Served, fleet_holding
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,17 +38,9 @@ def test_metrics_equal_the_ledgers_figures(
     now = SYSTEM_CLOCK.now()
     viewer, _ = access.issue(ledger, "prometheus", Role.VIEWER, actor="t", now=now)
     operator, _ = access.issue(ledger, "ops", Role.OPERATOR, actor="t", now=now)
-    udids = [f"00008020-00000000000000{n:02d}" for n in range(4)]
-    devices = [Device(web, u) for u in udids]
-    for d in devices:
-        d.enroll()
-    data = make_profile(profile_chain, expires_at=now + dt.timedelta(days=10))
-    profile = parse_profile(data, trust_anchors=profile_chain.anchors)
-    with ledger.library() as store:
-        store.add(profile, data, now)
-    rows = "udid,profiles\n" + "".join(f"{u},{profile.uuid}\n" for u in udids[:3])
-    with ledger.registry() as reg:
-        reg.import_devices(read_inventory(rows.encode(), fmt="csv").records, now)
+    devices, profile = fleet_holding(
+        web, profile_chain, 4, held_by=3, expires_at=now + dt.timedelta(days=10)
+    )
     with ledger.alerts() as store:
         store.raise_new([NewAlert("k1", "renewal.missing", "critical", "t")], now)
     spec = {"profile": profile.uuid, "targets": {"all": True}, "stages": ["100%"]}
