@@ -123,5 +123,7 @@ def checked_states(ledger: Ledger, rollout_id: int) -> dict[str, int]:
     count of the rows."""
     with ledger.rollouts() as store:
         kept, actual = store.state_counts(rollout_id), store.recount(rollout_id)
+        kept_reasons, reasons = store.reason_counts(rollout_id), store.recount_reasons(rollout_id)
     assert kept == actual, (kept, actual)
+    assert kept_reasons == reasons, (kept_reasons, reasons)
     return kept

@@ -8,7 +8,10 @@ counters set through the ledger API from the same mix, and the tables analysed.
 
 Timed: ``READS`` calls of the rollout store's ``summary``, each in its own
 transaction as the API and the dashboard do, after a warm-up. ``p50_ms`` and ``p99_ms`` are the
-read's latency percentiles.
+read's latency percentiles. Then the rollout's devices page (the store's ``target_page``, 100
+devices, as ``GET /api/v1/rollouts/{id}/devices`` reads it) for each shape in :data:`PAGES`,
+``READS`` pages each starting at a random point of the rollout: ``pages`` has their
+percentiles.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ MIX: tuple[tuple[str, float, tuple[str | None, ...]], ...] = (
     (T.INELIGIBLE.value, 0.03, ("platform", "os_version", "not_provisioned")),
     (T.CANCELLED.value, 0.01, (None,)),
 )
+#: Devices-page shapes timed: (name, states, reason prefix).
+PAGES: tuple[tuple[str, tuple[str, ...] | None, str | None], ...] = (
+    ("all", None, None),
+    ("acknowledged", (T.ACKNOWLEDGED.value,), None),
+    ("failed", (T.FAILED.value,), None),
+    ("side_exits", (T.FAILED.value, T.UNREACHABLE.value, T.TIMED_OUT.value), None),
+    ("unreachable_apns", (T.UNREACHABLE.value,), "apns:"),
+)
+PAGE_SIZE = 100
 #: Stage of a target: canary 1 %, then 9 %, then the rest.
 STAGES = ((0, 0.01), (1, 0.09), (2, 0.90))
 
@@ -139,6 +151,7 @@ def run_status_bench(
                 with ledger.rollouts() as store:
                     summary = store.summary(rollout_id)
                 times.append((time.perf_counter() - t) * 1000)
+            pages = _time_pages(ledger, rollout_id, size, reads)
         finally:
             ledger.dispose()
     assert summary is not None
@@ -158,5 +171,38 @@ def run_status_bench(
             "backend": "postgresql",
             "cores": os.cpu_count(),
             "seed_seconds": round(seed_s, 1),
+            "pages": pages,
         },
     }
+
+
+def _time_pages(ledger: Ledger, rollout_id: int, size: int, reads: int) -> dict[str, Any]:
+    """Percentiles of devices pages of each :data:`PAGES` shape, from random starting points."""
+    rng = random.Random(SEED + 1)
+    with ledger.rollouts() as store:
+        first = store.target_page(rollout_id, limit=1)
+    low = first[0][0].id - 1 if first else 0
+    out: dict[str, Any] = {}
+    for name, states, reason in PAGES:
+        times: list[float] = []
+        rows = 0
+        for i in range(WARMUP + reads):
+            after = low + rng.randrange(size)
+            t = time.perf_counter()
+            with ledger.rollouts() as store:
+                page = store.target_page(
+                    rollout_id,
+                    after_id=after,
+                    limit=PAGE_SIZE,
+                    states=states,
+                    reason_prefix=reason,
+                )
+            if i >= WARMUP:
+                times.append((time.perf_counter() - t) * 1000)
+                rows += len(page)
+        out[name] = {
+            "p50_ms": round(percentile(times, 0.50), 3),
+            "p99_ms": round(percentile(times, 0.99), 3),
+            "rows_per_page": round(rows / reads, 1),
+        }
+    return out

@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from rollout.ledger.models import DeviceRow, TargetRow
-from rollout.ledger.moves import bump_counters
+from rollout.ledger.moves import ReasonKey, bump_counters, bump_reasons, reason_key
 from rollout.states import EnrollmentState, TokenState
 
 _COPY_CHUNK = 10_000
@@ -88,15 +88,20 @@ class BulkLoader:
     def targets(self, rollout_id: int, seeds: Iterable[SeedTarget], now: dt.datetime) -> int:
         """Load targets into a rollout whose stages exist, moving its kept counters; how many."""
         tally: Counter[tuple[int, int, str]] = Counter()
+        reasons: Counter[ReasonKey] = Counter()
 
         def rows() -> Iterable[tuple[Any, ...]]:
             for t in seeds:
                 tally[(rollout_id, t.stage, t.state)] += 1
+                key = reason_key(rollout_id, t.state, t.reason)
+                if key is not None:
+                    reasons[key] += 1
                 yield (rollout_id, t.device_id, t.stage, t.state, t.reason, t.push_count, 0,
                        False, now)  # fmt: skip
 
         self._load(TargetRow.__table__, _TARGET_COLUMNS, rows())
         bump_counters(self._session, tally)
+        bump_reasons(self._session, reasons)
         return sum(tally.values())
 
     def analyze(self) -> None:

@@ -175,6 +175,8 @@ class TargetRow(Base):
         UniqueConstraint("rollout_id", "device_id"),
         # Claims walk a rollout's planned targets stage by stage, most recently seen first.
         Index("ix_targets_claim", "rollout_id", "state", "stage", "priority"),
+        # A rollout's devices page walks each asked state in target order (keyset).
+        Index("ix_targets_page", "rollout_id", "state", "id"),
         Index("ix_targets_next_push_at", "next_push_at"),
     )
 
@@ -258,6 +260,25 @@ class RolloutCountRow(Base):
     )
     stage: Mapped[int] = mapped_column(Integer, primary_key=True)
     state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RolloutReasonCountRow(Base):
+    """Kept counters of side exits: how many of a rollout's targets are in a side-exit state
+    (failed, unreachable, timed out, ineligible, cancelled) for each reason.
+
+    Moved with the targets in the same transaction, like :class:`RolloutCountRow`, so a
+    rollout's reason breakdown is read without grouping its targets. A row appears the first
+    time a reason does (reasons are open-ended: error codes, APNs reasons).
+    """
+
+    __tablename__ = "rollout_reason_counts"
+
+    rollout_id: Mapped[int] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(bounds.TARGET_REASON), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

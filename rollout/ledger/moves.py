@@ -16,15 +16,53 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import any_, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from rollout.ledger.models import RolloutCountRow, TargetRow
+from rollout.ledger.models import RolloutCountRow, RolloutReasonCountRow, TargetRow
 from rollout.ledger.records import AppliedMove, Move
 from rollout.states import TargetState
 
 CHUNK = 5000
 """Ids per statement: below SQLite's bound-parameter limit, and a sane IN list elsewhere."""
+
+SIDE_EXITS = frozenset(
+    s.value
+    for s in (
+        TargetState.FAILED,
+        TargetState.UNREACHABLE,
+        TargetState.TIMED_OUT,
+        TargetState.INELIGIBLE,
+        TargetState.CANCELLED,
+    )
+)
+"""States whose targets are also counted by reason (:func:`bump_reasons`)."""
+
+ReasonKey = tuple[int, str, str]
+"""``(rollout, state, reason)`` of a reason counter; a target without a reason counts as ``""``."""
+
+
+def reason_key(rollout_id: int, state: str, reason: str | None) -> ReasonKey | None:
+    """The reason counter a target in ``state`` with ``reason`` counts in (None: not counted)."""
+    return (rollout_id, state, reason or "") if state in SIDE_EXITS else None
+
+
+def reason_deltas(
+    changes: Iterable[tuple[int, str, str | None, str, str | None]],
+) -> Counter[ReasonKey]:
+    """Reason-counter deltas of ``(rollout, state before, reason before, state after, reason
+    after)`` changes."""
+    out: Counter[ReasonKey] = Counter()
+    for rid, before, why_before, after, why_after in changes:
+        old, new = reason_key(rid, before, why_before), reason_key(rid, after, why_after)
+        if old == new:
+            continue
+        if old is not None:
+            out[old] -= 1
+        if new is not None:
+            out[new] += 1
+    return out
 
 
 def init_counters(session: Session, rollout_id: int, stages: Iterable[int]) -> None:
@@ -56,6 +94,29 @@ def bump_counters(session: Session, deltas: Counter[tuple[int, int, str]]) -> No
     session.connection().execute(stmt, params)
 
 
+def bump_reasons(session: Session, deltas: Counter[ReasonKey]) -> None:
+    """Add ``deltas[(rollout, state, reason)]`` to the reason counters (rows made on first use),
+    in a stable order."""
+    rows = [
+        {"rollout_id": r, "state": st, "reason": why, "n": d}
+        for (r, st, why), d in sorted(deltas.items())
+        if d != 0
+    ]
+    if not rows:
+        return
+    table: Any = RolloutReasonCountRow.__table__
+    ins: Any = (
+        postgresql.insert(table)
+        if session.get_bind().dialect.name == "postgresql"
+        else sqlite.insert(table)
+    )
+    stmt = ins.on_conflict_do_update(
+        index_elements=["rollout_id", "state", "reason"],
+        set_={"n": table.c.n + ins.excluded.n},
+    )
+    session.connection().execute(stmt, rows)
+
+
 def among(conn: Any, column: Any) -> Any:
     """``column`` is one of the values bound as ``ids``.
 
@@ -82,21 +143,26 @@ class MovePlan:
     deltas: Counter[tuple[int, int, str]]
     applied: list[AppliedMove]
     now: dt.datetime
+    reasons: Counter[ReasonKey]
 
 
-def lock_states(conn: Any, target_ids: Sequence[int]) -> dict[int, tuple[int, int, str]]:
-    """Lock the targets (in id order) and read ``id -> (rollout, stage, state)``."""
+def lock_states(
+    conn: Any, target_ids: Sequence[int]
+) -> dict[int, tuple[int, int, str, str | None]]:
+    """Lock the targets (in id order) and read ``id -> (rollout, stage, state, reason)``."""
     ids = sorted(set(target_ids))
-    current: dict[int, tuple[int, int, str]] = {}
+    current: dict[int, tuple[int, int, str, str | None]] = {}
     q = (
-        select(TargetRow.id, TargetRow.rollout_id, TargetRow.stage, TargetRow.state)
+        select(
+            TargetRow.id, TargetRow.rollout_id, TargetRow.stage, TargetRow.state, TargetRow.reason
+        )
         .where(among(conn, TargetRow.id))
         .order_by(TargetRow.id)
         .with_for_update()
     )
     for chunk in chunks(ids):
-        for tid, rid, stage, state in conn.execute(q, {"ids": list(chunk)}):
-            current[tid] = (rid, stage, state)
+        for tid, rid, stage, state, reason in conn.execute(q, {"ids": list(chunk)}):
+            current[tid] = (rid, stage, state, reason)
     return current
 
 
@@ -108,9 +174,9 @@ def plan_moves(conn: Any, moves: Sequence[Move], now: dt.datetime) -> MovePlan:
     """
     deltas: Counter[tuple[int, int, str]] = Counter()
     if not moves:
-        return MovePlan([], deltas, [], now)
+        return MovePlan([], deltas, [], now, Counter())
     locked = lock_states(conn, [m.target_id for m in moves])
-    state_now = {tid: state for tid, (_, _, state) in locked.items()}
+    state_now = {tid: state for tid, (_, _, state, _) in locked.items()}
     final: dict[int, dict[str, Any]] = {}  # target -> fields set by its accepted moves
     for m in moves:
         state = state_now.get(m.target_id)
@@ -120,15 +186,17 @@ def plan_moves(conn: Any, moves: Sequence[Move], now: dt.datetime) -> MovePlan:
         state_now[m.target_id] = m.to
     groups: dict[str, tuple[str, dict[str, Any], list[int]]] = {}
     applied: list[AppliedMove] = []
+    changes: list[tuple[int, str, str | None, str, str | None]] = []
     for tid in sorted(final):
-        rid, stage, before = locked[tid]
+        rid, stage, before, why = locked[tid]
         to, fields = state_now[tid], final[tid]
         key = json.dumps([to, fields], sort_keys=True, default=repr)
         groups.setdefault(key, (to, fields, []))[2].append(tid)
         deltas[(rid, stage, before)] -= 1
         deltas[(rid, stage, to)] += 1
         applied.append(AppliedMove(tid, rid, stage, before, to))
-    return MovePlan(list(groups.values()), deltas, applied, now)
+        changes.append((rid, before, why, to, fields.get("reason", why)))
+    return MovePlan(list(groups.values()), deltas, applied, now, reason_deltas(changes))
 
 
 def apply_moves(session: Session, conn: Any, plan: MovePlan) -> None:
@@ -161,6 +229,7 @@ def apply_moves(session: Session, conn: Any, plan: MovePlan) -> None:
         }
         conn.execute(update(TargetRow).where(TargetRow.id == bindparam("b_id")).values(**one), rows)
     bump_counters(session, plan.deltas)
+    bump_reasons(session, plan.reasons)
 
 
 def move_targets(session: Session, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]:

@@ -1,7 +1,7 @@
 """Rollouts in the ledger: writing a planned rollout, its state, and reading it back.
 
-Reads come from the kept per-stage counters (O(stages), whatever the rollout's size), except
-the breakdown of side exits by reason, which groups only the targets in those states.
+Reads come from kept counters, whatever the rollout's size: targets by stage and state, and
+side exits by state and reason. A rollout's devices are read a page at a time by keyset.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, union_all, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -21,11 +21,20 @@ from rollout.ledger.models import (
     DeviceRow,
     ProfileRow,
     RolloutCountRow,
+    RolloutReasonCountRow,
     RolloutRow,
     StageRow,
     TargetRow,
 )
-from rollout.ledger.moves import bump_counters, chunks, counts, init_counters, move_targets
+from rollout.ledger.moves import (
+    SIDE_EXITS,
+    bump_counters,
+    bump_reasons,
+    chunks,
+    counts,
+    init_counters,
+    move_targets,
+)
 from rollout.ledger.records import (
     AppliedMove,
     Move,
@@ -37,6 +46,8 @@ from rollout.ledger.records import (
 )
 from rollout.states import CommandStatus, RolloutState, StageState, TargetState
 
+UNSPECIFIED = "unspecified"
+"""How a side exit without a recorded reason is counted."""
 #: Side exits whose reasons a summary breaks down.
 REASONED_STATES = (TargetState.INELIGIBLE, TargetState.UNREACHABLE, TargetState.TIMED_OUT)
 
@@ -77,6 +88,60 @@ def _target(t: TargetRow) -> TargetInfo:
         requeue_after_token_update=t.requeue_after_token_update,
         error_chain=t.error_chain,
     )
+
+
+_PAGE_COLUMNS = (
+    TargetRow.id,
+    TargetRow.device_id,
+    TargetRow.stage,
+    TargetRow.state,
+    TargetRow.reason,
+    TargetRow.command_uuid,
+    TargetRow.push_count,
+    TargetRow.notnow_count,
+    TargetRow.next_push_at,
+    TargetRow.requeue_after_token_update,
+    TargetRow.error_chain,
+)  # TargetInfo's fields, in order
+_page_statements: dict[tuple[int, bool], Any] = {}
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching text that starts with ``prefix`` (``\\`` escapes)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _page_statement(n_states: int, by_reason: bool) -> Any:
+    """The devices-page statement for ``n_states`` states (bound as ``s0``, ``s1``, …), built
+    once per shape: a keyset piece per state, merged, joined to the targets and devices."""
+    key = (n_states, by_reason)
+    if key not in _page_statements:
+        pieces = []
+        for k in range(n_states):
+            q = (
+                select(TargetRow.id)
+                .where(
+                    TargetRow.rollout_id == bindparam("rid"),
+                    TargetRow.state == bindparam(f"s{k}"),
+                    TargetRow.id > bindparam("after"),
+                )
+                .order_by(TargetRow.id)
+                .limit(bindparam("lim"))
+            )
+            if by_reason:
+                q = q.where(TargetRow.reason.like(bindparam("why"), escape="\\"))
+            piece = q.subquery()
+            pieces.append(select(piece.c.id))
+        merged = union_all(*pieces).subquery()
+        page = select(merged.c.id).order_by(merged.c.id).limit(bindparam("lim")).subquery()
+        _page_statements[key] = (
+            select(*_PAGE_COLUMNS, DeviceRow.enrollment_id)
+            .join(page, page.c.id == TargetRow.id)
+            .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
+            .order_by(TargetRow.id)
+        )
+    return _page_statements[key]
 
 
 def profile_content_of(session: Session, rollout_id: int) -> bytes | None:
@@ -145,6 +210,9 @@ class RolloutLedger(Journaled):
             Counter(
                 (rollout.id, t.stage, ineligible if t.excluded else planned) for t in new.targets
             ),
+        )
+        bump_reasons(
+            s, Counter((rollout.id, ineligible, t.excluded) for t in new.targets if t.excluded)
         )
         return rollout.id
 
@@ -310,24 +378,46 @@ class RolloutLedger(Journaled):
         total: Counter[str] = Counter()
         for states in per_stage.values():
             total.update(states)
-        reasons: dict[str, dict[str, int]] = {}
-        for state in REASONED_STATES:
-            reasons[state.value] = {}
-            if total.get(state.value):
-                reasons[state.value] = {
-                    str(reason): int(n)
-                    for reason, n in s.execute(
-                        select(TargetRow.reason, func.count())
-                        .where(TargetRow.rollout_id == rollout_id, TargetRow.state == state.value)
-                        .group_by(TargetRow.reason)
-                    )
-                }
+        reasons: dict[str, dict[str, int]] = {state.value: {} for state in REASONED_STATES}
+        for state, by_reason in self.reason_counts(rollout_id).items():
+            if state in reasons:
+                reasons[state] = by_reason
         return RolloutSummary(
             rollout=_info(row),
             states=dict(sorted(total.items())),
             stages=[(k, dict(sorted(v.items()))) for k, v in sorted(per_stage.items())],
             reasons=reasons,
         )
+
+    def reason_counts(self, rollout_id: int) -> dict[str, dict[str, int]]:
+        """Side-exit targets by state and reason, from the kept reason counters (zeros left
+        out; a target without a reason counts under ``unspecified``)."""
+        out: dict[str, dict[str, int]] = {}
+        q = (
+            select(
+                RolloutReasonCountRow.state, RolloutReasonCountRow.reason, RolloutReasonCountRow.n
+            )
+            .where(RolloutReasonCountRow.rollout_id == rollout_id, RolloutReasonCountRow.n != 0)
+            .order_by(RolloutReasonCountRow.state, RolloutReasonCountRow.reason)
+        )
+        for state, reason, n in self._session.execute(q):
+            out.setdefault(state, {})[reason or UNSPECIFIED] = int(n)
+        return out
+
+    def recount_reasons(self, rollout_id: int) -> dict[str, dict[str, int]]:
+        """The same as :meth:`reason_counts`, counted from the targets (slow: for checks)."""
+        out: dict[str, dict[str, int]] = {}
+        q = (
+            select(TargetRow.state, TargetRow.reason, func.count())
+            .where(TargetRow.rollout_id == rollout_id, TargetRow.state.in_(sorted(SIDE_EXITS)))
+            .group_by(TargetRow.state, TargetRow.reason)
+            .order_by(TargetRow.state, TargetRow.reason)
+        )
+        for state, reason, n in self._session.execute(q):
+            by_reason = out.setdefault(state, {})
+            key = reason or UNSPECIFIED
+            by_reason[key] = by_reason.get(key, 0) + int(n)
+        return out
 
     def state_counts(self, rollout_id: int) -> dict[str, int]:
         """Targets by state over every stage, from the kept counters (zeros left out)."""
@@ -400,20 +490,22 @@ class RolloutLedger(Journaled):
         reason_prefix: str | None = None,
     ) -> list[tuple[TargetInfo, str]]:
         """One page of a rollout's targets with their device's key, in target order after
-        target ``after_id`` (keyset: every page costs the same), optionally in ``states`` or
-        with a reason starting with ``reason_prefix``."""
-        q = (
-            select(TargetRow, DeviceRow.enrollment_id)
-            .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
-            .where(TargetRow.rollout_id == rollout_id, TargetRow.id > after_id)
-            .order_by(TargetRow.id)
-            .limit(limit)
-        )
-        if states is not None:
-            q = q.where(TargetRow.state.in_(list(states)))
+        target ``after_id``, optionally in ``states`` or with a reason starting with
+        ``reason_prefix``.
+
+        Keyset over the page index (rollout, state, id): each asked state (every state when
+        none is asked) is read from ``after_id`` on, at most ``limit`` rows, and the pieces are
+        merged, in one statement, so any page costs about the same whatever the rollout's
+        size."""
+        wanted = sorted(set(states) if states is not None else {st.value for st in TargetState})
+        if not wanted:
+            return []
+        params: dict[str, Any] = {f"s{k}": state for k, state in enumerate(wanted)}
+        params.update(rid=rollout_id, after=after_id, lim=limit)
         if reason_prefix:
-            q = q.where(TargetRow.reason.startswith(reason_prefix, autoescape=True))
-        return [(_target(t), key) for t, key in self._session.execute(q)]
+            params["why"] = _like_prefix(reason_prefix)
+        stmt = _page_statement(len(wanted), bool(reason_prefix))
+        return [(TargetInfo(*row[:-1]), row[-1]) for row in self._session.execute(stmt, params)]
 
     def targets(
         self, rollout_id: int, device_ids: Collection[int] | None = None
