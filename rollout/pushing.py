@@ -15,6 +15,7 @@ from rollout.apns import (
     load_push_certificate,
 )
 from rollout.apns.config import SANDBOX_HOST
+from rollout.apns.sync_client import ResultsHook
 from rollout.config import Settings
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,11 @@ class PushNotConfigured(RuntimeError):
     """No push certificate is configured."""
 
 
-def push_client_from_settings(settings: Settings) -> PushClient:
-    """The process-wide push client (connections kept across tasks), built from the settings."""
+def push_client_from_settings(
+    settings: Settings, on_results: ResultsHook | None = None
+) -> PushClient:
+    """The process-wide push client (connections kept across tasks), built from the settings;
+    ``on_results`` sees every batch's results (the worker's metrics)."""
     if not settings.apns_cert:
         raise PushNotConfigured("ROLLOUT_APNS_CERT is not set: no MDM push certificate")
     cert = load_push_certificate(
@@ -57,4 +61,11 @@ def push_client_from_settings(settings: Settings) -> PushClient:
     def alert(error: Exception) -> None:
         log.error("APNs refused the push certificate; pushing is paused: %s", error)
 
-    return PushClient.shared(cert, config, rate_limiter=limiter, breaker=breaker, on_alert=alert)
+    return PushClient.shared(
+        cert,
+        config,
+        rate_limiter=limiter,
+        breaker=breaker,
+        on_alert=alert,
+        on_results=on_results,
+    )

@@ -17,9 +17,7 @@ from celery import Celery
 from kombu import Queue
 
 from rollout.config import EMBEDDED_BROKER_URL, Settings, SettingsError, get_settings
-
-CONTROL_QUEUE = "control"
-FANOUT_QUEUE = "fanout"
+from rollout.queues import CONTROL_QUEUE, FANOUT_QUEUE
 
 
 def embedded_broker(home: Path) -> tuple[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from rollout.config import get_settings
 from rollout.ledger import Ledger
 from rollout.pushing import push_client_from_settings
 from rollout.renewal_setup import run_scan
+from workers import metrics
 from workers.app import FANOUT_QUEUE, app
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def ledger() -> Ledger:
 
 def push_client() -> PushClient:
     """This process's push client (its connections live as long as the process)."""
-    client: PushClient = _per_process("push", lambda: push_client_from_settings(get_settings()))
+    client: PushClient = _per_process(
+        "push", lambda: push_client_from_settings(get_settings(), metrics.record_pushes)
+    )
     return client
 
 
@@ -71,6 +74,7 @@ def tick(self: Task) -> dict[str, Any]:
     report = controller.tick(
         ledger(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
     )
+    metrics.task_succeeded("tick")
     return report.__dict__
 
 
@@ -81,6 +85,7 @@ def sweep(self: Task) -> dict[str, Any]:
     report = controller.sweep(
         ledger(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
     )
+    metrics.task_succeeded("sweep")
     return report.__dict__
 
 
@@ -88,7 +93,7 @@ def sweep(self: Task) -> dict[str, Any]:
           retry_backoff_max=60, max_retries=20)  # fmt: skip
 def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, int]:
     """Push one batch of targets and record every result."""
-    return controller.push_batch(
+    out = controller.push_batch(
         ledger(),
         push_client(),
         rollout_id,
@@ -96,6 +101,8 @@ def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, 
         get_settings().engine_policy(),
         SYSTEM_CLOCK,
     )
+    metrics.batch_pushed()
+    return out
 
 
 @app.task(name="rollout.expiry_scan", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
@@ -109,6 +116,7 @@ def expiry_scan(self: Task) -> dict[str, Any]:
         ledger(), SYSTEM_CLOCK.now(), settings.sweep_every()
     )
     deliver_alerts.delay()
+    metrics.task_succeeded("expiry_scan")
     return out
 
 
@@ -116,4 +124,6 @@ def expiry_scan(self: Task) -> dict[str, Any]:
           retry_backoff=True, max_retries=3)  # fmt: skip
 def deliver_alerts(self: Task) -> dict[str, int]:
     """Send the alert notifications that are due (webhook, mail), with back-off."""
-    return renewal_setup.deliver_alerts(ledger(), get_settings(), SYSTEM_CLOCK)
+    out = renewal_setup.deliver_alerts(ledger(), get_settings(), SYSTEM_CLOCK)
+    metrics.task_succeeded("deliver_alerts")
+    return out

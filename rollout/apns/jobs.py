@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import string
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -23,14 +24,20 @@ _HEX = frozenset(string.hexdigits)
 
 
 class Batch:
-    """The results of one ``push_many`` call, filled in as answers arrive."""
+    """The results of one ``push_many`` call, filled in as answers arrive.
 
-    __slots__ = ("future", "remaining", "results")
+    ``started`` is when the batch came in (``time.perf_counter``): each result's ``seconds``
+    counts from it. It is a measurement for people (the workers' latency histogram), read on
+    the machine's clock whatever the client's clock is, and never a decision.
+    """
+
+    __slots__ = ("future", "remaining", "results", "started")
 
     def __init__(self, size: int, future: asyncio.Future[None]) -> None:
         self.results: list[PushResult | None] = [None] * size
         self.remaining = size
         self.future = future
+        self.started = time.perf_counter()
 
 
 class Job:
@@ -85,7 +92,10 @@ def settle(
 ) -> None:
     """Fill one result slot of ``batch`` (and wake the caller when it was the last)."""
     err = error_for(outcome, status, reason or "", ts)
-    batch.results[index] = PushResult(token, apns_id, outcome, status, reason, ts, attempts, err)
+    seconds = time.perf_counter() - batch.started
+    batch.results[index] = PushResult(
+        token, apns_id, outcome, status, reason, ts, attempts, err, seconds
+    )
     batch.remaining -= 1
     if batch.remaining == 0 and not batch.future.done():
         batch.future.set_result(None)

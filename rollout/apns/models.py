@@ -45,6 +45,9 @@ class PushResult:
     """For 410: when APNs last knew the token valid (ms since the epoch)."""
     attempts: int = 0
     error: ApnsError | None = None
+    seconds: float | None = None
+    """From the batch's start to this result (retries and rate-limit waits included); None
+    when nothing was sent (circuit open)."""
 
     @property
     def ok(self) -> bool:

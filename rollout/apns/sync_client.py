@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rollout.apns.certificate_guard import AlertHook
@@ -16,6 +17,11 @@ from rollout.apns.config import PushConfig
 from rollout.apns.coordination import CircuitBreaker, RateLimiter
 from rollout.apns.models import PushRequest, PushResult
 from rollout.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger("rollout.apns")
+
+ResultsHook = Callable[[Sequence[PushResult]], None]
+"""Called with every batch's results in the calling thread (a worker's metrics)."""
 
 
 class PushClient:
@@ -29,7 +35,8 @@ class PushClient:
     process reuses the same connections. After ``fork`` (Celery prefork) the thread does not
     exist in the child: the client notices the pid change and starts a fresh loop and fresh
     connections there, never touching the parent's sockets. Use one instance per process
-    (``shared()``), created lazily inside the worker.
+    (``shared()``), created lazily inside the worker. ``on_results`` sees every batch's
+    results once they are all in (a failing hook is logged, never raised).
     """
 
     _instances: dict[tuple[Any, ...], PushClient] = {}
@@ -44,9 +51,11 @@ class PushClient:
         breaker: CircuitBreaker | None = None,
         on_alert: AlertHook | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        on_results: ResultsHook | None = None,
     ) -> None:
         self.certificate = certificate
         self.config = config or PushConfig()
+        self.on_results = on_results
         self._kw: dict[str, Any] = {
             "rate_limiter": rate_limiter,
             "breaker": breaker,
@@ -94,7 +103,13 @@ class PushClient:
         """Push every item and block until each has a result (see ``AsyncPushClient``)."""
         loop, client = self._ensure()
         fut = asyncio.run_coroutine_threadsafe(client.push_many(items), loop)
-        return fut.result(timeout)
+        results = fut.result(timeout)
+        if self.on_results is not None:
+            try:
+                self.on_results(results)
+            except Exception:  # what watches pushing must never break it
+                log.exception("apns results hook failed")
+        return results
 
     def push(self, item: PushRequest) -> PushResult:
         """Push one notification."""

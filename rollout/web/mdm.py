@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from prometheus_client import Histogram
 
 from rollout.clock import Clock
 from rollout.enrollment import IDENTITY_REFUSALS, CheckinOutcome, handle_checkin
@@ -93,29 +96,46 @@ async def respond(send: Send, status: int, body: bytes = b"", headers: Any = Non
 class MDMEndpoint:
     """The ASGI callable behind ``/mdm``, ``/mdm/checkin`` and ``/mdm/connect``."""
 
-    def __init__(self, batcher: LedgerBatcher, config: MDMConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        batcher: LedgerBatcher,
+        config: MDMConfig,
+        clock: Clock,
+        checkin_seconds: Histogram | None = None,
+    ) -> None:
         self.batcher = batcher
         self.config = config
         self.clock = clock
         self.verifier = IdentityVerifier(config.identity, clock)
         self.body_deadlines = BodyDeadlines(config.body_timeout_s)
         self._cert_names: dict[str, frozenset[str]] = {}  # certificate SHA-256 -> its names
+        # the histogram's children, looked up once (one observe per request, no label lookup)
+        self._latency = (
+            {name: checkin_seconds.labels(name) for name in ("checkin", "connect", "other")}
+            if checkin_seconds is not None
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()  # a measurement for the latency histogram, not a decision
+        endpoint = "other"
         try:
-            await self._handle(scope, receive, send)
+            endpoint = await self._handle(scope, receive, send)
         except Exception as exc:
             # Not a device's fault (every input has its refusal): one line to find the bug by,
             # and an answer the device retries (if no answer had begun).
             log.error("MDM request failed: %s", _one_line(exc))
             with contextlib.suppress(Exception):
                 await respond(send, 500, headers=_CLOSE)
+        if self._latency is not None:
+            self._latency[endpoint].observe(time.perf_counter() - started)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> str:
+        """Answer one request; return which endpoint answered it (checkin, connect, other)."""
         path = scope["path"].rstrip("/") or "/"
         if scope["method"] not in ("PUT", "POST"):
             await respond(send, 405, headers=[(b"allow", b"PUT")])
-            return
+            return "other"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")
         req = _Request(path, headers, peer=str(client[0]) if client else "unknown")
@@ -129,20 +149,21 @@ class MDMEndpoint:
             )
         except BodyTooLarge:
             await self._refuse(send, req, 413, "too_large", "body over the limit")
-            return
+            return "other"
         except BodyTimedOut:
             await self._refuse(send, req, 408, "body_timeout", "the body did not arrive in time")
-            return
+            return "other"
         except ClientGone:
-            return  # nobody to answer
+            return "other"  # nobody to answer
         req.body = body
         content_type = headers.get("content-type", "")
         if path == "/mdm/checkin" or (
             path == "/mdm" and content_type.lower().startswith(CHECKIN_TYPE)
         ):
             await self._checkin(send, req)
-        else:
-            await self._connect(send, req)
+            return "checkin"
+        await self._connect(send, req)
+        return "connect"
 
     async def _accept(
         self, send: Send, req: _Request, parse: Callable[..., _Msg]
