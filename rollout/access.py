@@ -85,10 +85,14 @@ def issue(
     return token, info
 
 
-def revoke(ledger: Ledger, key: str, *, actor: str, now: dt.datetime) -> TokenInfo:
-    """Revoke the token named (or numbered) ``key``."""
+def revoke(ledger: Ledger, key: str | int, *, actor: str, now: dt.datetime) -> TokenInfo:
+    """Revoke the token named (or numbered) ``key``; an ``int`` is only ever its number."""
     with ledger.access() as store:
-        found = [t for t in store.tokens() if t.name == key or str(t.id) == key]
+        found = [
+            t
+            for t in store.tokens()
+            if (t.id == key if isinstance(key, int) else t.name == key or str(t.id) == key)
+        ]
         if not found:
             raise AccessError(f"no token {key}")
         token = found[0]

@@ -26,6 +26,7 @@ from rollout.ledger import (
     RolloutSummary,
 )
 from rollout.planning import Plan, plan_targets
+from rollout.profiles import Profile, ensure_installable
 from rollout.spec import NAME_MAX, Gate, RolloutSpec
 from rollout.states import CommandStatus, RolloutState, StageState, TargetState
 from rollout.transitions import OPEN_STATES, move
@@ -81,6 +82,35 @@ def find_profile(ledger: Ledger, key: str) -> ProfileEntry:
     if found:
         raise OperationError(f"{key!r} starts {len(found)} profiles' UUIDs: give more of it")
     raise NotFoundError(f"no profile {key} in the library")
+
+
+def keep_profile(
+    ledger: Ledger,
+    profile: Profile,
+    data: bytes,
+    *,
+    actor: str,
+    now: dt.datetime,
+    require_trusted_chain: bool = True,
+) -> tuple[ProfileEntry, bool]:
+    """Keep the file ``data`` (parsed into ``profile``) in the library, as ``rollout profiles
+    add`` and ``POST /api/v1/profiles`` do; the entry and whether it is new.
+
+    A profile whose signature does not match its content is refused, and so is one whose chain
+    is not trusted when ``require_trusted_chain`` (:class:`~rollout.profiles.ProfileError`).
+    The same file again is a no-op; a different file under a UUID already in the library
+    raises :class:`~rollout.ledger.ProfileConflictError`. Nothing is written when it raises; a
+    new profile is journalled (``profile.added``) with ``actor``.
+    """
+    ensure_installable(profile, require_trusted_chain=require_trusted_chain)
+    with ledger.library() as store:
+        entry, created = store.add(profile, data, now)
+        if created:
+            store.record(
+                [Event("profile.added", {"uuid": entry.uuid, "name": entry.name, "by": actor})],
+                now,
+            )
+    return entry, created
 
 
 def plan_rollout(ledger: Ledger, spec: RolloutSpec, now: dt.datetime) -> Planned:

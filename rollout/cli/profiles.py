@@ -11,13 +11,12 @@ from rich.table import Table
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.config import get_settings
 from rollout.files import FileReadError, read_capped
-from rollout.ledger import Event, ProfileConflictError, ProfileEntry
-from rollout.operations import OperationError, find_profile
+from rollout.ledger import ProfileConflictError, ProfileEntry
+from rollout.operations import OperationError, find_profile, keep_profile
 from rollout.profiles import (
     MAX_PROFILE_BYTES,
     Profile,
     ProfileError,
-    ensure_installable,
     load_trust_anchors,
     parse_profile,
     render_text,
@@ -86,23 +85,21 @@ def add(
 ) -> None:
     """Add a profile to the library (the same file twice is a no-op)."""
     profile, data = _read(file, trust_anchor)
-    try:
-        ensure_installable(profile, require_trusted_chain=not allow_untrusted)
-    except ProfileError as exc:
-        hint = "" if profile.signature.valid else " (tampered or damaged file)"
-        if profile.signature.valid and not profile.signature.chain_trusted:
-            hint = "; configure ROLLOUT_TRUST_ANCHORS or pass --allow-untrusted"
-        fail(f"{file}: {exc}{hint}")
     with ledger() as opened:
         try:
-            with opened.library() as store:
-                at = now()
-                row, created = store.add(profile, data, at)
-                if created:
-                    store.record(
-                        [Event("profile.added", {"uuid": row.uuid, "name": row.name, "by": ACTOR})],
-                        at,
-                    )
+            row, created = keep_profile(
+                opened,
+                profile,
+                data,
+                actor=ACTOR,
+                now=now(),
+                require_trusted_chain=not allow_untrusted,
+            )
+        except ProfileError as exc:
+            hint = "" if profile.signature.valid else " (tampered or damaged file)"
+            if profile.signature.valid and not profile.signature.chain_trusted:
+                hint = "; configure ROLLOUT_TRUST_ANCHORS or pass --allow-untrusted"
+            fail(f"{file}: {exc}{hint}")
         except ProfileConflictError as exc:
             fail(str(exc))
     verb = "added" if created else "already in the library:"

@@ -411,6 +411,29 @@ class DeviceInfo:
     push_magic: str | None = None
     identity_sha256: str | None = None
     access_rights: int | None = None
+    device_name: str | None = None
+    enrolled_at: dt.datetime | None = None
+    checked_out_at: dt.datetime | None = None
+    token_dead_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """One device's target in some rollout, with that rollout's name, state and profile."""
+
+    rollout_id: int
+    rollout_name: str
+    rollout_state: str
+    profile_uuid: str | None
+    target_id: int
+    stage: int
+    state: str
+    reason: str | None
+    push_count: int
+    notnow_count: int
+    error_chain: list[dict[str, Any]] | None
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -445,6 +468,10 @@ class DeviceFilter:
     platforms: tuple[str, ...] = ()  # any of them
     holders_of: str | None = None  # a profile UUID
     keys: tuple[str, ...] | None = None  # UDIDs / EnrollmentIDs
+    models: tuple[str, ...] = ()  # model or product name, any of them
+    token_states: tuple[str, ...] = ()  # any of them
+    key_prefix: str | None = None  # the UDID / EnrollmentID starts with it
+    serial_prefix: str | None = None  # the serial number starts with it
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,22 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, select, true
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from rollout.inventory import COLUMNS, DeviceRecord
 from rollout.ledger.journal import Journaled
-from rollout.ledger.models import DeviceRow, InstalledProfileRow, ProfileRow
+from rollout.ledger.models import DeviceRow, InstalledProfileRow, ProfileRow, RolloutRow, TargetRow
 from rollout.ledger.moves import chunks
-from rollout.ledger.records import DeviceFilter, DeviceInfo, Holding, ImportResult, InstalledProfile
+from rollout.ledger.records import (
+    DeviceFilter,
+    DeviceInfo,
+    DeviceTarget,
+    Holding,
+    ImportResult,
+    InstalledProfile,
+)
 from rollout.ledger.upsert import upsert
 from rollout.states import TokenState
 
@@ -46,6 +53,10 @@ def _info(row: DeviceRow) -> DeviceInfo:
         push_magic=row.push_magic,
         identity_sha256=row.identity_sha256,
         access_rights=row.access_rights,
+        device_name=row.device_name,
+        enrolled_at=row.enrolled_at,
+        checked_out_at=row.checked_out_at,
+        token_dead_at=row.token_dead_at,
     )
 
 
@@ -206,6 +217,34 @@ class RegistryLedger(Journaled):
             for r in rows
         ]
 
+    def targets_of(self, device_id: int, *, limit: int = 200) -> list[DeviceTarget]:
+        """One device's targets across rollouts, newest rollout first (at most ``limit``)."""
+        rows = self._session.execute(
+            select(TargetRow, RolloutRow.name, RolloutRow.state, RolloutRow.profile_uuid)
+            .join(RolloutRow, RolloutRow.id == TargetRow.rollout_id)
+            .where(TargetRow.device_id == device_id)
+            .order_by(TargetRow.rollout_id.desc())
+            .limit(limit)
+        )
+        return [
+            DeviceTarget(
+                rollout_id=t.rollout_id,
+                rollout_name=name,
+                rollout_state=state,
+                profile_uuid=profile,
+                target_id=t.id,
+                stage=t.stage,
+                state=t.state,
+                reason=t.reason,
+                push_count=t.push_count,
+                notnow_count=t.notnow_count,
+                error_chain=t.error_chain,
+                updated_at=t.updated_at,
+                finished_at=t.finished_at,
+            )
+            for t, name, state, profile in rows
+        ]
+
     def expiring(self, horizon: dt.datetime) -> list[Holding]:
         """Profiles held by devices whose expiry (from the library, else the inventory) comes
         before ``horizon``, soonest first, with how many devices hold each."""
@@ -234,6 +273,17 @@ class RegistryLedger(Journaled):
             conds.append(DeviceRow.platform.in_(list(where.platforms)))
         if where.keys is not None:
             conds.append(DeviceRow.enrollment_id.in_(list(where.keys)))
+        if where.models:
+            wanted = list(where.models)
+            conds.append(or_(DeviceRow.model.in_(wanted), DeviceRow.product_name.in_(wanted)))
+        if where.token_states:
+            conds.append(DeviceRow.token_state.in_(list(where.token_states)))
+        if where.key_prefix:
+            # UDIDs are kept in upper case, EnrollmentIDs as given: either spelling matches
+            given = {where.key_prefix, where.key_prefix.upper()}
+            conds.append(_starts(DeviceRow.enrollment_id, given))
+        if where.serial_prefix:
+            conds.append(_starts(DeviceRow.serial_number, {where.serial_prefix}))
         if where.holders_of is not None:
             conds.append(
                 exists().where(
@@ -250,3 +300,10 @@ class RegistryLedger(Journaled):
             return DeviceRow.tags.cast(JSONB).contains([tag])
         each = func.json_each(DeviceRow.tags).table_valued("value")
         return exists(select(1).select_from(each).where(each.c.value == tag))
+
+
+def _starts(column: InstrumentedAttribute[Any], prefixes: set[str]) -> ColumnElement[bool]:
+    """``column`` starts with one of ``prefixes``, case-sensitively on every backend (SQLite's
+    LIKE is not)."""
+    n = len(next(iter(prefixes)))
+    return func.substr(column, 1, n).in_(sorted(prefixes))

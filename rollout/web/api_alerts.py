@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from rollout import alerts
@@ -13,6 +13,7 @@ from rollout.alerts import AlertPolicy
 from rollout.clock import Clock
 from rollout.ledger import AlertInfo, Ledger
 from rollout.web.api_access import BEARER, CONFLICT, NOT_FOUND, REFUSALS, Access
+from rollout.web.api_models import INVALID, AlertOut
 
 
 def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPolicy) -> APIRouter:
@@ -21,16 +22,16 @@ def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPol
         prefix="/api/v1/alerts", tags=["alerts"], dependencies=[BEARER], responses=REFUSALS
     )
 
-    @router.get("")
-    def list_(request: Request, state: str = "live", limit: int = 200) -> list[dict[str, Any]]:
+    @router.get("", response_model=list[AlertOut], responses=INVALID)
+    def list_(
+        request: Request, state: str = "live", limit: Annotated[int, Query(ge=1, le=1000)] = 200
+    ) -> list[dict[str, Any]]:
         """Alerts, newest first: ``state`` live (open or acknowledged, the default), open,
         acknowledged, resolved or all; at most ``limit`` (1 to 1000)."""
         access.require(request, Role.VIEWER)
         wanted = {"live": alerts.LIVE_STATES, "all": None}.get(state, (state,))
         if wanted is not None and not set(wanted) <= set(alerts.STATES):
             raise HTTPException(status_code=422, detail=f"state: {state!r} is not an alert state")
-        if not 1 <= limit <= 1000:
-            raise HTTPException(status_code=422, detail="limit: 1 to 1000")
         with ledger.alerts() as store:
             return [alerts.as_json(a) for a in store.alerts(states=wanted, limit=limit)]
 
@@ -48,12 +49,18 @@ def alerts_router(ledger: Ledger, clock: Clock, access: Access, policy: AlertPol
             status = 404 if str(exc).startswith("no alert") else 409
             raise HTTPException(status_code=status, detail=str(exc)) from None
 
-    @router.post("/{alert_id}/ack", responses={**NOT_FOUND, **CONFLICT})
+    @router.post(
+        "/{alert_id}/ack", response_model=AlertOut, responses={**NOT_FOUND, **CONFLICT, **INVALID}
+    )
     async def ack(request: Request, alert_id: int) -> dict[str, Any]:
         """Acknowledge a live alert: not sent again unless it escalates."""
         return await change(request, alert_id, resolve=False)
 
-    @router.post("/{alert_id}/resolve", responses={**NOT_FOUND, **CONFLICT})
+    @router.post(
+        "/{alert_id}/resolve",
+        response_model=AlertOut,
+        responses={**NOT_FOUND, **CONFLICT, **INVALID},
+    )
     async def resolve(request: Request, alert_id: int) -> dict[str, Any]:
         """Resolve a live alert (raised again by a later scan if still true)."""
         return await change(request, alert_id, resolve=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Query, Request
 
 from rollout.access import Role
 from rollout.ledger import Ledger
 from rollout.web.api_access import BEARER, REFUSALS, Access
+from rollout.web.api_models import INVALID, EventPage
+
+PositiveId = Annotated[int | None, Query(gt=0, lt=2**63)]
 
 
 def events_router(ledger: Ledger, access: Access) -> APIRouter:
@@ -17,23 +20,18 @@ def events_router(ledger: Ledger, access: Access) -> APIRouter:
         prefix="/api/v1/events", tags=["events"], dependencies=[BEARER], responses=REFUSALS
     )
 
-    @router.get("")
+    @router.get("", response_model=EventPage, responses=INVALID)
     def events(
         request: Request,
         kind: str | None = None,
-        rollout: int | None = None,
-        before: int | None = None,
-        limit: int = 100,
+        rollout: PositiveId = None,
+        before: PositiveId = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """The journal, newest first: every result, refusal, control and alert; ``kind`` and
         ``rollout`` filter, ``before`` (an event id; ``next`` of the previous page) pages
         back."""
         access.require(request, Role.VIEWER)
-        if not 1 <= limit <= 1000:
-            raise HTTPException(status_code=422, detail="limit: 1 to 1000")
-        for name, value in (("rollout", rollout), ("before", before)):
-            if value is not None and not 0 < value < 2**63:
-                raise HTTPException(status_code=422, detail=f"{name}: a positive id")
         with ledger.rollouts() as store:
             found = store.events(
                 kind=kind[:48] if kind else None, rollout_id=rollout, limit=limit, before_id=before

@@ -9,9 +9,9 @@ not happen is 422, an unknown rollout 404, a control the rollout's state does no
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from rollout.access import Role
@@ -42,8 +42,18 @@ from rollout.web.api_access import (
     Access,
     json_object,
 )
+from rollout.web.api_models import (
+    INVALID,
+    ControlOut,
+    PlanOut,
+    RolloutDevicePage,
+    RolloutListed,
+    RolloutReport,
+    RolloutSummaryOut,
+)
 
 T = TypeVar("T")
+CONTROL = {**NOT_FOUND, **CONFLICT, **INVALID}
 
 
 def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
@@ -56,7 +66,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
     async def allowed(request: Request, need: Role) -> str:
         return await run_in_threadpool(access.require, request, need)
 
-    @router.get("")
+    @router.get("", response_model=list[RolloutListed])
     def rollouts(request: Request) -> list[dict[str, Any]]:
         """Every rollout, newest first."""
         access.require(request, Role.VIEWER)
@@ -71,28 +81,30 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             for r in list_rollouts(ledger)
         ]
 
-    @router.get("/{rollout_id}", responses=NOT_FOUND)
+    @router.get("/{rollout_id}", response_model=RolloutReport, responses={**NOT_FOUND, **INVALID})
     def rollout(request: Request, rollout_id: int) -> dict[str, Any]:
         """A rollout: its targets by state and reason, each stage with its counts and its gate's
         verdict now (what ``rollout rollouts show --json`` prints)."""
         access.require(request, Role.VIEWER)
         return _answer(lambda: rollout_report(ledger, rollout_id, clock.now()))
 
-    @router.get("/{rollout_id}/devices", responses=NOT_FOUND)
+    @router.get(
+        "/{rollout_id}/devices",
+        response_model=RolloutDevicePage,
+        responses={**NOT_FOUND, **INVALID},
+    )
     def devices(
         request: Request,
         rollout_id: int,
         state: str | None = None,
         reason: str | None = None,
-        after: int = 0,
-        limit: int = 100,
+        after: Annotated[int, Query(ge=0, lt=2**63)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """The rollout's devices, a page at a time (``next`` is the ``after`` of the next
         page, null on the last): each with its state, stage, reason, pushes and error chain;
         ``state`` (comma-separated) and ``reason`` (a prefix, e.g. an error code) filter."""
         access.require(request, Role.VIEWER)
-        if not 1 <= limit <= 1000 or not 0 <= after < 2**63:
-            raise HTTPException(status_code=422, detail="limit: 1 to 1000; after: a target id")
         states = [s.strip() for s in state.split(",") if s.strip()] if state else None
         with ledger.rollouts() as store:
             if not 0 < rollout_id < 2**63 or store.get(rollout_id) is None:
@@ -115,7 +127,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         ]
         return {"items": items, "next": page[-1][0].id if len(page) == limit else None}
 
-    @router.post("/plan", responses=BAD_BODY)
+    @router.post("/plan", response_model=PlanOut, responses={**BAD_BODY, **INVALID})
     async def plan(request: Request) -> dict[str, Any]:
         """A dry run of the spec in the body: per stage how many devices, per exclusion reason
         how many. Writes nothing."""
@@ -126,7 +138,9 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         )
         return planned.as_json()
 
-    @router.post("", status_code=201, responses=BAD_BODY)
+    @router.post(
+        "", status_code=201, response_model=RolloutSummaryOut, responses={**BAD_BODY, **INVALID}
+    )
     async def create(request: Request, response: Response, start: bool = False) -> dict[str, Any]:
         """Plan and write a rollout of the spec in the body: a draft, or running with
         ``?start=true``."""
@@ -147,7 +161,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         report = await run_in_threadpool(rollout_report, ledger, rollout_id, clock.now())
         return {"done": result is not False, "result": result, **report}
 
-    @router.post("/{rollout_id}/start", responses={**NOT_FOUND, **CONFLICT})
+    @router.post("/{rollout_id}/start", response_model=ControlOut, responses=CONTROL)
     async def start_(request: Request, rollout_id: int) -> dict[str, Any]:
         """Start a draft rollout."""
         return await control(
@@ -156,7 +170,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: start_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/pause", responses={**NOT_FOUND, **CONFLICT})
+    @router.post("/{rollout_id}/pause", response_model=ControlOut, responses=CONTROL)
     async def pause(request: Request, rollout_id: int) -> dict[str, Any]:
         """Push nothing more until resumed (``done`` is false when it was paused already)."""
         return await control(
@@ -165,7 +179,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: pause_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/resume", responses={**NOT_FOUND, **CONFLICT})
+    @router.post("/{rollout_id}/resume", response_model=ControlOut, responses=CONTROL)
     async def resume(request: Request, rollout_id: int, override: bool = False) -> dict[str, Any]:
         """Go on after a pause; a rollout its gate halted needs ``?override=true``."""
         return await control(
@@ -176,7 +190,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             ),
         )
 
-    @router.post("/{rollout_id}/abort", responses={**NOT_FOUND, **CONFLICT})
+    @router.post("/{rollout_id}/abort", response_model=ControlOut, responses=CONTROL)
     async def abort(request: Request, rollout_id: int) -> dict[str, Any]:
         """Stop for good: undelivered commands are cancelled and never served."""
         return await control(
@@ -185,7 +199,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: abort_rollout(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/approve", responses={**NOT_FOUND, **CONFLICT})
+    @router.post("/{rollout_id}/approve", response_model=ControlOut, responses=CONTROL)
     async def approve(request: Request, rollout_id: int) -> dict[str, Any]:
         """Promote a stage that passed its gate and waits for approval (``result``: the stage
         opened)."""
@@ -195,7 +209,9 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
             lambda actor: approve_stage(ledger, rollout_id, actor=actor, now=clock.now()),
         )
 
-    @router.post("/{rollout_id}/retry", responses={**NOT_FOUND, **CONFLICT, **BAD_BODY})
+    @router.post(
+        "/{rollout_id}/retry", response_model=ControlOut, responses={**CONTROL, **BAD_BODY}
+    )
     async def retry(request: Request, rollout_id: int) -> dict[str, Any]:
         """Queue failed and timed-out targets again; a body ``{"reasons": [...]}`` keeps only
         those that ended for one of them (``result``: how many)."""

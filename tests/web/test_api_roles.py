@@ -128,3 +128,63 @@ def test_a_profile_shows_who_holds_it(
     assert shown["uuid"] == profile.uuid and shown["held_by"]["devices"] == 3
     assert len(shown["held_by"]["sample"]) == 3 and shown["renewals"] == []
     assert call(served, held[Role.VIEWER], "GET", "/api/v1/profiles/nope").status_code == 404
+
+
+# Every /api/v1 route and the least role that may use it (the ids name nothing that exists, so
+# the calls let through write nothing).
+ROUTES: list[tuple[str, str, Role]] = [
+    ("GET", "/api/v1/whoami", Role.VIEWER),
+    ("GET", "/api/v1/rollouts", Role.VIEWER),
+    ("GET", "/api/v1/rollouts/999999", Role.VIEWER),
+    ("GET", "/api/v1/rollouts/999999/devices", Role.VIEWER),
+    ("POST", "/api/v1/rollouts/plan", Role.OPERATOR),
+    ("POST", "/api/v1/rollouts", Role.OPERATOR),
+    *[
+        ("POST", f"/api/v1/rollouts/999999/{control}", Role.OPERATOR)
+        for control in ("start", "pause", "resume", "abort", "approve", "retry")
+    ],
+    ("GET", "/api/v1/events", Role.VIEWER),
+    ("GET", "/api/v1/alerts", Role.VIEWER),
+    ("POST", "/api/v1/alerts/999999/ack", Role.OPERATOR),
+    ("POST", "/api/v1/alerts/999999/resolve", Role.OPERATOR),
+    ("GET", "/api/v1/profiles", Role.VIEWER),
+    ("GET", "/api/v1/profiles/calendar", Role.VIEWER),
+    ("GET", "/api/v1/profiles/00000000-0000-0000-0000-000000000000", Role.VIEWER),
+    ("POST", "/api/v1/profiles", Role.ADMIN),
+    ("GET", "/api/v1/devices", Role.VIEWER),
+    ("GET", "/api/v1/devices/00008020-0000000000000099", Role.VIEWER),
+    ("GET", "/api/v1/tokens", Role.ADMIN),
+    ("POST", "/api/v1/tokens", Role.ADMIN),
+    ("DELETE", "/api/v1/tokens/999999", Role.ADMIN),
+]
+
+
+def _template(path: str, templates: set[str]) -> str:
+    """The documented path ``path`` is: itself, or the one template it fits."""
+    if path in templates:
+        return path
+    parts = path.split("/")
+    [found] = [
+        t
+        for t in templates
+        if len(t.split("/")) == len(parts)
+        and all(p == q or q.startswith("{") for p, q in zip(parts, t.split("/"), strict=True))
+    ]
+    return found
+
+
+def test_every_route_lets_in_its_least_role_and_refuses_the_roles_below(
+    served: BackgroundServer, ledger: Ledger
+) -> None:
+    held = tokens(ledger)
+    paths = call(served, None, "GET", "/openapi.json").json()["paths"]
+    documented = {(m.upper(), p) for p, ops in paths.items() if p.startswith("/api/") for m in ops}
+    templates = {p for _, p in documented}
+    assert {(m, _template(p, templates)) for m, p, _ in ROUTES} == documented  # every route
+    for method, path, least in ROUTES:  # the least role gets in, the one below it does not
+        res = call(served, held[least], method, path)
+        assert res.status_code not in (401, 403), (method, path, least, res.text)
+        if least > Role.VIEWER:
+            res = call(served, held[Role(least - 1)], method, path)
+            assert res.status_code == 403, (method, path)
+            assert least.name.lower() in res.json()["detail"]
