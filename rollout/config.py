@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import math
 import re
 import tempfile
@@ -34,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from rollout.alerts import AlertPolicy
+from rollout.oidc import OidcConfig, parse_role_map, url_problem
 from rollout.policy import EnginePolicy
 from rollout.renewal import RenewalPolicy
 from rollout.spec import SpecError, parse_stages
@@ -156,6 +158,8 @@ ReadTimeout = Annotated[float, _Number, AfterValidator(_within(0, 3600, "seconds
 MaxConnections = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
 RefusalWindow = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
 RefusalSources = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
+# The workers' metrics: 0 is off; pool process i listens on the base port + i.
+MetricsPort = Annotated[int, _Whole, AfterValidator(_within(0, 65535))]
 
 
 def _api_token(value: str) -> str:
@@ -208,7 +212,39 @@ def _stage_list(value: str) -> str:
     return value.strip()
 
 
+def _oidc_url(value: str) -> str:
+    """The identity provider's issuer or key set URL: empty (off / discovered) or https."""
+    value = value.strip()
+    problem = url_problem(value) if value else None
+    if problem is not None:
+        raise _invalid(f"{_quoted(value)} {problem}")
+    return value
+
+
+def _oidc_role_map(value: str) -> str:
+    if value.strip():
+        try:
+            parse_role_map(value)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+    return value.strip()
+
+
+_CLAIM_PATH = re.compile(r"[^\s.]+(?:\.[^\s.]+)*")
+
+
+def _claim_name(value: str) -> str:
+    """A claim name or dotted path (``roles``, ``realm_access.roles``)."""
+    value = value.strip()
+    if not _CLAIM_PATH.fullmatch(value) or len(value) > 200:
+        raise _invalid(f"{_quoted(value)} is not a claim name or dotted path (e.g. roles)")
+    return value
+
+
 AppWindows = Annotated[str, AfterValidator(_app_windows)]
+OidcUrl = Annotated[str, AfterValidator(_oidc_url)]
+OidcRoleMap = Annotated[str, AfterValidator(_oidc_role_map)]
+ClaimName = Annotated[str, AfterValidator(_claim_name)]
 StageList = Annotated[str, AfterValidator(_stage_list)]
 Secret = Annotated[str, AfterValidator(_secret)]
 
@@ -360,6 +396,33 @@ class Settings(BaseSettings):
     token_pepper: Secret = Field(
         default="", description="HMAC key the ledger's API token hashes are made with."
     )
+    oidc_issuer: OidcUrl = Field(
+        default="",
+        description="The identity provider whose JWTs open the operator API (the exact `iss`); "
+        "empty: OIDC is off.",
+    )
+    oidc_audience: Annotated[str, AfterValidator(str.strip)] = Field(
+        default="", description="The `aud` OIDC tokens must name (required with the issuer)."
+    )
+    oidc_jwks_url: OidcUrl = Field(
+        default="",
+        description="The provider's key set; empty: the jwks_uri of "
+        "{issuer}/.well-known/openid-configuration.",
+    )
+    oidc_role_claim: ClaimName = Field(
+        default="roles",
+        description="The claim (a string or a list; a dotted path reaches into objects) whose "
+        "values ROLLOUT_OIDC_ROLE_MAP maps to roles.",
+    )
+    oidc_role_map: OidcRoleMap = Field(
+        default="",
+        description="value=role pairs, comma-separated (rollout-admin=admin,rollout-read=viewer), "
+        "or a JSON object; the highest mapped role wins (required with the issuer).",
+    )
+    oidc_name_claim: ClaimName = Field(
+        default="preferred_username",
+        description="The claim naming the caller in events (oidc:<name>); else sub.",
+    )
 
     apns_cert: str = Field(
         default="", description="MDM push certificate: .p12/.pfx, or PEM (cert, key inside)."
@@ -393,6 +456,17 @@ class Settings(BaseSettings):
 
     dispatch_grace_s: DispatchGrace = Field(
         default=120.0, description="Re-dispatch a queued batch no worker pushed by then."
+    )
+
+    worker_metrics_port: MetricsPort = Field(
+        default=0,
+        description="Base port of the Celery workers' Prometheus metrics: pool process i "
+        "serves them on this port + i (a solo or threads pool: on this port); 0 = off.",
+    )
+    worker_metrics_addr: str = Field(
+        default="0.0.0.0",
+        description="Address the workers' metrics listen on (an IP address; no "
+        "authentication there: keep it on a private network).",
     )
 
     @field_validator("home")
@@ -442,6 +516,15 @@ class Settings(BaseSettings):
             raise _invalid("is not an http:// or https:// URL")  # may hold a token: not quoted
         return value
 
+    @field_validator("worker_metrics_addr")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise _invalid(f"{_quoted(value)} is not an IP address (e.g. 0.0.0.0)") from None
+
     @field_validator("identity_mode", mode="before")
     @classmethod
     def _known_identity_mode(cls, value: Any) -> Any:
@@ -470,6 +553,7 @@ class Settings(BaseSettings):
             "apple_api": ("apple_issuer_id", "apple_key_id", "apple_key_file"),
             "alert_webhook_url": ("alert_webhook_secret",),
             "smtp_host": ("smtp_from", "smtp_to"),
+            "oidc_issuer": ("oidc_audience", "oidc_role_map"),
         }
         for given, wanted in needs.items():
             if getattr(self, given):
@@ -501,6 +585,19 @@ class Settings(BaseSettings):
                 )
                 for stage in parse_stages(self.renewal_stages)
             ),
+        )
+
+    def oidc(self) -> OidcConfig | None:
+        """How OIDC tokens are checked, or None when OIDC is off (no issuer)."""
+        if not self.oidc_issuer:
+            return None
+        return OidcConfig(
+            issuer=self.oidc_issuer,
+            audience=self.oidc_audience,
+            role_map=parse_role_map(self.oidc_role_map),
+            jwks_url=self.oidc_jwks_url,
+            role_claim=self.oidc_role_claim,
+            name_claim=self.oidc_name_claim,
         )
 
     def sweep_every(self) -> dt.timedelta | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from rollout.cli import progress
 from rollout.cli.common import fail, print_json
 
 app = typer.Typer(help="Benchmarks (see BENCHMARKS.md for recorded figures).", no_args_is_help=True)
@@ -28,6 +29,7 @@ BENCHES = {
     "checkin": _Bench("rollout.bench.checkin", "run_checkin_bench", 5_000),
     "fanout": _Bench("rollout.bench.fanout", "run_fanout_bench", 10_000, pushes=True),
     "status": _Bench("rollout.bench.status", "run_status_bench", 100_000),
+    "metrics": _Bench("rollout.bench.metrics", "run_metrics_bench", 1_000),
 }
 
 
@@ -45,7 +47,8 @@ def _run(name: str, size: int | None, as_json: bool, **extra: Any) -> None:
     kwargs: dict[str, Any] = {"note": _note} if bench.pushes else {}
     kwargs.update({k: v for k, v in extra.items() if v is not None})
     try:
-        result: dict[str, Any] = func(size or bench.default_size, **kwargs)
+        with progress.activity(f"bench {name}", enabled=progress.shown(as_json)):
+            result: dict[str, Any] = func(size or bench.default_size, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
         fail(f"bench {name}: {exc}")
     if as_json:
@@ -91,3 +94,9 @@ def fanout(
 def status(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
     """Latency of a rollout's detail read."""
     _run("status", size, as_json)
+
+
+@app.command()
+def metrics(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
+    """Latency of a Prometheus scrape of /metrics with N rollouts on record (--size)."""
+    _run("metrics", size, as_json)

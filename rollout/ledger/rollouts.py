@@ -228,6 +228,25 @@ class RolloutLedger(Journaled):
             for r in rows
         ]
 
+    def current_stages(self, rollout_ids: Collection[int]) -> dict[int, StageInfo]:
+        """The stage each of ``rollout_ids`` is at (one read for them all)."""
+        if not rollout_ids:
+            return {}
+        rows = self._session.scalars(
+            select(StageRow)
+            .join(RolloutRow, RolloutRow.id == StageRow.rollout_id)
+            .where(
+                StageRow.rollout_id.in_(list(rollout_ids)),
+                StageRow.number == RolloutRow.current_stage,
+            )
+        )
+        return {
+            r.rollout_id: StageInfo(
+                r.number, r.label or "", dict(r.gate or {}), r.state, r.started_at, r.finished_at
+            )
+            for r in rows
+        }
+
     def set_stage(
         self,
         rollout_id: int,
@@ -355,6 +374,33 @@ class RolloutLedger(Journaled):
         """Rollouts, newest first."""
         rows = self._session.scalars(select(RolloutRow).order_by(RolloutRow.id.desc()).limit(limit))
         return [_info(r) for r in rows]
+
+    def in_states(
+        self, states: Collection[str], *, others: int = 0
+    ) -> tuple[list[RolloutInfo], list[RolloutInfo]]:
+        """The rollouts in ``states`` (newest first), and the ``others`` newest of the rest;
+        read through the state index, whatever the number of rollouts on record."""
+        wanted = list(states)
+        chosen = [
+            _info(r)
+            for r in self._session.scalars(
+                select(RolloutRow)
+                .where(RolloutRow.state.in_(wanted))
+                .order_by(RolloutRow.id.desc())
+            )
+        ]
+        rest: list[RolloutInfo] = []
+        if others > 0:
+            rest = [
+                _info(r)
+                for r in self._session.scalars(
+                    select(RolloutRow)
+                    .where(RolloutRow.state.not_in(wanted))
+                    .order_by(RolloutRow.id.desc())
+                    .limit(others)
+                )
+            ]
+        return chosen, rest
 
     def set_state(self, rollout_id: int, state: str, now: dt.datetime) -> None:
         """Record a rollout's new state (its start and end times with it)."""

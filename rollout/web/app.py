@@ -9,17 +9,21 @@ import logging
 
 from cryptography import x509
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from rollout.clock import SYSTEM_CLOCK, Clock
 from rollout.config import Settings, get_settings
 from rollout.enrollment import IdentityPolicy
 from rollout.ledger import Ledger
 from rollout.mdm import DeviceCATrust, IdentityConfig
+from rollout.profiles import load_trust_anchors
 from rollout.web.api import operator_router
+from rollout.web.api_models import refuse_invalid
 from rollout.web.batcher import LINGER_S, LedgerBatcher
 from rollout.web.connections import ConnectionLimits, ConnectionStats
 from rollout.web.mdm import MDM_PATHS, MDMConfig, MDMEndpoint, Receive, Scope, Send
 from rollout.web.refusals import RefusalLimits, RefusalLog
+from rollout.web.service_metrics import checkin_histogram, service_collectors
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class RolloutApp:
             refusals=self.refusals,
             linger_s=LINGER_S if batch_linger_s is None else batch_linger_s,
         )
+        self.checkin_seconds = checkin_histogram()
         self.mdm = MDMEndpoint(
             self.batcher,
             MDMConfig(
@@ -91,12 +96,14 @@ class RolloutApp:
                 require_udid_in_cert=settings.require_udid_in_cert,
             ),
             clock=clock,
+            checkin_seconds=self.checkin_seconds,
         )
         self.connection_limits = ConnectionLimits(
             header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections
         )
         self.connection_stats = ConnectionStats()
         self.api = FastAPI(title="rollout", version="0.1.0")
+        self.api.add_exception_handler(RequestValidationError, refuse_invalid)
         self.api.include_router(
             operator_router(
                 ledger,
@@ -107,6 +114,9 @@ class RolloutApp:
                 api_token=settings.api_token,
                 token_pepper=settings.token_pepper,
                 alert_policy=settings.alert_policy(),
+                oidc=settings.oidc(),
+                metrics=[self.checkin_seconds, *service_collectors(settings)],
+                trust_anchors=load_trust_anchors(settings.trust_anchor_paths()),
             )
         )
         self._flusher: asyncio.Task[None] | None = None

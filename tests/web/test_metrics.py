@@ -70,3 +70,16 @@ def test_metrics_equal_the_ledgers_figures(
     assert abs(left - dt.timedelta(days=10).total_seconds()) < 120
     assert got[("rollout_mdm_reports_total", (("status", "Idle"),))] == 4
     assert not any("00008020" in str(labels) for _, labels in got)  # no device in a label
+    assert not any(name == "rollout_gate_verdict" for name, _ in got)  # a draft is not judged
+
+    with httpx.Client(base_url=server.base_url, timeout=10) as c:
+        assert c.post(f"/api/v1/rollouts/{rid}/start", headers=auth).status_code == 200
+        report = c.get(f"/api/v1/rollouts/{rid}", headers=auth).json()
+        res = c.get("/metrics", headers={"Authorization": f"Bearer {viewer}"})
+    got = samples(res.text)
+    stage = report["stages"][report["rollout"]["current_stage"]]
+    labels = (("rollout", str(rid)), ("stage", str(stage["stage"])))
+    verdict = stage["gate"]["verdict"]
+    assert got[("rollout_gate_verdict", (*labels, ("verdict", verdict)))] == 1
+    assert got[("rollout_gate_success_rate", labels)] == stage["gate"]["success_rate"]
+    assert got[("rollout_rollouts", (("state", "running"),))] == 1
