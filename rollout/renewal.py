@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -137,14 +137,18 @@ def scan(
     alert_policy: AlertPolicy | None = None,
     push_certificate: PushCertificate | None = None,
     dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScanReport:
-    """One pass over every held profile (see the module notes)."""
+    """One pass over every held profile (see the module notes); ``progress(done, total)`` is
+    told after each one."""
     policy = policy or RenewalPolicy()
     report = ScanReport(dry_run=dry_run)
     findings: list[NewAlert] = []
     with ledger.registry() as registry:
         held = registry.expiring(now + FAR)
-    for holding in held:
+    for k, holding in enumerate(held):
+        if progress is not None:
+            progress(k, len(held))
         entry = _library_entry(ledger, holding.profile_uuid)
         window = policy.window_for(entry.app_id if entry else holding.app_id)
         findings.extend(_certificate_findings(holding, entry, now, window, policy))
@@ -155,6 +159,8 @@ def scan(
         findings.extend(found)
         if item.get("opened"):
             report.opened.append(item["rollout"]["id"])
+    if progress is not None:
+        progress(len(held), len(held))
     kinds: list[str] = list(KINDS)
     if push_certificate is not None:
         kinds.append(PUSH_KIND)

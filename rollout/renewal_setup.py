@@ -7,7 +7,7 @@ settings) and :func:`deliver_alerts` (the webhook and mail senders the settings 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,15 @@ def push_certificate(settings: Settings) -> PushCertificate | None:
 
 
 def run_scan(
-    ledger: Ledger, settings: Settings, clock: Clock, *, dry_run: bool = False
+    ledger: Ledger,
+    settings: Settings,
+    clock: Clock,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScanReport:
-    """One renewal scan with everything the settings configure."""
+    """One renewal scan with everything the settings configure (``progress(done, total)``
+    over the held profiles)."""
     try:
         anchors = load_trust_anchors(settings.trust_anchor_paths())
     except (ProfileError, OSError, ValueError) as exc:
@@ -76,6 +82,7 @@ def run_scan(
         alert_policy=settings.alert_policy(),
         push_certificate=push_certificate(settings),
         dry_run=dry_run,
+        progress=progress,
     )
 
 

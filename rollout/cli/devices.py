@@ -8,14 +8,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rollout.cli import progress
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.files import FileReadError, read_capped
 from rollout.inventory import InventoryFormatError, read_inventory
-from rollout.ledger import Event
+from rollout.ledger import Event, ImportResult
 
 app = typer.Typer(help="The device registry.", no_args_is_help=True)
 
 MAX_INVENTORY_BYTES = 512 * 1024 * 1024
+IMPORT_CHUNK = 5000
+"""Devices written per step of an import (all in one transaction; the bar moves per step)."""
 
 
 @app.command("import")
@@ -45,9 +48,22 @@ def import_(
     write = bool(report.records) and not (all_or_nothing and report.errors)
     created = updated = facts = 0
     if write:
-        with ledger() as opened, opened.registry() as store:
+        records, total = report.records, len(report.records)
+        with (
+            ledger() as opened,
+            opened.registry() as store,
+            progress.bar("importing devices", enabled=progress.shown(as_json)) as advance,
+        ):
             at = now()
-            result = store.import_devices(report.records, at)
+            parts = []
+            for start in range(0, total, IMPORT_CHUNK):  # one transaction, in chunks
+                parts.append(store.import_devices(records[start : start + IMPORT_CHUNK], at))
+                advance(min(start + IMPORT_CHUNK, total), total)
+            result = ImportResult(
+                sum(p.created for p in parts),
+                sum(p.updated for p in parts),
+                sum(p.profiles for p in parts),
+            )
             store.record(
                 [
                     Event(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from rollout.cli import progress
 from rollout.cli.common import fail, ledger, print_json
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
@@ -22,8 +23,13 @@ def scan(
     """Find held profiles inside their renewal window: open a renewal rollout for each one
     that has a replacement, raise an alert for each one that has none."""
     try:
-        with ledger() as opened:
-            report = run_scan(opened, get_settings(), SYSTEM_CLOCK, dry_run=dry_run)
+        with (
+            ledger() as opened,
+            progress.bar("scanning held profiles", enabled=progress.shown(as_json)) as advance,
+        ):
+            report = run_scan(
+                opened, get_settings(), SYSTEM_CLOCK, dry_run=dry_run, progress=advance
+            )
     except SetupError as exc:
         fail(str(exc))
     data = report.as_dict()
