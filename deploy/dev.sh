@@ -4,7 +4,7 @@
 #   deploy/dev.sh test [PYTEST ARGS...]   the whole test suite
 # and two more:
 #   deploy/dev.sh lint             ruff, mypy and the import-layer contracts
-#   deploy/dev.sh bench NAME [ARGS...]   rollout bench NAME (push, checkin, fanout, status)
+#   deploy/dev.sh bench NAME [ARGS...]   rollout bench NAME (push, checkin, fanout, status, metrics)
 # Set-up: a virtual environment in .venv with the package and its dev tools, installed
 # again only when pyproject.toml changes.
 set -euo pipefail
@@ -97,13 +97,15 @@ case "$cmd" in
     setup_venv
     start_services
     start_rabbitmq
-    exec "$VENV/bin/python" -m pytest "$@"
+    # Two test processes by default (pytest-xdist; a file's tests stay in one process, so the
+    # fixtures they share stay shared); ROLLOUT_TEST_PROCESSES=0 runs them all in this one.
+    exec "$VENV/bin/python" -m pytest -n "${ROLLOUT_TEST_PROCESSES:-2}" --dist loadfile "$@"
     ;;
   bench)
     name="${1:-}"
     case "$name" in
-      push|checkin|fanout|status) ;;
-      *) echo "usage: deploy/dev.sh bench push|checkin|fanout|status [--size N] [--json]" >&2; exit 2 ;;
+      push|checkin|fanout|status|metrics) ;;
+      *) echo "usage: deploy/dev.sh bench push|checkin|fanout|status|metrics [--size N] [--json]" >&2; exit 2 ;;
     esac
     setup_venv
     start_services

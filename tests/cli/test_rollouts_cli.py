@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 from rollout.sim.profiles import make_apple_like_chain, make_profile
@@ -68,12 +69,18 @@ def test_create_start_show_a_rollout_to_the_holders_of_a_profile(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # the watcher is reading; the rollout stays paused meanwhile
+    assert watching.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in watching.stdout], daemon=True)
+    reader.start()
+    first = lines.get(timeout=60)  # the watcher has read the paused rollout; it stays paused
+    assert "paused" in first and "stage" in first, first
     assert watching.poll() is None
     assert run("rollouts", "abort", rid).returncode == 0
-    out, err = watching.communicate(timeout=30)
-    assert watching.returncode == 0, err
-    assert f"rollout {rid} aborted" in out and "stage" in out and "paused" in out
+    assert watching.wait(timeout=30) == 0, watching.stderr.read() if watching.stderr else ""
+    reader.join(timeout=10)
+    out = first + "".join(lines.get_nowait() for _ in range(lines.qsize()))
+    assert f"rollout {rid} aborted" in out
     res = run("rollouts", "watch", rid)  # an ended rollout: one table, at once
     assert res.returncode == 0 and res.stdout.count("cancelled 1") == 2
     shown = json.loads(run("rollouts", "show", rid, "--json").stdout)
