@@ -394,3 +394,113 @@ class DeviceDetail(DeviceOut):
     token_dead_at: Timestamp | None
     profiles: list[HeldProfile]
     targets: list[DeviceTargetOut]
+
+
+def _words(what: str) -> dict[str, Any]:
+    return {
+        "description": f"{what}: a list, or one comma-separated string",
+        "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+    }
+
+
+_DURATION = {
+    "description": "seconds, or a number with s, m, h, d or w (90, 15m, 4h, 3d)",
+    "oneOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+}
+_GATE: dict[str, Any] = {
+    "type": "object",
+    "description": "What a stage must show before the next one starts.",
+    "additionalProperties": False,
+    "properties": {
+        "min_success_rate": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 1,
+            "description": "acknowledged / (acknowledged + failed)",
+        },
+        "max_failures": {"type": ["integer", "null"], "minimum": 0},
+        "min_final_share": {"type": "number", "minimum": 0, "maximum": 1},
+        "soak": _DURATION,
+        "manual": {"type": "boolean", "description": "wait for an operator's approve"},
+    },
+}
+_STAGE: dict[str, Any] = {
+    "description": "A cumulative share (25%) or a cumulative device count (200).",
+    "oneOf": [{"type": "string"}, {"type": "integer", "minimum": 1}],
+}
+SPEC_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "title": "RolloutSpec",
+                "description": "What to send, to whom, in which stages, behind which gates, "
+                "and when (rollout.spec.spec_from_mapping reads it; unknown keys are refused).",
+                "additionalProperties": False,
+                "properties": {
+                    "profile": {
+                        "type": "string",
+                        "description": "a profile UUID (or a unique start of one); not needed "
+                        "for command list",
+                    },
+                    "command": {"enum": ["install", "list", "remove"], "default": "install"},
+                    "name": {"type": "string"},
+                    "targets": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "description": "Every given criterion must hold; or all.",
+                        "properties": {
+                            "devices": _words("UDIDs or EnrollmentIDs"),
+                            "holders_of": {"type": "string", "description": "a profile UUID"},
+                            "tags": _words("tags"),
+                            "platforms": _words("platforms"),
+                            "all": {"type": "boolean"},
+                        },
+                    },
+                    "stages": {
+                        "description": "Cumulative reach of each stage; the last reaches 100%.",
+                        "oneOf": [
+                            {"type": "string", "description": "1%,5%,25%,100%"},
+                            {
+                                "type": "array",
+                                "maxItems": 20,
+                                "items": {
+                                    "oneOf": [
+                                        _STAGE,
+                                        {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {"stage": _STAGE, "gate": _GATE},
+                                        },
+                                    ]
+                                },
+                            },
+                        ],
+                    },
+                    "gate": _GATE,
+                    "rate_limit": {
+                        "description": "pushes per second",
+                        "oneOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}],
+                    },
+                    "start_at": {"type": "string", "format": "date-time"},
+                    "deadline": {"type": "string", "format": "date-time"},
+                    "window": {
+                        "type": "string",
+                        "description": "when promotions may happen: Mon-Fri 09:00-17:00 "
+                        "Europe/Berlin",
+                    },
+                    "command_ttl": _DURATION,
+                    "verify": {"type": "boolean"},
+                    "cleanup": {
+                        "type": "string",
+                        "description": "the superseded profile's UUID, removed once the new "
+                        "one is seen",
+                    },
+                },
+            }
+        }
+    },
+}
+"""The body of ``POST /api/v1/rollouts`` and ``/plan``, for the OpenAPI document (the routes
+read the body themselves, with a size cap)."""

@@ -44,6 +44,7 @@ from rollout.web.api_access import (
 )
 from rollout.web.api_models import (
     INVALID,
+    SPEC_BODY,
     ControlOut,
     PlanOut,
     RolloutDevicePage,
@@ -127,7 +128,12 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         ]
         return {"items": items, "next": page[-1][0].id if len(page) == limit else None}
 
-    @router.post("/plan", response_model=PlanOut, responses={**BAD_BODY, **INVALID})
+    @router.post(
+        "/plan",
+        response_model=PlanOut,
+        responses={**BAD_BODY, **INVALID},
+        openapi_extra={"requestBody": SPEC_BODY},
+    )
     async def plan(request: Request) -> dict[str, Any]:
         """A dry run of the spec in the body: per stage how many devices, per exclusion reason
         how many. Writes nothing."""
@@ -139,7 +145,11 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         return planned.as_json()
 
     @router.post(
-        "", status_code=201, response_model=RolloutSummaryOut, responses={**BAD_BODY, **INVALID}
+        "",
+        status_code=201,
+        response_model=RolloutSummaryOut,
+        responses={**BAD_BODY, **INVALID},
+        openapi_extra={"requestBody": SPEC_BODY},
     )
     async def create(request: Request, response: Response, start: bool = False) -> dict[str, Any]:
         """Plan and write a rollout of the spec in the body: a draft, or running with
