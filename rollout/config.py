@@ -6,6 +6,11 @@ the ledger supports, and ``ROLLOUT_HOME`` becomes an absolute path once, so a la
 folder cannot move the ledger. :func:`load_settings` turns every problem into one
 :class:`SettingsError` line naming the variable, such as
 ``ROLLOUT_MAX_BODY_BYTES: 'abc' is not a whole number``.
+
+Settings may also come from a TOML file named by ``ROLLOUT_CONFIG_FILE`` (keys are the names
+without the prefix, in lower case; an environment variable wins over the file), and every secret
+from a file named by ``ROLLOUT_<NAME>_FILE`` (container secrets). Secrets never appear in
+``repr(settings)`` nor in an error: a message says ``<secret>`` where a value would be.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import math
+import os
 import re
 import tempfile
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,6 +61,24 @@ DATABASE_DRIVERS: dict[str, tuple[str | None, ...]] = {
 }
 _DAY = 24 * 3600.0
 _SETTING = "rollout_setting"  # the error type of every check below
+CONFIG_FILE_VARIABLE = f"{ENV_PREFIX}CONFIG_FILE"
+FILE_SUFFIX = "_FILE"
+HIDDEN = "<secret>"
+# settings whose whole value is secret: never shown (repr, errors, logs, API answers)
+SECRET_SETTINGS = frozenset(
+    {
+        "api_token",
+        "token_pepper",
+        "apns_password",
+        "alert_webhook_secret",
+        "smtp_password",
+        "database_password",
+    }
+)
+# URLs that may carry a password: shown with the password as ***
+URL_SETTINGS = frozenset({"database_url", "broker_url", "redis_url"})
+# every setting that also reads ROLLOUT_<NAME>_FILE (a file whose content is the value)
+FILE_SETTINGS = SECRET_SETTINGS | URL_SETTINGS
 
 
 class SettingsError(ValueError):
@@ -268,6 +293,11 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="",
         description="SQLAlchemy URL of the ledger; empty means a SQLite file in `home`.",
+    )
+    database_password: str = Field(
+        default="",
+        description="Password of the ledger's database server, merged into database_url "
+        "(which then holds none): for a password kept in a secret file.",
     )
     broker_url: str = Field(
         default=DEFAULT_BROKER_URL,
@@ -565,6 +595,30 @@ class Settings(BaseSettings):
                         )
         return self
 
+    @model_validator(mode="after")
+    def _database_password_has_a_server(self) -> Settings:
+        if not self.database_password:
+            return self
+        name = f"{ENV_PREFIX}DATABASE_PASSWORD"
+        if not self.database_url:
+            raise _invalid(f"{name}: needs {ENV_PREFIX}DATABASE_URL (a server URL, no password)")
+        url = make_url(self.database_url)
+        if url.drivername.partition("+")[0] == "sqlite":
+            raise _invalid(f"{name}: a SQLite ledger has no password")
+        if url.password is not None:
+            raise _invalid(f"{name}: {ENV_PREFIX}DATABASE_URL holds a password too; give one")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # secrets never reach a log line or a traceback through repr() or str()
+        for name, value in super().__repr_args__():
+            if name in SECRET_SETTINGS and value:
+                yield name, HIDDEN
+            elif name in URL_SETTINGS and value:
+                yield name, url_without_password(str(value))
+            else:
+                yield name, value
+
     def renewal_policy(self) -> RenewalPolicy:
         """When and how the renewal scan acts."""
         windows = []
@@ -697,14 +751,115 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         """The ledger URL, falling back to the embedded SQLite file."""
+        if self.database_url and self.database_password:
+            url = make_url(self.database_url).set(password=self.database_password)
+            return url.render_as_string(hide_password=False)
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'rollout.sqlite3').resolve()}"
 
 
-def _describe(error: ErrorDetails) -> str:
+def url_without_password(value: str) -> str:
+    """``value`` with the password of its user part as ``***`` (``<secret>`` if unparsable)."""
+    try:
+        return make_url(value).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return HIDDEN
+
+
+def setting_variables() -> frozenset[str]:
+    """Every environment variable the settings read: ``ROLLOUT_<NAME>`` of each setting, the
+    ``ROLLOUT_<NAME>_FILE`` of each secret, and ``ROLLOUT_CONFIG_FILE``."""
+    names = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
+    names |= {f"{ENV_PREFIX}{field.upper()}{FILE_SUFFIX}" for field in FILE_SETTINGS}
+    return frozenset({*names, CONFIG_FILE_VARIABLE})
+
+
+def _secret_file(path: str, label: str) -> str:
+    """A secret file's content, without its trailing newline."""
+    try:
+        data = Path(path).expanduser().read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{label}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise SettingsError(f"{label}: cannot read {path} ({exc.strerror or exc})") from None
+    return data.removesuffix("\n").removesuffix("\r")
+
+
+def _toml_value(value: Any) -> Any:
+    """A list of plain values becomes the comma-separated text the setting takes."""
+    if isinstance(value, list) and all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+    ):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[renewal] window_days = 30`` is ``renewal.window_days``; the key is the setting
+    ``renewal_window_days`` (see :func:`_config_file`)."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _config_file(path: str) -> dict[str, tuple[str, Any]]:
+    """The settings of a TOML file: field name → (the key as written, value).
+
+    Raises :class:`SettingsError` naming the file (and the key) for an unreadable file, bad
+    TOML, an unknown key, or a secret given both inline and as ``<name>_file``.
+    """
+    try:
+        text = Path(path).expanduser().read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{CONFIG_FILE_VARIABLE}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise SettingsError(
+            f"{CONFIG_FILE_VARIABLE}: cannot read {path} ({exc.strerror or exc})"
+        ) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML ({exc})") from None
+    fields = Settings.model_fields
+    found: dict[str, tuple[str, Any]] = {}
+    for key, value in _flatten(document).items():
+        name = key.replace(".", "_").lower()
+        file_of = name.removesuffix(FILE_SUFFIX.lower())
+        if name.startswith(ENV_PREFIX.lower()):
+            raise SettingsError(
+                f"{path}: {key}: unknown key (write it without the {ENV_PREFIX} prefix, "
+                f"as {name.removeprefix(ENV_PREFIX.lower())})"
+            )
+        if name not in fields and not (name != file_of and file_of in FILE_SETTINGS):
+            raise SettingsError(f"{path}: {key}: unknown key{_did_you_mean(name)}")
+        if name != file_of and name not in fields:  # a secret's file: read it now
+            if not isinstance(value, str):
+                raise SettingsError(f"{path}: {key}: must be a file name (text)")
+            if file_of in found:
+                raise SettingsError(f"{path}: {found[file_of][0]} and {key} are both set; use one")
+            found[file_of] = (key, _secret_file(value, f"{path}: {key}"))
+            continue
+        if name in found:
+            raise SettingsError(f"{path}: {found[name][0]} and {key} are both set; use one")
+        found[name] = (key, _toml_value(value))
+    return found
+
+
+def _did_you_mean(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(Settings.model_fields), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _describe(error: ErrorDetails, origins: dict[str, str]) -> str:
     field = str(error["loc"][0]) if error["loc"] else ""
-    name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+    name = origins.get(field, f"{ENV_PREFIX}{field.upper()}") if field else "settings"
     if error["type"] == _SETTING:
         if not field and error["msg"].startswith(ENV_PREFIX):  # names its own variable
             return error["msg"]
@@ -714,16 +869,49 @@ def _describe(error: ErrorDetails) -> str:
     return f"{name}: {error['msg'][:1].lower()}{error['msg'][1:]}"
 
 
+def _gathered(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """What to build the settings from besides the plain environment, and where each came
+    from (how an error names it): ``values``, then ``ROLLOUT_<NAME>_FILE`` files, then the
+    config file's keys that no variable overrides."""
+    environ = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+    given: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for field in sorted(FILE_SETTINGS):
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        path = environ.get(variable + FILE_SUFFIX, "")
+        if not path or field in values:
+            continue
+        if environ.get(variable, ""):
+            raise SettingsError(f"{variable} and {variable}{FILE_SUFFIX} are both set; use one")
+        label = f"{variable}{FILE_SUFFIX} ({path})"
+        given[field], origins[field] = _secret_file(path, f"{variable}{FILE_SUFFIX}"), label
+    config_path = environ.get(CONFIG_FILE_VARIABLE, "").strip()
+    if config_path:
+        for field, (key, value) in _config_file(config_path).items():
+            variable = f"{ENV_PREFIX}{field.upper()}"
+            if field in values or field in given or environ.get(variable, ""):
+                continue  # the environment (or the caller) wins over the file
+            given[field], origins[field] = value, f"{config_path}: {key}"
+    given.update(values)
+    for field in values:
+        origins.pop(field, None)
+    return given, origins
+
+
 def load_settings(**values: Any) -> Settings:
     """Settings from the environment (``values`` override it, by field name), all checked.
 
-    Raises :class:`SettingsError`, one line naming each bad variable and what is wrong
-    (``ROLLOUT_BATCH_SIZE: 0 is less than 1; ROLLOUT_IDENTITY_MODE: 'lax' is not one of ...``).
+    Besides ``ROLLOUT_<NAME>`` variables: ``ROLLOUT_<NAME>_FILE`` for each secret (the file's
+    content, trailing newline stripped, is the value; giving both is an error), and the TOML
+    file ``ROLLOUT_CONFIG_FILE`` names (any variable wins over it). Raises
+    :class:`SettingsError`, one line naming each bad variable (or file and key) and what is
+    wrong (``ROLLOUT_BATCH_SIZE: 0 is less than 1; ROLLOUT_IDENTITY_MODE: 'lax' is not ...``).
     """
+    given, origins = _gathered(values)
     try:
-        return Settings(**values)
+        return Settings(**given)
     except ValidationError as exc:
-        raise SettingsError("; ".join(_describe(e) for e in exc.errors())) from None
+        raise SettingsError("; ".join(_describe(e, origins) for e in exc.errors())) from None
 
 
 @lru_cache(maxsize=1)

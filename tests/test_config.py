@@ -350,3 +350,105 @@ def test_the_deployment_env_example_is_valid(monkeypatch: pytest.MonkeyPatch) ->
             monkeypatch.setenv(name.strip(), value.strip())
     settings = load_settings()
     assert settings.resolved_database_url().startswith("postgresql")
+
+
+# --- the config file ----------------------------------------------------------------------
+
+
+def _config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rollout.toml"
+    path.write_text(text)
+    monkeypatch.setenv("ROLLOUT_CONFIG_FILE", str(path))
+    return path
+
+
+def test_a_config_file_sets_settings_and_the_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _config(
+        monkeypatch,
+        tmp_path,
+        'database_url = "postgresql://rollout@db/rollout"\n'
+        "batch_size = 250\n"
+        "fast = true\n"
+        'renewal_stages = ["10%", "100%"]\n'
+        "max_pushes = 4\n"
+        "[renewal]\n"
+        "window_days = 21.5\n",
+    )
+    monkeypatch.setenv("ROLLOUT_MAX_PUSHES", "6")
+    settings = load_settings()
+    assert settings.resolved_database_url() == "postgresql://rollout@db/rollout"
+    assert (settings.batch_size, settings.fast, settings.max_pushes) == (250, True, 6)
+    assert settings.renewal_stages == "10%,100%" and settings.renewal_window_days == 21.5
+    assert settings.engine_policy().batch_size == 250  # set in the file: set explicitly
+    assert load_settings(batch_size=9).batch_size == 9  # and the caller wins over both
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bach_size = 5\n", "bach_size: unknown key (did you mean batch_size?)"),
+        ("[renewal]\nwindow = 5\n", "renewal.window: unknown key (did you mean renewal_window"),
+        ("ROLLOUT_FAST = true\n", "ROLLOUT_FAST: unknown key (write it without the ROLLOUT_"),
+        ("batch_size = 0\n", "batch_size: 0 is less than 1"),
+        ('batch_size = "lots"\n', "batch_size: 'lots' is not a whole number"),
+        ("smtp_username = 5\n", "smtp_username: input should be a valid string"),
+        ("batch_size = \n", "not valid TOML (Invalid value (at line 1, column 14))"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_the_file_and_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, message: str
+) -> None:
+    path = _config(monkeypatch, tmp_path, text)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ROLLOUT_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == (
+        f"ROLLOUT_CONFIG_FILE: cannot read {tmp_path / 'absent.toml'} (No such file or directory)"
+    )
+
+
+def test_a_secret_in_the_config_file_can_name_its_own_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "pepper"
+    secret.write_text("pepper-from-a-secret-file\n")
+    path = _config(monkeypatch, tmp_path, f'token_pepper_file = "{secret}"\n')
+    assert load_settings().token_pepper == "pepper-from-a-secret-file"
+    path.write_text(f'token_pepper = "pepper-inline-in-the-file"\ntoken_pepper_file = "{secret}"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == f"{path}: token_pepper and token_pepper_file are both set; use one"
+    path.write_text('token_pepper = "short"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == f"{path}: token_pepper: must be at least 16 characters (or empty)"
+
+
+# --- the README documents every setting ----------------------------------------------------
+
+
+def test_the_readme_configuration_table_lists_every_setting() -> None:
+    from rollout.config import FILE_SETTINGS, Settings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `ROLLOUT_")]
+    documented = " ".join(row.split(" | ")[0] for row in rows)
+    missing = [
+        f"ROLLOUT_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`ROLLOUT_{name.upper()}`" not in documented
+    ]
+    assert not missing, f"settings missing from README's configuration table: {missing}"
+    assert "ROLLOUT_CONFIG_FILE" in section and "_FILE`" in section
+    for name in FILE_SETTINGS:  # each secret's row says it reads ROLLOUT_<NAME>_FILE too
+        assert any(f"`ROLLOUT_{name.upper()}` (`_FILE`)" in row for row in rows), name

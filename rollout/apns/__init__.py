@@ -3,6 +3,7 @@
 Public API (everything else is private)::
 
     load_push_certificate / load_pkcs12 / load_pem -> PushCertificate
+    CertificateFile                 the certificate file, read again when it is renewed
     PushConfig                      frozen configuration with explicit defaults
     PushRequest -> PushResult       one push in, one result out (Outcome + error)
     AsyncPushClient.push_many       asyncio, connections kept between calls
@@ -15,7 +16,8 @@ Inside, one job per module: ``client`` (AsyncPushClient, routing between the pie
 streams within the rate limit), ``pool`` (opening, failing and keeping connections),
 ``retries`` (backoff), ``certificate_guard`` (certificate refusals, breaker, probe),
 ``sync_client`` (PushClient), ``connection`` (one HTTP/2 connection on ``h2``), ``hpack_codec``,
-``coordination`` (limiter and breaker implementations), ``config``, ``models``, ``certs``.
+``coordination`` (limiter and breaker implementations), ``config``, ``models``, ``certs``,
+``reload`` (the certificate file, renewed without a restart).
 """
 
 from rollout.apns.certs import (
@@ -57,6 +59,7 @@ from rollout.apns.errors import (
     classify,
 )
 from rollout.apns.models import PushRequest, PushResult
+from rollout.apns.reload import CertificateFile
 from rollout.apns.sync_client import PushClient
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "AsyncPushClient",
     "BreakerDecision",
     "CertificateError",
+    "CertificateFile",
     "CertificateLoadError",
     "CertificateRejectedError",
     "CircuitBreaker",

@@ -16,6 +16,7 @@ from rollout.apns.client import AsyncPushClient
 from rollout.apns.config import PushConfig
 from rollout.apns.coordination import CircuitBreaker, RateLimiter
 from rollout.apns.models import PushRequest, PushResult
+from rollout.apns.reload import CertificateFile
 from rollout.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("rollout.apns")
@@ -36,7 +37,9 @@ class PushClient:
     exist in the child: the client notices the pid change and starts a fresh loop and fresh
     connections there, never touching the parent's sockets. Use one instance per process
     (``shared()``), created lazily inside the worker. ``on_results`` sees every batch's
-    results once they are all in (a failing hook is logged, never raised).
+    results once they are all in (a failing hook is logged, never raised). With
+    ``certificate_file``, the file is looked at before each batch (see ``CertificateFile``): a
+    renewal with the same topic is presented by the connections opened from then on.
     """
 
     _instances: dict[tuple[Any, ...], PushClient] = {}
@@ -52,8 +55,10 @@ class PushClient:
         on_alert: AlertHook | None = None,
         clock: Clock = SYSTEM_CLOCK,
         on_results: ResultsHook | None = None,
+        certificate_file: CertificateFile | None = None,
     ) -> None:
         self.certificate = certificate
+        self.certificate_file = certificate_file
         self.config = config or PushConfig()
         self.on_results = on_results
         self._kw: dict[str, Any] = {
@@ -102,7 +107,16 @@ class PushClient:
     ) -> list[PushResult]:
         """Push every item and block until each has a result (see ``AsyncPushClient``)."""
         loop, client = self._ensure()
-        fut = asyncio.run_coroutine_threadsafe(client.push_many(items), loop)
+        renewed = self.certificate_file.poll() if self.certificate_file is not None else None
+        if renewed is not None:
+            self.certificate = renewed  # a forked child's fresh client starts with it too
+
+        async def push() -> list[PushResult]:
+            if renewed is not None:
+                client.replace_certificate(renewed)
+            return await client.push_many(items)
+
+        fut = asyncio.run_coroutine_threadsafe(push(), loop)
         results = fut.result(timeout)
         if self.on_results is not None:
             try:

@@ -48,7 +48,7 @@ def demo(
         devices=devices,
         seed=seed,
         fast=fast,
-        database_url=settings.database_url or None,
+        database_url=settings.resolved_database_url() if settings.database_url else None,
         # The demo brings its own broker unless one is chosen explicitly.
         broker_url=settings.broker_url if "broker_url" in settings.model_fields_set else None,
         workers=workers,
