@@ -172,12 +172,6 @@ def _due_and_finish(
     report_due(ledger, dispatcher, policy, now, report)
     with ledger.fanout() as store:
         report.completed = finish_rollouts(store, now)
-    if report.completed:
-        with ledger.rollouts() as rollouts:  # the last stage ends with its rollout
-            for rid in report.completed:
-                info = rollouts.get(rid)
-                if info is not None:
-                    rollouts.set_stage(rid, info.current_stage, StageState.PASSED.value, now)
     return report
 
 
@@ -340,7 +334,9 @@ def finish_rollouts(store: FanoutStore, now: dt.datetime) -> list[int]:
     verifying = {r.id for r in store.running() if RolloutOptions.from_json(r.options).verify}
     acknowledged = [TargetState.ACKNOWLEDGED.value]
     done = [rid for rid in done if rid not in verifying or not store.count_in(rid, acknowledged)]
-    store.finish(done, RolloutState.COMPLETED.value, now)
+    # the last stage ends with its rollout, in the same transaction: no reader sees a
+    # completed rollout whose stage still runs
+    store.finish(done, RolloutState.COMPLETED.value, now, stage_state=StageState.PASSED.value)
     store.record([Event("rollout.completed", rollout_id=rid) for rid in done], now)
     return done
 

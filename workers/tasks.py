@@ -52,6 +52,18 @@ def push_client() -> PushClient:
     return client
 
 
+def _completed(task: str) -> None:
+    """A periodic task completed now: its metric, and its heartbeat in the ledger (which
+    ``rollout check`` reads from any host); a heartbeat that cannot be written is logged, never
+    a reason to run the task again."""
+    metrics.task_succeeded(task)
+    try:
+        with ledger().heartbeats() as store:
+            store.beat(task, SYSTEM_CLOCK.now())
+    except DBAPIError as exc:
+        log.warning("cannot record the %s heartbeat: %s", task, exc)
+
+
 class CeleryDispatcher:
     """Sends fan-out batches as ``rollout.push_batch`` tasks over one producer connection."""
 
@@ -74,7 +86,7 @@ def tick(self: Task) -> dict[str, Any]:
     report = controller.tick(
         ledger(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
     )
-    metrics.task_succeeded("tick")
+    _completed("tick")
     return report.__dict__
 
 
@@ -85,7 +97,7 @@ def sweep(self: Task) -> dict[str, Any]:
     report = controller.sweep(
         ledger(), CeleryDispatcher(), get_settings().engine_policy(), SYSTEM_CLOCK.now()
     )
-    metrics.task_succeeded("sweep")
+    _completed("sweep")
     return report.__dict__
 
 
@@ -116,7 +128,7 @@ def expiry_scan(self: Task) -> dict[str, Any]:
         ledger(), SYSTEM_CLOCK.now(), settings.sweep_every()
     )
     deliver_alerts.delay()
-    metrics.task_succeeded("expiry_scan")
+    _completed("expiry_scan")
     return out
 
 
@@ -125,5 +137,5 @@ def expiry_scan(self: Task) -> dict[str, Any]:
 def deliver_alerts(self: Task) -> dict[str, int]:
     """Send the alert notifications that are due (webhook, mail), with back-off."""
     out = renewal_setup.deliver_alerts(ledger(), get_settings(), SYSTEM_CLOCK)
-    metrics.task_succeeded("deliver_alerts")
+    _completed("deliver_alerts")
     return out

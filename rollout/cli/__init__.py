@@ -7,6 +7,7 @@ import os
 import typer
 
 from rollout.cli import alerts, bench, db, devices, profiles, renewals, rollouts, tokens
+from rollout.cli.check import check
 from rollout.cli.demo import demo
 from rollout.cli.serve import serve
 from rollout.config import SettingsError
@@ -32,6 +33,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(bench.app, name="bench")
 app.command()(demo)
 app.command()(serve)
+app.command()(check)
 
 
 def main() -> None:

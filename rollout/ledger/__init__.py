@@ -10,6 +10,7 @@ through one small interface, opened as a transaction by :class:`Ledger`::
     with ledger.registry() as store:  # devices and what they hold            -> RegistryStore
     with ledger.alerts() as store:    # alerts and their notifications        -> AlertStore
     with ledger.access() as store:    # operator API tokens (hashes, roles)   -> AccessStore
+    with ledger.heartbeats() as store:  # periodic tasks' last completions  -> HeartbeatStore
     with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
     with ledger.unit() as unit:       # several of them in one transaction
 
@@ -32,6 +33,7 @@ from rollout.ledger.alerts import AlertLedger
 from rollout.ledger.bulk import BulkLoader, SeedDevice, SeedTarget
 from rollout.ledger.checkin import CheckinLedger
 from rollout.ledger.fanout import FanoutLedger
+from rollout.ledger.heartbeats import HeartbeatLedger
 from rollout.ledger.library import LibraryLedger, ProfileConflictError
 from rollout.ledger.records import (
     AlertInfo,
@@ -165,7 +167,14 @@ class FanoutStore(Journal, Protocol):
     def mark_tokens_dead(self, devices: Sequence[tuple[int, dt.datetime]]) -> None: ...
     def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
     def running_without(self, states: Collection[str]) -> list[int]: ...
-    def finish(self, rollout_ids: Sequence[int], state: str, now: dt.datetime) -> None: ...
+    def finish(
+        self,
+        rollout_ids: Sequence[int],
+        state: str,
+        now: dt.datetime,
+        *,
+        stage_state: str | None = None,
+    ) -> None: ...
 
 
 class RolloutStore(Journal, Protocol):
@@ -311,6 +320,13 @@ class AccessStore(Journal, Protocol):
     def touch(self, token_id: int, now: dt.datetime) -> None: ...
 
 
+class HeartbeatStore(Protocol):
+    """When each periodic task last completed (written by the task, read by ``rollout check``)."""
+
+    def beat(self, name: str, at: dt.datetime) -> None: ...
+    def heartbeats(self) -> dict[str, dt.datetime]: ...
+
+
 class Unit:
     """Every store over one transaction (for work that spans consumers, e.g. planning)."""
 
@@ -398,6 +414,12 @@ class Ledger:
             yield AccessLedger(session)
 
     @contextmanager
+    def heartbeats(self) -> Iterator[HeartbeatStore]:
+        """See :class:`HeartbeatStore`."""
+        with db.transaction(self.engine) as session:
+            yield HeartbeatLedger(session)
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
@@ -423,6 +445,7 @@ __all__ = [
     "Event",
     "EventEntry",
     "FanoutStore",
+    "HeartbeatStore",
     "Holding",
     "ImportResult",
     "InstalledProfile",

@@ -41,8 +41,12 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode, foreign keys and a busy timeout."""
+def make_engine(url: str, *, connect_timeout: int | None = None, **kwargs: Any) -> Engine:
+    """An engine for ``url``; SQLite gets WAL mode, foreign keys and a busy timeout.
+
+    ``connect_timeout`` (seconds) bounds how long opening a server connection may take (a
+    deployment check must not hang on an unreachable server); SQLite opens a file, at once.
+    """
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -57,6 +61,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if connect_timeout is not None:
+        kwargs.setdefault("connect_args", {"connect_timeout": max(1, connect_timeout)})
     return create_engine(url, **kwargs)
 
 
@@ -89,11 +95,11 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def current_revision(url: str) -> str | None:
+def current_revision(url: str, *, connect_timeout: int | None = None) -> str | None:
     """The schema revision the database at ``url`` is at, or None when it is empty."""
     from alembic.runtime.migration import MigrationContext
 
-    engine = make_engine(url)
+    engine = make_engine(url, connect_timeout=connect_timeout)
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

@@ -30,7 +30,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from rollout.ledger.journal import Journaled
-from rollout.ledger.models import CommandRow, DeviceRow, RolloutCountRow, RolloutRow, TargetRow
+from rollout.ledger.models import (
+    CommandRow,
+    DeviceRow,
+    RolloutCountRow,
+    RolloutRow,
+    StageRow,
+    TargetRow,
+)
 from rollout.ledger.moves import bump_counters, chunks, move_targets
 from rollout.ledger.records import (
     AppliedMove,
@@ -495,13 +502,34 @@ class FanoutLedger(Journaled):
                 done.append(rid)
         return done
 
-    def finish(self, rollout_ids: Sequence[int], state: str, now: dt.datetime) -> None:
-        """Record that rollouts ended in ``state`` at ``now``."""
-        if rollout_ids:
+    def finish(
+        self,
+        rollout_ids: Sequence[int],
+        state: str,
+        now: dt.datetime,
+        *,
+        stage_state: str | None = None,
+    ) -> None:
+        """Record that rollouts ended in ``state`` at ``now`` (and, with ``stage_state``, that
+        their current stage ended in it, in the same transaction)."""
+        if not rollout_ids:
+            return
+        ids = list(rollout_ids)
+        self._session.execute(
+            update(RolloutRow)
+            .where(RolloutRow.id.in_(ids))
+            .values(state=state, finished_at=now, updated_at=now)
+        )
+        if stage_state is not None:
+            current = (
+                select(RolloutRow.current_stage)
+                .where(RolloutRow.id == StageRow.rollout_id)
+                .scalar_subquery()
+            )
             self._session.execute(
-                update(RolloutRow)
-                .where(RolloutRow.id.in_(list(rollout_ids)))
-                .values(state=state, finished_at=now, updated_at=now)
+                update(StageRow)
+                .where(StageRow.rollout_id.in_(ids), StageRow.number == current)
+                .values(state=stage_state, finished_at=now)
             )
 
     def _id_in(self, name: str) -> ColumnElement[bool]:
