@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rollout.config import get_settings
 from rollout.enrollment import IdentityPolicy, handle_checkin
 from rollout.ledger import Ledger, ProfileEntry
 from rollout.mdm import Authenticate, Enrollment, TokenUpdate
@@ -127,3 +130,16 @@ def checked_states(ledger: Ledger, rollout_id: int) -> dict[str, int]:
     assert kept == actual, (kept, actual)
     assert kept_reasons == reasons, (kept_reasons, reasons)
     return kept
+
+
+@pytest.fixture(autouse=True)
+def settings_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """For the settings tests (a module assigns it to an autouse name): no ROLLOUT_ variable
+    from the caller's shell, a scratch current folder, and the cached settings forgotten."""
+    for name in list(os.environ):
+        if name.startswith("ROLLOUT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rollout.config import SettingsError, get_settings, load_settings
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No ROLLOUT_ variable from the caller's shell, and a scratch current folder."""
-    for name in list(os.environ):
-        if name.startswith("ROLLOUT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+from tests.support import settings_fixture as clean_environment  # noqa: F401 (autouse)
 
 
 def _error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from rollout.config import (
 from rollout.ledger import Ledger, db
 from rollout.web.app import create_app
 from rollout.web.server import BackgroundServer
+from tests.support import settings_fixture as clean_environment  # noqa: F401 (autouse)
 
 # one distinct value per secret, each valid for its setting
 API_TOKEN = "api-token-0f3c9d1e7b2a4c68a5e1"
@@ -38,18 +38,6 @@ SECRETS = {
     "ROLLOUT_APNS_PASSWORD": APNS_PASSWORD,
     "ROLLOUT_DATABASE_PASSWORD": DB_PASSWORD,
 }
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No ROLLOUT_ variable from the caller's shell, and a scratch current folder."""
-    for name in list(os.environ):
-        if name.startswith("ROLLOUT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,6 +105,16 @@ def peak_rss_mb(pids: Iterable[int]) -> dict[int, float]:
     return out
 
 
+def latency_figures(times_ms: Sequence[float]) -> dict[str, float]:
+    """``p50_ms``, ``p99_ms``, ``mean_ms`` and ``max_ms`` of latencies in milliseconds."""
+    return {
+        "p50_ms": round(percentile(times_ms, 0.50), 3),
+        "p99_ms": round(percentile(times_ms, 0.99), 3),
+        "mean_ms": round(sum(times_ms) / len(times_ms), 3) if times_ms else 0.0,
+        "max_ms": round(max(times_ms), 3) if times_ms else 0.0,
+    }
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0 to 1) of ``values`` by nearest rank; 0.0 when there are none."""
     if not values:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import httpx
 
 from rollout import access
 from rollout.access import Role
-from rollout.bench.measure import percentile
+from rollout.bench.measure import latency_figures
 from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import Settings
@@ -168,10 +167,7 @@ def run_metrics_bench(
         "bench": "metrics",
         "size": size,
         "metrics": {
-            "p50_ms": round(percentile(times, 0.50), 3),
-            "p99_ms": round(percentile(times, 0.99), 3),
-            "mean_ms": round(statistics.fmean(times), 3),
-            "max_ms": round(max(times), 3),
+            **latency_figures(times),
             "scrapes": scrapes,
             "series": series,
             "bytes": len(body.encode()),

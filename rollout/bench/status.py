@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from rollout.bench.measure import percentile
+from rollout.bench.measure import latency_figures, percentile
 from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
 from rollout.clock import SYSTEM_CLOCK
 from rollout.ledger import Ledger, NewRollout, NewStage, RolloutSummary, SeedDevice, SeedTarget
@@ -162,10 +161,7 @@ def run_status_bench(
         "bench": "status",
         "size": size,
         "metrics": {
-            "p50_ms": round(percentile(times, 0.50), 3),
-            "p99_ms": round(percentile(times, 0.99), 3),
-            "mean_ms": round(statistics.fmean(times), 3),
-            "max_ms": round(max(times), 3),
+            **latency_figures(times),
             "reads": reads,
             "states": summary.states,
             "backend": "postgresql",
