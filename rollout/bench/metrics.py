@@ -60,14 +60,16 @@ LIVE = (T.PLANNED.value, T.QUEUED.value, T.PUSHED.value, T.ACKNOWLEDGED.value, T
 REASONS = {T.FAILED.value: "MCInstallationErrorDomain:4001", T.TIMED_OUT.value: "no_answer"}
 
 
-def seed_metrics_ledger(ledger: Ledger, rollouts: int) -> None:
+def seed_metrics_ledger(
+    ledger: Ledger, rollouts: int, *, fleet: int = FLEET, profiles: int = PROFILES
+) -> None:
     """Write the fleet, the held profiles, ``rollouts`` rollouts and the alerts."""
     rng = random.Random(SEED)
     now = SYSTEM_CLOCK.now()
     chain = make_apple_like_chain()
     uuids: list[str] = []
     with ledger.library() as library:
-        for k in range(PROFILES):
+        for k in range(profiles):
             data = make_profile(
                 chain,
                 name=f"Metrics bench {k}",
@@ -76,12 +78,12 @@ def seed_metrics_ledger(ledger: Ledger, rollouts: int) -> None:
             profile = parse_profile(data, trust_anchors=chain.anchors)
             library.add(profile, data, now)
             uuids.append(profile.uuid)
-    udids = [f"00008101-{i:016X}" for i in range(1, FLEET + 1)]
+    udids = [f"00008101-{i:016X}" for i in range(1, fleet + 1)]
     with ledger.bulk() as bulk:
         ids = bulk.devices(
             (SeedDevice(u, TOPIC, f"{i:064x}", f"m{i}") for i, u in enumerate(udids, 1)), now
         )
-    rows = "udid,profiles\n" + "".join(f"{u},{uuids[i % PROFILES]}\n" for i, u in enumerate(udids))
+    rows = "udid,profiles\n" + "".join(f"{u},{uuids[i % profiles]}\n" for i, u in enumerate(udids))
     with ledger.registry() as registry:
         registry.import_devices(read_inventory(rows.encode(), fmt="csv").records, now)
     stages = tuple(NewStage(label) for label in ("1%", "10%", "100%"))
@@ -91,7 +93,7 @@ def seed_metrics_ledger(ledger: Ledger, rollouts: int) -> None:
             rollout_id = store.create(
                 NewRollout(
                     name=f"renew {n}",
-                    profile_uuid=uuids[n % PROFILES],
+                    profile_uuid=uuids[n % profiles],
                     salt=f"s{n}",
                     stages=stages,
                     targets=(),
@@ -129,16 +131,22 @@ def _pick(rng: random.Random, table: Any) -> Any:
 
 
 def _targets(rng: random.Random, ids: list[int], mix: tuple[str, ...]) -> Iterator[SeedTarget]:
-    for k, device_id in enumerate(rng.sample(ids, TARGETS)):
+    for k, device_id in enumerate(rng.sample(ids, min(TARGETS, len(ids)))):
         state = rng.choice(mix)
         stage = 0 if k == 0 else 1 if k < 10 else 2
         yield SeedTarget(device_id, stage, state, REASONS.get(state), push_count=1)
 
 
 def run_metrics_bench(
-    size: int, *, postgres_admin: str | None = None, scrapes: int = SCRAPES
+    size: int,
+    *,
+    postgres_admin: str | None = None,
+    scrapes: int = SCRAPES,
+    fleet: int = FLEET,
+    profiles: int = PROFILES,
 ) -> dict[str, Any]:
-    """Time ``scrapes`` scrapes of ``/metrics`` with ``size`` rollouts on record."""
+    """Time ``scrapes`` scrapes of ``/metrics`` with ``size`` rollouts on record (over a
+    ``fleet`` holding ``profiles`` profiles)."""
     if size < 1:
         raise ValueError("size must be >= 1")
     admin = check_postgres(postgres_admin or pg_admin_url())
@@ -149,7 +157,7 @@ def run_metrics_bench(
         ledger = Ledger.open(url)
         try:
             t0 = time.perf_counter()
-            seed_metrics_ledger(ledger, size)
+            seed_metrics_ledger(ledger, size, fleet=fleet, profiles=profiles)
             seed_s = time.perf_counter() - t0
             token, _ = access.issue(
                 ledger, "prometheus", Role.VIEWER, actor="bench", now=SYSTEM_CLOCK.now()

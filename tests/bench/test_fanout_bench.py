@@ -9,7 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from rollout.bench.fanout import run_fanout_bench
-from rollout.bench.status import run_status_bench
+from rollout.bench.metrics import run_metrics_bench
+from rollout.bench.status import PAGES, run_status_bench
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,17 @@ def test_status_bench_reads_the_kept_counters(postgres_admin: str) -> None:
     assert 0 < metrics["p50_ms"] <= metrics["p99_ms"]
     assert sum(metrics["states"].values()) == 1000
     assert len(metrics["states"]) >= 8  # a mix, not one state
+    assert set(metrics["pages"]) == {name for name, _, _ in PAGES}  # every page shape timed
+    for figures in metrics["pages"].values():
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["rows_per_page"] > 0
+
+
+def test_metrics_bench_scrapes_what_it_seeded(postgres_admin: str) -> None:
+    result = run_metrics_bench(12, postgres_admin=postgres_admin, scrapes=5, fleet=300, profiles=3)
+    metrics = result["metrics"]
+    assert result["bench"] == "metrics" and result["size"] == 12
+    assert 0 < metrics["p50_ms"] <= metrics["p99_ms"]
+    assert metrics["series"] > 12 and metrics["bytes"] > 1000
 
 
 def test_benches_say_clearly_when_postgresql_is_missing() -> None:
