@@ -171,7 +171,7 @@ def _by_name(report: dict[str, Any]) -> dict[str, dict[str, str]]:
 def test_a_working_deployment_passes_every_check(deployment: Deployment) -> None:
     started = time.monotonic()
     code, report = _check(deployment)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # bounded time-outs: never a hang
     checks = _by_name(report)
     assert code == 0 and report["ok"] is True, report
     assert list(checks) == [
@@ -196,7 +196,7 @@ def test_a_closed_broker_port_fails_the_broker_check(deployment: Deployment) -> 
     closed = f"redis://127.0.0.1:{_free_port()}/0"
     started = time.monotonic()
     code, report = _check(deployment, ROLLOUT_BROKER_URL=closed)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # bounded time-outs: never a hang
     checks = _by_name(report)
     assert code == 1 and report["ok"] is False
     assert checks["broker"]["status"] == "fail"
