@@ -73,6 +73,21 @@ twice as many characters (:data:`PUSH_TOKEN_HEX`)."""
 PUSH_TOKEN_HEX: Final = 2 * PUSH_TOKEN_BYTES
 """The stored (hex) form of :data:`PUSH_TOKEN_BYTES`, characters."""
 
+
+def sealed_chars(plain_bytes: int) -> int:
+    """Characters a value of ``plain_bytes`` UTF-8 bytes takes once sealed at rest
+    (:mod:`rollout.ledger.sealing`): ``s1.``, an 8-digit key id and a dot, then the nonce (12
+    bytes), the ciphertext and the tag (16 bytes) in unpadded base64url."""
+    return len("s1.") + 8 + 1 + -(-(12 + plain_bytes + 16) * 4 // 3)
+
+
+PUSH_TOKEN_STORED: Final = sealed_chars(PUSH_TOKEN_HEX)
+"""The ledger's push token column, characters: a sealed :data:`PUSH_TOKEN_HEX`."""
+
+PUSH_MAGIC_STORED: Final = sealed_chars(4 * PUSH_MAGIC)
+"""The ledger's push magic column, characters: a sealed :data:`PUSH_MAGIC` of 4-byte
+characters."""
+
 # --- command reports ------------------------------------------------------------------------
 
 COMMAND_UUID: Final = 64
@@ -132,8 +147,8 @@ COLUMNS: Final[Mapping[str, int]] = MappingProxyType(
         "devices.serial_number": SERIAL_NUMBER,
         "devices.model": MODEL,
         "devices.device_name": DEVICE_NAME,
-        "devices.push_magic": PUSH_MAGIC,
-        "devices.push_token": PUSH_TOKEN_HEX,
+        "devices.push_magic": PUSH_MAGIC_STORED,
+        "devices.push_token": PUSH_TOKEN_STORED,
         "commands.command_uuid": COMMAND_UUID,
         "targets.command_uuid": COMMAND_UUID,
         "targets.reason": TARGET_REASON,

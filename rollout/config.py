@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from rollout.alerts import AlertPolicy
+from rollout.ledger.sealing import LedgerKeyError, Sealer, parse_keys
 from rollout.oidc import OidcConfig, parse_role_map, url_problem
 from rollout.policy import EnginePolicy
 from rollout.renewal import RenewalPolicy
@@ -73,6 +74,7 @@ SECRET_SETTINGS = frozenset(
         "alert_webhook_secret",
         "smtp_password",
         "database_password",
+        "ledger_keys",
     }
 )
 # URLs that may carry a password: shown with the password as ***
@@ -426,6 +428,12 @@ class Settings(BaseSettings):
     token_pepper: Secret = Field(
         default="", description="HMAC key the ledger's API token hashes are made with."
     )
+    ledger_keys: Secret = Field(
+        default="",
+        description="Keys that seal devices' push tokens and push magic at rest (32 bytes, "
+        "base64; make one with `rollout keys new`), comma-separated: the first seals, all open. "
+        "Empty: stored in plain text.",
+    )
     oidc_issuer: OidcUrl = Field(
         default="",
         description="The identity provider whose JWTs open the operator API (the exact `iss`); "
@@ -544,6 +552,15 @@ class Settings(BaseSettings):
         value = value.strip()
         if value and not re.match(r"https?://[^/\s]+", value):
             raise _invalid("is not an http:// or https:// URL")  # may hold a token: not quoted
+        return value
+
+    @field_validator("ledger_keys")
+    @classmethod
+    def _ledger_keys(cls, value: str) -> str:
+        try:
+            parse_keys(value)
+        except LedgerKeyError as exc:
+            raise _invalid(str(exc)) from None  # names the key's position, never its value
         return value
 
     @field_validator("worker_metrics_addr")
@@ -748,6 +765,10 @@ class Settings(BaseSettings):
     def device_ca_paths(self) -> list[Path]:
         """The configured device-CA files."""
         return [Path(p.strip()) for p in self.device_ca.split(",") if p.strip()]
+
+    def sealer(self) -> Sealer:
+        """What seals devices' push secrets in the ledger (:mod:`rollout.ledger.sealing`)."""
+        return Sealer(parse_keys(self.ledger_keys))
 
     def resolved_database_url(self) -> str:
         """The ledger URL, falling back to the embedded SQLite file."""

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from cryptography import x509
 from sqlalchemy.exc import DBAPIError
 
+from rollout import key_rotation
 from rollout.apns import load_push_certificate
 from rollout.apns.certs import PushCertificate
 from rollout.apns.errors import ApnsError
@@ -135,7 +136,9 @@ def check_beat(settings: Settings, clock: Clock) -> CheckResult:
     No heartbeat at all is a warning (a new deployment whose beat has not ticked yet); an old
     one is a failure. Another periodic task whose last run is stale is a warning.
     """
-    ledger = Ledger(db.make_engine(settings.resolved_database_url(), connect_timeout=3))
+    ledger = Ledger(
+        db.make_engine(settings.resolved_database_url(), connect_timeout=3), settings.sealer()
+    )
     try:
         with ledger.heartbeats() as store:
             beats = store.heartbeats()
@@ -167,6 +170,51 @@ def check_beat(settings: Settings, clock: Clock) -> CheckResult:
         )
     return CheckResult(
         "beat", WARN if stale else OK, f"last tick {_ago(age)} (limit {limit:.0f}s){others}"
+    )
+
+
+def check_ledger_keys(settings: Settings, clock: Clock) -> CheckResult:
+    """Every sealed push secret opens with a configured key; none is left in plain text.
+
+    A value sealed with a key that is not configured is a failure (that device cannot be
+    pushed); plain values, or values under an older key, are a warning (``rollout keys rotate``).
+    """
+    del clock
+    sealer = settings.sealer()
+    ledger = Ledger(db.make_engine(settings.resolved_database_url(), connect_timeout=3), sealer)
+    try:
+        found = key_rotation.census(ledger, sealer)
+    except DBAPIError as exc:
+        return CheckResult("ledger keys", FAIL, f"cannot read the devices: {_reason(exc)}")
+    finally:
+        ledger.dispose()
+    used = found.in_use()
+    if found.missing():
+        return CheckResult(
+            "ledger keys",
+            FAIL,
+            f"push secrets sealed with key(s) {', '.join(found.missing())}, which ROLLOUT_"
+            "LEDGER_KEYS does not hold: those devices cannot be pushed",
+        )
+    if found.current is None:
+        return CheckResult(
+            "ledger keys",
+            WARN,
+            f"no ledger key: {used.get('plain', 0)} push secret(s) stored in plain text "
+            "(set ROLLOUT_LEDGER_KEYS from `rollout keys new`, then `rollout keys rotate`)",
+        )
+    if found.stale():
+        return CheckResult(
+            "ledger keys",
+            WARN,
+            f"{found.stale()} push secret(s) not sealed with key {found.current}: "
+            "run `rollout keys rotate`",
+        )
+    return CheckResult(
+        "ledger keys",
+        OK,
+        f"{used.get(found.current, 0)} push secret(s) sealed with key {found.current}"
+        + (f"; key(s) {', '.join(found.retired())} no longer needed" if found.retired() else ""),
     )
 
 
@@ -464,6 +512,7 @@ ORDER = (
     "broker",
     "workers",
     "beat",
+    "ledger keys",
     "push certificate",
     "apns",
     "device ca",
@@ -476,8 +525,12 @@ ORDER = (
 def _ledger_and_beat(settings: Settings, clock: Clock) -> list[CheckResult]:
     ledger = check_ledger(settings, clock)
     if ledger.status != OK:
-        return [ledger, CheckResult("beat", SKIP, "not read: the ledger check failed")]
-    return [ledger, check_beat(settings, clock)]
+        return [
+            ledger,
+            CheckResult("beat", SKIP, "not read: the ledger check failed"),
+            CheckResult("ledger keys", SKIP, "not read: the ledger check failed"),
+        ]
+    return [ledger, check_beat(settings, clock), check_ledger_keys(settings, clock)]
 
 
 def _broker_and_workers(settings: Settings, clock: Clock) -> list[CheckResult]:

@@ -78,7 +78,7 @@ def exclusion(
     if device.state == EnrollmentState.CHECKED_OUT:
         return "checked_out"
     if device.state == EnrollmentState.IMPORTED and (
-        device.token_state != TokenState.ACTIVE or not device.push_magic
+        device.token_state != TokenState.ACTIVE or not device.has_push_magic
     ):
         return "never_pushable"
     if device.platform is not None:

@@ -72,12 +72,19 @@ def ledger_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+TEST_LEDGER_KEY = "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+"""The ledger key of the tests' PostgreSQL ledgers: there, every push secret is sealed."""
+
+
 @pytest.fixture
 def ledger(ledger_url: str) -> Iterator[object]:
-    """A migrated ledger on each backend (SQLite and PostgreSQL)."""
+    """A migrated ledger on each backend: on SQLite push secrets are stored as they are (a
+    deployment without a key), on PostgreSQL sealed with :data:`TEST_LEDGER_KEY`."""
     from rollout.ledger import Ledger
+    from rollout.ledger.sealing import PLAIN, Sealer, parse_keys
 
-    opened = Ledger.open(ledger_url)
+    sealer = Sealer(parse_keys(TEST_LEDGER_KEY)) if ledger_url.startswith("postgres") else PLAIN
+    opened = Ledger.open(ledger_url, sealer)
     try:
         yield opened
     finally:

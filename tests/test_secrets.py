@@ -30,6 +30,7 @@ WEBHOOK_SECRET = "webhook-secret-4d2b8e6f1a3c"
 SMTP_PASSWORD = "smtp-password-7c1e5a9d"
 APNS_PASSWORD = "apns-password-3e8b2d6f"
 DB_PASSWORD = "db-password-5a9c1e7b"
+LEDGER_KEYS = "Zm9yLXRlc3RzLW9ubHktbm90LWEtcmVhbC1rZXktLS0="  # 32 bytes, base64
 SECRETS = {
     "ROLLOUT_API_TOKEN": API_TOKEN,
     "ROLLOUT_TOKEN_PEPPER": PEPPER,
@@ -37,6 +38,7 @@ SECRETS = {
     "ROLLOUT_SMTP_PASSWORD": SMTP_PASSWORD,
     "ROLLOUT_APNS_PASSWORD": APNS_PASSWORD,
     "ROLLOUT_DATABASE_PASSWORD": DB_PASSWORD,
+    "ROLLOUT_LEDGER_KEYS": LEDGER_KEYS,
 }
 
 
@@ -65,7 +67,8 @@ def test_each_secret_is_read_from_its_file_without_the_trailing_newline(
     assert settings.api_token == API_TOKEN and settings.token_pepper == PEPPER
     assert settings.alert_webhook_secret == WEBHOOK_SECRET
     assert settings.smtp_password == SMTP_PASSWORD and settings.apns_password == APNS_PASSWORD
-    assert settings.database_password == DB_PASSWORD
+    assert settings.database_password == DB_PASSWORD and settings.ledger_keys == LEDGER_KEYS
+    assert settings.sealer().sealing
     # the password is merged into the ledger's URL, and shown nowhere
     assert settings.resolved_database_url() == (
         f"postgresql://rollout:{DB_PASSWORD}@db.example/rollout"
@@ -117,6 +120,7 @@ def test_a_missing_secret_file_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_
         ("ROLLOUT_API_TOKEN", "short one", "must be at least 24 printable characters"),
         ("ROLLOUT_TOKEN_PEPPER", "tiny", "must be at least 16 characters"),
         ("ROLLOUT_ALERT_WEBHOOK_SECRET", "tiny", "must be at least 16 characters"),
+        ("ROLLOUT_LEDGER_KEYS", f"{LEDGER_KEYS},c2hvcnQ=", "key 2 is 5 bytes; a ledger key is 32"),
     ],
 )
 def test_a_bad_secret_in_a_file_names_the_file_not_the_value(
@@ -127,10 +131,13 @@ def test_a_bad_secret_in_a_file_names_the_file_not_the_value(
     monkeypatch.setenv(f"{name}_FILE", str(path))
     with pytest.raises(SettingsError) as info:
         load_settings()
-    assert str(info.value) == f"{name}_FILE ({path}): {message}" + (
-        " without spaces (or empty)" if name == "ROLLOUT_API_TOKEN" else " (or empty)"
-    )
-    assert value not in str(info.value)
+    if name == "ROLLOUT_LEDGER_KEYS":
+        assert str(info.value).startswith(f"{name}_FILE ({path}): {message}")
+    else:
+        assert str(info.value) == f"{name}_FILE ({path}): {message}" + (
+            " without spaces (or empty)" if name == "ROLLOUT_API_TOKEN" else " (or empty)"
+        )
+    assert value not in str(info.value) and LEDGER_KEYS not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -172,6 +179,7 @@ def test_no_secret_shows_in_errors_repr_logs_or_api_answers(
         "ROLLOUT_API_TOKEN": API_TOKEN[:20],
         "ROLLOUT_TOKEN_PEPPER": PEPPER[:10],
         "ROLLOUT_ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET[:10],
+        "ROLLOUT_LEDGER_KEYS": LEDGER_KEYS[:20],
     }.items():
         monkeypatch.delenv(f"{name}_FILE")
         monkeypatch.setenv(name, bad)

@@ -39,7 +39,8 @@ def _per_process(name: str, build: Any) -> Any:
 def ledger() -> Ledger:
     """This process's ledger (its connection pool lives as long as the process)."""
     opened: Ledger = _per_process(
-        "ledger", lambda: Ledger.open(get_settings().resolved_database_url())
+        "ledger",
+        lambda: Ledger.open(get_settings().resolved_database_url(), get_settings().sealer()),
     )
     return opened
 

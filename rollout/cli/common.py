@@ -70,7 +70,7 @@ def ledger() -> Iterator[Ledger]:
                 fail(
                     f"the ledger is at revision {rev or 'none'}, not {head}: run rollout db upgrade"
                 )
-        opened = Ledger.open(url)
+        opened = Ledger.open(url, settings.sealer())
     except OperationalError as exc:
         fail(f"cannot open the ledger ({settings.ledger_location()}): {_first_line(exc.orig)}")
     try:

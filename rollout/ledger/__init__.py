@@ -60,6 +60,7 @@ from rollout.ledger.records import (
     PlannedTarget,
     ProfileEntry,
     ProfileFact,
+    PushData,
     PushRecord,
     PushRegistration,
     PushTarget,
@@ -76,6 +77,8 @@ from rollout.ledger.records import (
 )
 from rollout.ledger.registry import RegistryLedger
 from rollout.ledger.rollouts import RolloutError, RolloutLedger
+from rollout.ledger.sealed import SealedLedger, SealedRow
+from rollout.ledger.sealing import PLAIN, Sealer
 
 if TYPE_CHECKING:
     from rollout.inventory import DeviceRecord
@@ -251,6 +254,7 @@ class RegistryStore(Journal, Protocol):
     def import_devices(self, records: Sequence[DeviceRecord], now: dt.datetime) -> ImportResult: ...
     def device_ids(self, keys: Sequence[str]) -> dict[str, int]: ...
     def get(self, key: str) -> DeviceInfo | None: ...
+    def push_data(self, key: str) -> PushData | None: ...
     def page(
         self, *, after_id: int = 0, limit: int = 100, where: DeviceFilter | None = None
     ) -> list[DeviceInfo]: ...
@@ -330,31 +334,33 @@ class HeartbeatStore(Protocol):
 class Unit:
     """Every store over one transaction (for work that spans consumers, e.g. planning)."""
 
-    def __init__(self, session: db.Session) -> None:
-        self.checkin: CheckinStore = CheckinLedger(session)
-        self.fanout: FanoutStore = FanoutLedger(session)
+    def __init__(self, session: db.Session, sealer: Sealer = PLAIN) -> None:
+        self.checkin: CheckinStore = CheckinLedger(session, sealer)
+        self.fanout: FanoutStore = FanoutLedger(session, sealer)
         self.rollouts: RolloutStore = RolloutLedger(session)
         self.library: LibraryStore = LibraryLedger(session)
-        self.registry: RegistryStore = RegistryLedger(session)
+        self.registry: RegistryStore = RegistryLedger(session, sealer)
         self.alerts: AlertStore = AlertLedger(session)
         self.access: AccessStore = AccessLedger(session)
-        self.bulk = BulkLoader(session)
+        self.bulk = BulkLoader(session, sealer)
 
 
 class Ledger:
     """A ledger database: opens a transaction per unit of work, as the store it is used as.
 
     Each ``with`` block is one transaction: committed when the block ends, rolled back when it
-    raises.
+    raises. ``sealer`` seals devices' push secrets at rest (see :mod:`rollout.ledger.sealing`);
+    by default they are stored as they are.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer = PLAIN) -> None:
         self.engine = engine
+        self.sealer = sealer
 
     @classmethod
-    def open(cls, url: str) -> Ledger:
+    def open(cls, url: str, sealer: Sealer = PLAIN) -> Ledger:
         """A ledger on ``url`` (the schema must be migrated: see :func:`db.upgrade`)."""
-        return cls(db.make_engine(url))
+        return cls(db.make_engine(url), sealer)
 
     @property
     def backend(self) -> str:
@@ -369,19 +375,19 @@ class Ledger:
     def unit(self) -> Iterator[Unit]:
         """Every store over one transaction."""
         with db.transaction(self.engine) as session:
-            yield Unit(session)
+            yield Unit(session, self.sealer)
 
     @contextmanager
     def checkin(self) -> Iterator[CheckinStore]:
         """See :class:`CheckinStore`."""
         with db.transaction(self.engine) as session:
-            yield CheckinLedger(session)
+            yield CheckinLedger(session, self.sealer)
 
     @contextmanager
     def fanout(self) -> Iterator[FanoutStore]:
         """See :class:`FanoutStore`."""
         with db.transaction(self.engine) as session:
-            yield FanoutLedger(session)
+            yield FanoutLedger(session, self.sealer)
 
     @contextmanager
     def rollouts(self) -> Iterator[RolloutStore]:
@@ -399,7 +405,7 @@ class Ledger:
     def registry(self) -> Iterator[RegistryStore]:
         """See :class:`RegistryStore`."""
         with db.transaction(self.engine) as session:
-            yield RegistryLedger(session)
+            yield RegistryLedger(session, self.sealer)
 
     @contextmanager
     def alerts(self) -> Iterator[AlertStore]:
@@ -420,10 +426,16 @@ class Ledger:
             yield HeartbeatLedger(session)
 
     @contextmanager
+    def sealed(self) -> Iterator[SealedLedger]:
+        """See :class:`~rollout.ledger.sealed.SealedLedger`."""
+        with db.transaction(self.engine) as session:
+            yield SealedLedger(session)
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
-            yield BulkLoader(session)
+            yield BulkLoader(session, self.sealer)
 
 
 __all__ = [
@@ -461,6 +473,7 @@ __all__ = [
     "ProfileConflictError",
     "ProfileEntry",
     "ProfileFact",
+    "PushData",
     "PushRecord",
     "PushRegistration",
     "PushTarget",
@@ -473,6 +486,9 @@ __all__ = [
     "RolloutStore",
     "RolloutSummary",
     "RunningRollout",
+    "SealedLedger",
+    "SealedRow",
+    "Sealer",
     "SeedDevice",
     "SeedTarget",
     "StageInfo",

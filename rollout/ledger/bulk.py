@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from rollout.ledger.models import DeviceRow, TargetRow
 from rollout.ledger.moves import ReasonKey, bump_counters, bump_reasons, reason_key
+from rollout.ledger.sealing import PLAIN, Sealer
 from rollout.states import EnrollmentState, TokenState
 
 _COPY_CHUNK = 10_000
@@ -61,8 +62,9 @@ _TARGET_COLUMNS = (
 class BulkLoader:
     """Loads rows inside one transaction."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, sealer: Sealer = PLAIN) -> None:
         self._session = session
+        self._sealer = sealer
 
     @property
     def _pg(self) -> bool:
@@ -75,10 +77,12 @@ class BulkLoader:
         enrolled, active = EnrollmentState.ENROLLED.value, TokenState.ACTIVE.value
 
         def rows() -> Iterable[tuple[Any, ...]]:
+            seal = self._sealer.seal
             for d in seeds:
                 yield (d.key, d.key, "device", enrolled, d.platform, d.os_version, d.topic,
-                       d.push_token, d.push_magic, active, d.identity_sha256, "[]", now, now,
-                       now)  # fmt: skip
+                       seal(d.push_token, "push_token", d.key),
+                       seal(d.push_magic, "push_magic", d.key), active, d.identity_sha256,
+                       "[]", now, now, now)  # fmt: skip
 
         self._load(DeviceRow.__table__, _DEVICE_COLUMNS, rows(), json_columns={"tags"})
         return list(

@@ -42,6 +42,7 @@ from rollout.ledger.records import (
     RolloutFacts,
 )
 from rollout.ledger.rollouts import profile_content_of
+from rollout.ledger.sealing import PLAIN, Sealer
 from rollout.states import CommandStatus, EnrollmentState, TokenState
 
 _DEVICE_DETAILS = frozenset(
@@ -54,8 +55,9 @@ _SERVABLE = (CommandStatus.QUEUED.value, CommandStatus.SENT.value, CommandStatus
 class CheckinLedger(Journaled):
     """The check-in path's view of the ledger, inside one transaction."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, sealer: Sealer = PLAIN) -> None:
         self._session = session
+        self._sealer = sealer
 
     # ---- enrollments ---------------------------------------------------------------------
 
@@ -115,8 +117,9 @@ class CheckinLedger(Journaled):
         device = self._session.get(DeviceRow, device_id, with_for_update=True)
         assert device is not None
         first = device.enrolled_at is None or device.enrollment_state != EnrollmentState.ENROLLED
-        device.push_token = reg.token_hex
-        device.push_magic = reg.push_magic
+        owner = device.enrollment_id
+        device.push_token = self._sealer.seal(reg.token_hex, "push_token", owner)
+        device.push_magic = self._sealer.seal(reg.push_magic, "push_magic", owner)
         device.topic = reg.topic or device.topic
         device.token_state = TokenState.ACTIVE
         device.token_dead_at = None

@@ -48,6 +48,7 @@ from rollout.ledger.records import (
     RunningRollout,
     UnpushableTarget,
 )
+from rollout.ledger.sealing import PLAIN, Sealer, open_or_none, sealed_id
 from rollout.ledger.types import UTCDateTime
 from rollout.states import CommandStatus, EnrollmentState, RolloutState, TargetState, TokenState
 
@@ -128,8 +129,9 @@ _PUSHED_PG = text(
 class FanoutLedger(Journaled):
     """The fan-out path's view of the ledger, inside one transaction."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, sealer: Sealer = PLAIN) -> None:
         self._session = session
+        self._sealer = sealer
 
     @property
     def _pg(self) -> bool:
@@ -370,7 +372,13 @@ class FanoutLedger(Journaled):
             self._session.execute(stmt, {"ids": list(chunk)})
 
     def push_targets(self, target_ids: Sequence[int]) -> list[PushTarget]:
-        """The targets of a batch with their states and their devices' push data."""
+        """The targets of a batch with their states and their devices' push data (opened).
+
+        A push secret that does not authenticate (altered in the database) reads as absent,
+        for that device alone; one sealed with a key that is not configured raises
+        :class:`~rollout.ledger.sealing.SealError` for the whole batch (a configuration
+        error: nothing is moved, the batch is retried).
+        """
         rows = self._session.execute(
             select(
                 TargetRow.id,
@@ -382,13 +390,23 @@ class FanoutLedger(Journaled):
                 DeviceRow.topic,
                 DeviceRow.token_state,
                 DeviceRow.enrollment_state,
+                DeviceRow.enrollment_id,
             )
             .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
             .where(self._id_in("target_ids"))
             .order_by(TargetRow.id),
             {"target_ids": list(target_ids)},
         ).all()
-        return [PushTarget(*r) for r in rows]
+        if not self._sealer.sealing and not any(sealed_id(r[4]) or sealed_id(r[5]) for r in rows):
+            return [PushTarget(*r[:9]) for r in rows]
+        opened = []
+        for tid, state, count, device_id, token, magic, topic, tstate, estate, owner in rows:
+            token = open_or_none(self._sealer, token, "push_token", owner)
+            magic = open_or_none(self._sealer, magic, "push_magic", owner)
+            opened.append(
+                PushTarget(tid, state, count, device_id, token, magic, topic, tstate, estate)
+            )
+        return opened
 
     def record_pushes(
         self, pushes: Sequence[PushRecord], moves: Sequence[Move], now: dt.datetime

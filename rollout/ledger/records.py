@@ -390,6 +390,15 @@ class ProfileEntry:
 
 
 @dataclass(frozen=True)
+class PushData:
+    """What it takes to wake one device (opened from the ledger's sealed columns)."""
+
+    token: str | None
+    push_magic: str | None
+    topic: str | None
+
+
+@dataclass(frozen=True)
 class DeviceInfo:
     """A device in the registry."""
 
@@ -407,8 +416,8 @@ class DeviceInfo:
     tags: tuple[str, ...]
     last_seen_at: dt.datetime | None
     topic: str | None = None
-    push_token: str | None = None
-    push_magic: str | None = None
+    has_push_token: bool = False  # the secrets themselves stay in the ledger (sealed)
+    has_push_magic: bool = False
     identity_sha256: str | None = None
     access_rights: int | None = None
     device_name: str | None = None

@@ -22,7 +22,9 @@ from rollout.ledger.records import (
     Holding,
     ImportResult,
     InstalledProfile,
+    PushData,
 )
+from rollout.ledger.sealing import PLAIN, Sealer
 from rollout.ledger.upsert import upsert
 from rollout.states import TokenState
 
@@ -49,8 +51,8 @@ def _info(row: DeviceRow) -> DeviceInfo:
         tags=tuple(row.tags or ()),
         last_seen_at=row.last_seen_at,
         topic=row.topic,
-        push_token=row.push_token,
-        push_magic=row.push_magic,
+        has_push_token=row.push_token is not None,
+        has_push_magic=row.push_magic is not None,
         identity_sha256=row.identity_sha256,
         access_rights=row.access_rights,
         device_name=row.device_name,
@@ -63,8 +65,9 @@ def _info(row: DeviceRow) -> DeviceInfo:
 class RegistryLedger(Journaled):
     """The device registry, inside one transaction."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, sealer: Sealer = PLAIN) -> None:
         self._session = session
+        self._sealer = sealer
 
     def import_devices(self, records: Sequence[DeviceRecord], now: dt.datetime) -> ImportResult:
         """Upsert ``records`` by enrollment id, in batches.
@@ -85,6 +88,9 @@ class RegistryLedger(Journaled):
                 value = getattr(r, col)
                 if value is not None:
                     row[col] = list(value) if col == "tags" else value
+            for secret in ("push_token", "push_magic"):
+                if secret in row:
+                    row[secret] = self._sealer.seal(row[secret], secret, r.enrollment_id)
             if r.push_token is not None:
                 row["token_state"] = TokenState.ACTIVE.value
                 row["token_dead_at"] = None
@@ -135,6 +141,22 @@ class RegistryLedger(Journaled):
         """The device with this UDID or EnrollmentID, or None."""
         row = self._session.scalar(select(DeviceRow).where(DeviceRow.enrollment_id == key))
         return _info(row) if row is not None else None
+
+    def push_data(self, key: str) -> PushData | None:
+        """The device's push token, push magic and topic, opened; None for an unknown device."""
+        row = self._session.execute(
+            select(DeviceRow.push_token, DeviceRow.push_magic, DeviceRow.topic).where(
+                DeviceRow.enrollment_id == key
+            )
+        ).first()
+        if row is None:
+            return None
+        token, magic, topic = row
+        return PushData(
+            token=self._sealer.open(token, "push_token", key),
+            push_magic=self._sealer.open(magic, "push_magic", key),
+            topic=topic,
+        )
 
     def page(
         self, *, after_id: int = 0, limit: int = 100, where: DeviceFilter | None = None

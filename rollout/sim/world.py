@@ -29,6 +29,7 @@ from rollout.clock import SYSTEM_CLOCK
 from rollout.config import EMBEDDED_BROKER_URL, Settings
 from rollout.inventory import read_inventory
 from rollout.ledger import AlertInfo, Ledger, db
+from rollout.ledger.sealing import Sealer, new_key, parse_keys
 from rollout.operations import create_rollout, rollout_report, rollout_summary
 from rollout.profiles import Profile, parse_profile
 from rollout.sim.apns_server import ApnsStandIn
@@ -80,6 +81,7 @@ class World:
         self._apple_env: dict[str, str] = {}
         self.trust_anchors: list[x509.Certificate] = []  # what the library trusts
         self._serving = contextlib.ExitStack()
+        self.ledger_keys = ""
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -98,7 +100,10 @@ class World:
             shutil.rmtree(self.home / "broker", ignore_errors=True)
             self.broker_url = EMBEDDED_BROKER_URL
         db.upgrade(self.database_url)
-        self.ledger = Ledger.open(self.database_url)
+        # Devices' push secrets are sealed at rest, as in production: with the keys given, or
+        # with a key of the world's own, kept beside its ledger for the next run.
+        self.ledger_keys = self.cfg.engine_env.get("ROLLOUT_LEDGER_KEYS") or self._own_key()
+        self.ledger = Ledger.open(self.database_url, Sealer(parse_keys(self.ledger_keys)))
 
         # old enough to have signed a profile made a year ago
         self.chain = make_apple_like_chain(
@@ -335,6 +340,15 @@ class World:
                 raise TimeoutError(f"rollout {rollout_id} still running after {timeout} s")
             time.sleep(every)
 
+    def _own_key(self) -> str:
+        path = self.home / "ledger.key"
+        if path.exists():
+            return path.read_text().strip()
+        key = new_key()
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        return key
+
     # ---- Celery processes ----------------------------------------------------------------
 
     def worker_env(self) -> dict[str, str]:
@@ -351,6 +365,7 @@ class World:
                 "ROLLOUT_APNS_CA": self.standin.ca_file,
                 "ROLLOUT_TICK_INTERVAL_S": "0.5" if self.cfg.fast else "1",
                 "ROLLOUT_SWEEP_INTERVAL_S": "1",
+                "ROLLOUT_LEDGER_KEYS": self.ledger_keys,
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -165,5 +165,5 @@ def create_app(
 ) -> RolloutApp:
     """Build the app on the configured (or given) ledger."""
     settings = settings or get_settings()
-    ledger = ledger or Ledger.open(settings.resolved_database_url())
+    ledger = ledger or Ledger.open(settings.resolved_database_url(), settings.sealer())
     return RolloutApp(ledger, settings, clock)

@@ -34,6 +34,7 @@ from rollout.ledger import Ledger, db
 from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.pki import make_ca
 from tests.cli.support import rollout
+from tests.conftest import TEST_LEDGER_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = "check-test@localhost"
@@ -150,6 +151,7 @@ def deployment(
                 "ROLLOUT_APNS_CA": standin.ca_file,
                 "ROLLOUT_DEVICE_CA": str(ca),
                 "ROLLOUT_TRUST_ANCHORS": str(ca),
+                "ROLLOUT_LEDGER_KEYS": TEST_LEDGER_KEY,
             },
             app=app,
         )
@@ -175,8 +177,8 @@ def test_a_working_deployment_passes_every_check(deployment: Deployment) -> None
     checks = _by_name(report)
     assert code == 0 and report["ok"] is True, report
     assert list(checks) == [
-        "ledger", "broker", "workers", "beat", "push certificate", "apns", "device ca",
-        "trust anchors", "identity",
+        "ledger", "broker", "workers", "beat", "ledger keys", "push certificate", "apns",
+        "device ca", "trust anchors", "identity",
     ]  # fmt: skip
     assert {c["status"] for c in report["checks"]} == {"ok"}, report
     assert set(report["checks"][0]) == {"name", "status", "detail"}

@@ -29,9 +29,11 @@ import pytest
 import redis
 import yaml
 from alembic import command
+from alembic.script import ScriptDirectory
 
 from rollout.clock import SYSTEM_CLOCK
 from rollout.ledger import Ledger, db
+from rollout.ledger.sealing import new_key
 from rollout.operations import create_rollout, rollout_report
 from rollout.profiles import parse_profile
 from rollout.sim.apns_server import ApnsStandIn
@@ -184,6 +186,7 @@ def test_the_compose_services_settings_run_a_staged_rollout(
         (home / "device-ca.pem").write_bytes(fleet.ca.cert_pem())
         (home / "anchor.der").write_bytes(chain.root.cert_der())
         (home / "token-pepper").write_text("a-pepper-from-a-secret-file\n")
+        (home / "ledger-keys").write_text(new_key() + "\n")
         # where the compose file names a place: here instead
         places = {
             "ROLLOUT_HOME": str(home),
@@ -193,6 +196,7 @@ def test_the_compose_services_settings_run_a_staged_rollout(
             "ROLLOUT_DEVICE_CA": str(home / "device-ca.pem"),
             "ROLLOUT_TRUST_ANCHORS": str(home / "anchor.der"),
             "ROLLOUT_TOKEN_PEPPER_FILE": str(home / "token-pepper"),
+            "ROLLOUT_LEDGER_KEYS_FILE": str(home / "ledger-keys"),
             "ROLLOUT_APNS_URL": standin.base_url,
             "ROLLOUT_APNS_CA": standin.ca_file,
             "ROLLOUT_WORKER_METRICS_PORT": "0",
@@ -270,10 +274,15 @@ def test_the_compose_services_settings_run_a_staged_rollout(
             settings = {k: v for k, v in env_of("web").items() if k.startswith("ROLLOUT_")}
             checked = check(settings, home)
             assert checked["ok"] is True, checked
-            assert {c["name"]: c["status"] for c in checked["checks"]}["workers"] == "ok"
+            statuses = {c["name"]: c["status"] for c in checked["checks"]}
+            assert statuses["workers"] == statuses["ledger keys"] == "ok", checked
             gone = check({**settings, "ROLLOUT_BROKER_URL": "redis://127.0.0.1:9/0"}, home)
             assert failed(gone) == ["broker"], gone
-            command.downgrade(db.alembic_config(postgres_url), "-1")
+            # one migration behind: the ledger's recorded revision is the one before the latest
+            # (a real downgrade would refuse, the push secrets being sealed)
+            cfg = db.alembic_config(postgres_url)
+            before = ScriptDirectory.from_config(cfg).get_revision("head").down_revision
+            command.stamp(cfg, str(before), purge=True)
             behind = check(settings, home)
             assert failed(behind) == ["ledger"], behind
         finally:

@@ -116,10 +116,12 @@ def test_devices_are_filtered_paged_and_shown_without_secrets(
         "running",
     )
     stored = device(web, enrolled[0].udid)
-    assert stored.push_token and stored.push_magic and stored.identity_sha256
+    with web.ledger.registry() as store:
+        push = store.push_data(enrolled[0].udid)
+    assert push is not None and push.token and push.push_magic and stored.identity_sha256
     listed = call(server, viewer, "GET", "/api/v1/devices").text
     for text in (shown.text, listed):
-        for secret in (stored.push_token, stored.push_magic, stored.identity_sha256):
+        for secret in (push.token, push.push_magic, stored.identity_sha256):
             assert secret not in text
         assert "ab" * 32 not in text and SECRET_MAGIC not in text
         assert "push_token" not in text and "push_magic" not in text and "identity_sha" not in text

@@ -102,5 +102,6 @@ def test_every_later_message_must_name_the_device_too(web: Served) -> None:
     assert event.data["reason"] == "identity_subject_mismatch"
     assert web.server.app.refusals.counts() == {"identity_subject_mismatch": 4}  # ... 4 counted
     with web.ledger.registry() as store:
-        device = store.get(UDID)
-    assert device is not None and device.state == "enrolled" and device.push_token == "07" * 32
+        device, push = store.get(UDID), store.push_data(UDID)
+    assert device is not None and device.state == "enrolled" and device.has_push_token
+    assert push is not None and push.token == "07" * 32

@@ -27,7 +27,9 @@ def test_enrollment_then_one_install_end_to_end(web: Served, profile_chain: Appl
     dev.enroll()
     row = device(web, dev.udid)
     assert row.state == "enrolled" and row.token_state == "active"
-    assert row.push_token == "01" * 32 and row.push_magic == "magic"
+    with web.ledger.registry() as store:
+        push = store.push_data(dev.udid)
+    assert push is not None and push.token == "01" * 32 and push.push_magic == "magic"
     assert row.os_version == "17.5" and row.identity_sha256 is not None
     assert row.platform == "iOS"  # read from ProductName
     rid = install_rollout(web, profile_chain, [dev.udid])

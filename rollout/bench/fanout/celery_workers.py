@@ -16,7 +16,9 @@ from rollout.bench.processes import stop_processes
 WORKERS = 2
 
 
-def worker_env(database_url: str, broker_url: str, ep: Endpoint, home: Path) -> dict[str, str]:
+def worker_env(
+    database_url: str, broker_url: str, ep: Endpoint, home: Path, ledger_keys: str
+) -> dict[str, str]:
     """The workers' environment: this one's, with the bench's own ``ROLLOUT_*`` settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
     env.update(
@@ -27,6 +29,7 @@ def worker_env(database_url: str, broker_url: str, ep: Endpoint, home: Path) -> 
             "ROLLOUT_APNS_CERT": ep.cert_file,
             "ROLLOUT_APNS_URL": ep.base_url,
             "ROLLOUT_APNS_CA": ep.ca_file,
+            "ROLLOUT_LEDGER_KEYS": ledger_keys,
             # Nothing is re-pushed or timed out while the bench runs: it measures the first wave.
             "ROLLOUT_DISPATCH_GRACE_S": "3600",
             "ROLLOUT_RESPONSE_TIMEOUT_S": "3600",

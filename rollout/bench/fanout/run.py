@@ -37,6 +37,7 @@ from rollout.bench.services import (
     scratch_database,
 )
 from rollout.ledger import Ledger
+from rollout.ledger.sealing import Sealer, new_key, parse_keys
 from rollout.spec import ONE_STAGE, spec_from_mapping
 from rollout.states import TargetState
 
@@ -124,13 +125,17 @@ def run_fanout_bench(
             flushed_redis(broker),
             apns_endpoint(workdir, note) as (ep, feed),
         ):
-            ledger = Ledger.open(url)
+            # Push secrets sealed, as in a deployment with a ledger key: workers open them.
+            keys = new_key()
+            ledger = Ledger.open(url, Sealer(parse_keys(keys)))
             app = Celery("rollout-bench", broker=broker)
             try:
                 t_seed = time.perf_counter()
                 rollout_id = seed_rollout(ledger, size, plan)
                 seed_s = time.perf_counter() - t_seed
-                procs = start_workers(worker_env(url, broker, ep, workdir), workdir, concurrency)
+                procs = start_workers(
+                    worker_env(url, broker, ep, workdir, keys), workdir, concurrency
+                )
                 wait_ready(app, procs, workdir)
                 responder: Responder | ChildResponder
                 if ep.pushed_log is not None and RESPONDER_NICE:
