@@ -518,8 +518,9 @@ ORDER = (
     "device ca",
     "trust anchors",
     "identity",
+    "proxy",
 )
-"""The checks, in the order they are reported."""
+"""The checks, in the order they are reported (``proxy`` only when a URL is given)."""
 
 
 def _ledger_and_beat(settings: Settings, clock: Clock) -> list[CheckResult]:
@@ -553,14 +554,21 @@ def _files(settings: Settings, clock: Clock) -> list[CheckResult]:
     ]
 
 
-def run_checks(settings: Settings, clock: Clock) -> list[CheckResult]:
-    """Every check, the independent groups side by side; results in :data:`ORDER`."""
+def run_checks(
+    settings: Settings,
+    clock: Clock,
+    proxy: Callable[[Settings, Clock], list[CheckResult]] | None = None,
+) -> list[CheckResult]:
+    """Every check, the independent groups side by side; results in :data:`ORDER`.
+    ``proxy`` checks the TLS proxy too (see :mod:`rollout.proxy_check`)."""
     groups: list[Callable[[Settings, Clock], list[CheckResult]]] = [
         _ledger_and_beat,
         _broker_and_workers,
         _push,
         _files,
     ]
+    if proxy is not None:
+        groups.append(proxy)
     results: list[CheckResult] = []
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="check") as pool:
         futures = [(group, pool.submit(group, settings, clock)) for group in groups]

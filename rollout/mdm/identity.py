@@ -470,6 +470,35 @@ def identify(
     raise IdentityError("missing", f"the request carries no device identity ({wanted})")
 
 
+def describe_forwarded_cert(
+    headers: Mapping[str, str], config: IdentityConfig, at: dt.datetime
+) -> dict[str, object] | None:
+    """What a request's forwarded client-certificate header holds, for a deployment check
+    through the TLS proxy: None when the header is absent or empty, else the certificate's
+    subject and SHA-256 and whether the device CA vouches for it (or why the header is not a
+    certificate). Only ever describes what the request itself carried."""
+    value = _header(headers, config.cert_header)
+    if value is None or not value.strip():
+        return None
+    try:
+        cert = parse_forwarded_client_cert(value)
+    except IdentityError as exc:
+        return {"error": str(exc)}
+    found: dict[str, object] = {
+        "subject": cert.subject.rfc4514_string(),
+        "sha256": cert_sha256(cert),
+        "trusted": None,
+    }
+    if config.trust is not None:
+        try:
+            config.trust.check(cert, at)
+            found["trusted"] = True
+        except IdentityError as exc:
+            found["trusted"] = False
+            found["error"] = str(exc)
+    return found
+
+
 def certificate_names(cert: x509.Certificate) -> frozenset[str]:
     """The names a certificate gives its holder: every subject CN, and the DNS names and URIs
     of its subjectAltName (callers keep them per certificate: devices send the same one every

@@ -14,6 +14,7 @@ says the ledger cannot be reached (the device keeps its result and sends it agai
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import traceback
@@ -40,7 +41,7 @@ from rollout.mdm import (
     parse_report,
 )
 from rollout.mdm.commands import COMMAND_CONTENT_TYPE
-from rollout.mdm.identity import certificate_names, check_names_device
+from rollout.mdm.identity import certificate_names, check_names_device, describe_forwarded_cert
 from rollout.reconcile import Report
 from rollout.web.batcher import LedgerBatcher, ledger_unavailable
 from rollout.web.body import BodyDeadlines, BodyTimedOut, BodyTooLarge, ClientGone, read_body
@@ -54,7 +55,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
-MDM_PATHS = frozenset({"/mdm", "/mdm/checkin", "/mdm/connect"})
+PROBE_PATH = "/mdm/identity-probe"
+MDM_PATHS = frozenset({"/mdm", "/mdm/checkin", "/mdm/connect", PROBE_PATH})
 _COMMAND_HEADERS = [(b"content-type", COMMAND_CONTENT_TYPE.encode())]
 # The rest of an unread body would follow on the connection: end it instead of reading it.
 _CLOSE = [(b"connection", b"close")]
@@ -133,6 +135,9 @@ class MDMEndpoint:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> str:
         """Answer one request; return which endpoint answered it (checkin, connect, other)."""
         path = scope["path"].rstrip("/") or "/"
+        if path == PROBE_PATH and scope["method"] == "GET":
+            await self._probe(send, scope)
+            return "other"
         if scope["method"] not in ("PUT", "POST"):
             await respond(send, 405, headers=[(b"allow", b"PUT")])
             return "other"
@@ -164,6 +169,21 @@ class MDMEndpoint:
             return "checkin"
         await self._connect(send, req)
         return "connect"
+
+    async def _probe(self, send: Send, scope: Scope) -> None:
+        """``GET /mdm/identity-probe``: what reached rollout of this request's identity, so
+        ``rollout check --mdm-url`` can tell whether the TLS proxy forwards the client
+        certificate, and drops one a client forged. Stores nothing; no device is named."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        identity = self.config.identity
+        answer = {
+            "service": "rollout-mdm",
+            "sources": list(identity.sources),
+            "cert_header": identity.cert_header,
+            "client_cert": describe_forwarded_cert(headers, identity, self.clock.now()),
+        }
+        body = json.dumps(answer).encode()
+        await respond(send, 200, body, headers=[(b"content-type", b"application/json")])
 
     async def _accept(
         self, send: Send, req: _Request, parse: Callable[..., _Msg]
