@@ -69,6 +69,8 @@ def make_app(settings: Settings | None = None) -> Celery:
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # Beat sends only while it holds the ledger's beat lock: a second one stands by.
+        beat_scheduler="workers.beat:SingleBeat",
         beat_schedule={
             "controller-tick": {"task": "rollout.tick", "schedule": settings.tick_interval_s},
             "timeout-sweep": {"task": "rollout.sweep", "schedule": settings.sweep_interval_s},
