@@ -42,6 +42,8 @@ _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _KID_LEN = 8
 _SEALED = re.compile(r"s1\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")  # bytes.translate: str.translate is slow
+_HEX = "0123456789abcdef"
 
 
 class SealError(Exception):
@@ -139,20 +141,23 @@ class Sealer:
         """
         if stored is None or not stored.startswith(PREFIX):
             return stored
-        m = _SEALED.fullmatch(stored)
-        if m is None:
+        # Read on every push (the fan-out's hot path): split and decode without a regex.
+        parts = stored.split(".", 2)
+        if len(parts) != 3 or len(parts[1]) != _KID_LEN or parts[1].strip(_HEX):
             raise SealError(f"{column} of {owner}: not a sealed value")
-        kid, body = m.groups()
+        kid, body = parts[1], parts[2]
         aead = self._keys.get(kid)
         if aead is None:
             raise UnknownKeyError(
                 f"{column} of {owner} is sealed with key {kid}, which is not configured "
                 "(ROLLOUT_LEDGER_KEYS)"
             )
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         try:
+            raw = binascii.a2b_base64(
+                body.encode().translate(_FROM_URLSAFE) + b"=" * (-len(body) % 4)
+            )
             plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(column, owner))
-        except (InvalidTag, ValueError):
+        except (InvalidTag, ValueError, binascii.Error):
             raise SealError(f"{column} of {owner} does not authenticate with key {kid}") from None
         return plain.decode()
 
