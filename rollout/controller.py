@@ -357,7 +357,7 @@ def push_batch(
     """
     with ledger.fanout() as store:
         targets = store.push_targets(target_ids)
-        jobs, lost, skipped = _split_pushable(targets)
+        jobs, lost, skipped = split_pushable(targets)
         store.move(lost, clock.now())
     results = (
         client.push_many(
@@ -377,7 +377,7 @@ def push_batch(
     return out
 
 
-def _split_pushable(targets: Sequence[PushTarget]) -> tuple[list[PushTarget], list[Move], int]:
+def split_pushable(targets: Sequence[PushTarget]) -> tuple[list[PushTarget], list[Move], int]:
     """The targets to push; moves to unreachable for those whose device lost its token since
     they were claimed; how many were skipped as answered, cancelled or timed out meanwhile."""
     jobs: list[PushTarget] = []

@@ -11,6 +11,7 @@ through one small interface, opened as a transaction by :class:`Ledger`::
     with ledger.alerts() as store:    # alerts and their notifications        -> AlertStore
     with ledger.access() as store:    # operator API tokens (hashes, roles)   -> AccessStore
     with ledger.heartbeats() as store:  # periodic tasks' last completions  -> HeartbeatStore
+    with ledger.delivery() as store:  # commands handed to another MDM server -> DeliveryStore
     with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
     with ledger.unit() as unit:       # several of them in one transaction
 
@@ -32,6 +33,7 @@ from rollout.ledger.access import AccessLedger, TokenConflictError
 from rollout.ledger.alerts import AlertLedger
 from rollout.ledger.bulk import BulkLoader, SeedDevice, SeedTarget
 from rollout.ledger.checkin import CheckinLedger
+from rollout.ledger.delivery import DeliveryLedger
 from rollout.ledger.fanout import FanoutLedger
 from rollout.ledger.heartbeats import HeartbeatLedger
 from rollout.ledger.library import LibraryLedger, ProfileConflictError
@@ -49,6 +51,7 @@ from rollout.ledger.records import (
     EnrolledDevice,
     Event,
     EventEntry,
+    HandedCommand,
     Holding,
     ImportResult,
     InstalledProfile,
@@ -57,6 +60,7 @@ from rollout.ledger.records import (
     NewCommand,
     NewRollout,
     NewStage,
+    OpenCommand,
     PlannedTarget,
     ProfileEntry,
     ProfileFact,
@@ -327,6 +331,19 @@ class HeartbeatStore(Protocol):
     def heartbeats(self) -> dict[str, dt.datetime]: ...
 
 
+class DeliveryStore(Journal, Protocol):
+    """Delivery through another MDM server: the commands handed to it and their fate."""
+
+    def open_commands(self, target_ids: Sequence[int]) -> dict[int, OpenCommand]: ...
+    def mark_handed(self, command_ids: Sequence[int], now: dt.datetime) -> None: ...
+    def unanswered(
+        self, sent_before: dt.datetime, target_states: Collection[str], limit: int = 5000
+    ) -> list[HandedCommand]: ...
+    def to_withdraw(self, limit: int = 5000) -> list[HandedCommand]: ...
+    def set_status(self, command_ids: Sequence[int], status: str, now: dt.datetime) -> None: ...
+    def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
+
+
 class Unit:
     """Every store over one transaction (for work that spans consumers, e.g. planning)."""
 
@@ -420,6 +437,12 @@ class Ledger:
             yield HeartbeatLedger(session)
 
     @contextmanager
+    def delivery(self) -> Iterator[DeliveryStore]:
+        """See :class:`DeliveryStore`."""
+        with db.transaction(self.engine) as session:
+            yield DeliveryLedger(session)
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
@@ -437,6 +460,7 @@ __all__ = [
     "CommandResultWrite",
     "CommandState",
     "DeliveryInfo",
+    "DeliveryStore",
     "DeviceFilter",
     "DeviceInfo",
     "DeviceTarget",
@@ -445,6 +469,7 @@ __all__ = [
     "Event",
     "EventEntry",
     "FanoutStore",
+    "HandedCommand",
     "HeartbeatStore",
     "Holding",
     "ImportResult",
@@ -457,6 +482,7 @@ __all__ = [
     "NewCommand",
     "NewRollout",
     "NewStage",
+    "OpenCommand",
     "PlannedTarget",
     "ProfileConflictError",
     "ProfileEntry",
