@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from rollout.apns import Outcome, PushClient, PushRequest, PushResult
+from rollout.apns.errors import DEAD_TOKEN_REASONS
 from rollout.clock import Clock
 from rollout.controller import record_push_results, split_pushable
 from rollout.delivery.nanomdm import IdResult, NanoMDMClient, NanoMDMError
@@ -82,9 +83,7 @@ def hand_over_batch(
             results[c.target_id] = _transient(c, res.command_error)
         elif pusher is None:
             # queued; a push that failed is tried again later (the command is not re-queued)
-            results[c.target_id] = (
-                _pushed(c, res) if res.push_error is None else _transient(c, res.push_error)
-            )
+            results[c.target_id] = _push_outcome(c, res)
     wake = [
         c
         for c in commands.values()
@@ -159,13 +158,24 @@ def _wake(
         answers = server.push([c.enrollment_id for c in commands])
     except NanoMDMError as exc:
         return {c.target_id: _transient(c, str(exc)) for c in commands}
-    out: dict[int, PushResult] = {}
-    for c in commands:
-        res = answers.get(c.enrollment_id, IdResult(push_error="no answer"))
-        out[c.target_id] = (
-            _transient(c, res.push_error) if res.push_error is not None else _pushed(c, res)
+    return {
+        c.target_id: _push_outcome(c, answers.get(c.enrollment_id, IdResult(push_error="none")))
+        for c in commands
+    }
+
+
+def _push_outcome(c: OpenCommand, res: IdResult) -> PushResult:
+    """NanoMDM's word on one push: sent; a token APNs says is dead (its reason in the error
+    text: the target is unreachable until the device's next TokenUpdate); anything else is
+    tried again later."""
+    if res.push_error is None:
+        return _pushed(c, res)
+    dead = next((r for r in sorted(DEAD_TOKEN_REASONS) if r in res.push_error), None)
+    if dead is not None:
+        return PushResult(
+            token=c.enrollment_id, apns_id="", outcome=Outcome.DEAD_TOKEN, status=410, reason=dead
         )
-    return out
+    return _transient(c, res.push_error)
 
 
 def _pushed(c: OpenCommand, res: IdResult) -> PushResult:

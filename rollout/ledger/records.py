@@ -277,6 +277,7 @@ class PushRecord:
     push_count: int
     next_push_at: dt.datetime
     apns_id: str | None
+    skip_in: frozenset[str] = frozenset()  # not stored on a target now in one of these
 
 
 # ---- rollouts ------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ class NanoMDMStandIn:
     fail_enqueue: int = 0
     drop_webhooks: int = 0
     duplicate_webhooks: int = 0
+    dead_tokens: set[str] = field(default_factory=set)  # APNs answers these 410 Unregistered
     counts: StandInCounts = field(default_factory=StandInCounts)
 
     def __post_init__(self) -> None:
@@ -343,6 +344,9 @@ class NanoMDMStandIn:
                 e = self.enrollments.get(i)
             if e is None or not e.token_hex or e.checked_out:
                 out[i] = {"push_error": "no push info"}
+                continue
+            if e.token_hex in self.dead_tokens:
+                out[i] = {"push_error": "push: APNs 410: Unregistered"}
                 continue
             self.counts.pushes += 1
             if self.on_push is not None:
