@@ -92,6 +92,7 @@ class NanoMDMStandIn:
     drop_webhooks: int = 0
     duplicate_webhooks: int = 0
     dead_tokens: set[str] = field(default_factory=set)  # APNs answers these 410 Unregistered
+    any_enrollment: bool = False  # take commands for ids it never saw enroll (benchmarks)
     counts: StandInCounts = field(default_factory=StandInCounts)
 
     def __post_init__(self) -> None:
@@ -315,7 +316,7 @@ class NanoMDMStandIn:
         with self._lock:
             for i in ids:
                 queue = self.queues.setdefault(i, [])
-                if i not in self.enrollments:
+                if i not in self.enrollments and not self.any_enrollment:
                     status[i] = {"command_error": "enrollment not found"}
                     failed += 1
                 elif any(q.command_uuid == cid for q in queue):
@@ -395,3 +396,28 @@ class NanoMDMStandIn:
             for q in page
         ]
         return JSONResponse({"commands": commands})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rollout.sim.nanomdm --port P --api-key K [--any-enrollment]``: the stand-in
+    alone, in a process of its own (the fan-out bench), until SIGTERM."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="rollout.sim.nanomdm")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--any-enrollment", action="store_true")
+    args = parser.parse_args(argv)
+    standin = NanoMDMStandIn(
+        api_key=args.api_key, port=args.port, any_enrollment=args.any_enrollment
+    ).start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    print(f"nanomdm stand-in on {standin.base_url}", flush=True)
+    stopped.wait()
+    standin.stop()
+
+
+if __name__ == "__main__":
+    main()
