@@ -116,11 +116,12 @@ def process_reports(
     devices = store.devices({r.enrollment_id for r in reports})
     commands = store.commands({r.command_uuid for r in reports if r.command_uuid})
     rollouts = store.rollout_facts({c.rollout_id for c in commands.values() if c.rollout_id})
+    known = {uuid for uuid, _ in commands}
     writes = ReportWrites()
     outcomes: list[Outcome | None] = [None] * len(reports)
     answered: dict[int, str | None] = {}  # report index -> the CommandUUID it answered
     serve_for: dict[int, int] = {}  # report index -> device id
-    handled: set[str] = set()  # CommandUUIDs whose result this batch already took
+    handled: set[tuple[str, int]] = set()  # (CommandUUID, device) results this batch took
     follow_up: dict[int, Served] = {}  # report index -> a command to hand out at once
 
     for i, r in enumerate(reports):
@@ -146,22 +147,16 @@ def process_reports(
             serve_for[i] = dev.id
         if r.status == Status.IDLE or not r.command_uuid:
             continue
-        cmd = commands.get(r.command_uuid)
+        cmd = commands.get((r.command_uuid, dev.id))
         if cmd is None:
-            writes.events.append(
-                _event("mdm.anomaly", r, device_id=dev.id, reason="unknown_command")
-            )
+            why = "foreign_command" if r.command_uuid in known else "unknown_command"
+            writes.events.append(_event("mdm.anomaly", r, device_id=dev.id, reason=why))
             continue
-        if cmd.device_id != dev.id:
-            writes.events.append(
-                _event("mdm.anomaly", r, device_id=dev.id, reason="foreign_command")
-            )
-            continue
-        if cmd.status in FINAL_COMMAND_STATUSES or r.command_uuid in handled:
+        if cmd.status in FINAL_COMMAND_STATUSES or (r.command_uuid, dev.id) in handled:
             continue  # a repeat: the first report was kept, this one changes nothing
         if cmd.status == CommandStatus.NOT_NOW and r.status == Status.NOT_NOW:
             continue  # the same NotNow again: nothing new to record
-        handled.add(r.command_uuid)
+        handled.add((r.command_uuid, dev.id))
         facts = rollouts.get(cmd.rollout_id) if cmd.rollout_id is not None else None
         nxt = _take_result(writes, r, cmd, dev.id, facts, policy, now, serve)
         if nxt is not None and i in serve_for:
@@ -344,7 +339,7 @@ def _choose_next(
     reports: Sequence[Report],
     serve_for: dict[int, int],
     answered: dict[int, str | None],
-    handled: set[str],
+    handled: set[tuple[str, int]],
     follow_up: dict[int, Served],
     queue: dict[int, list[QueuedCommand]],
     now: dt.datetime,
@@ -361,7 +356,7 @@ def _choose_next(
             continue
         idle = reports[i].status == Status.IDLE
         for cmd in queue.get(device_id, []):
-            if cmd.id in taken or cmd.command_uuid in handled:
+            if cmd.id in taken or (cmd.command_uuid, device_id) in handled:
                 continue
             if cmd.command_uuid == answered.get(i):
                 continue

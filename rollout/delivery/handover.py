@@ -2,6 +2,10 @@
 rollout's own CommandUUID, and the devices are woken (by NanoMDM, or by rollout's own APNs
 client when it holds the push certificate).
 
+The rollout's command is the same for every device but its CommandUUID, so up to
+``MAX_IDS_PER_CALL`` devices share one CommandUUID and one enqueue call (NanoMDM keys answers
+by enrollment and CommandUUID, and so does the ledger).
+
 A command is marked handed (``sent``) only once NanoMDM took it, so a batch that fails half
 way is handed again without loss: the targets NanoMDM did not take keep their queued command
 and are tried again after ``transient_retry``. A target whose command is already in NanoMDM's
@@ -10,6 +14,7 @@ queue (a re-push, or after NotNow) is only woken.
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +22,7 @@ from rollout.apns import Outcome, PushClient, PushRequest, PushResult
 from rollout.apns.errors import DEAD_TOKEN_REASONS
 from rollout.clock import Clock
 from rollout.controller import record_push_results, split_pushable
-from rollout.delivery.nanomdm import IdResult, NanoMDMClient, NanoMDMError
+from rollout.delivery.nanomdm import MAX_IDS_PER_CALL, IdResult, NanoMDMClient, NanoMDMError
 from rollout.ledger import CheckinStore, Ledger, OpenCommand, PushTarget
 from rollout.mdm import provisioning_profile_list, remove_provisioning_profile
 from rollout.mdm.commands import CommandTemplate, install_provisioning_profile
@@ -25,8 +30,8 @@ from rollout.policy import EnginePolicy
 from rollout.spec import RolloutOptions
 from rollout.states import CommandStatus
 
-ENQUEUE_THREADS = 16
-"""Enqueue calls in flight at once (each command has its own CommandUUID, so one call each)."""
+ENQUEUE_THREADS = 8
+"""Enqueue calls in flight at once."""
 
 
 def rollout_template(store: CheckinStore, rollout_id: int) -> CommandTemplate:
@@ -73,7 +78,8 @@ def hand_over_batch(
             template = rollout_template(checkin, rollout_id)
 
     fresh = [c for c in commands.values() if c.status == CommandStatus.QUEUED]
-    queued = _enqueue_all(server, fresh, template, push=pusher is None)
+    calls = _calls(ledger, fresh, template)
+    queued = _enqueue_all(server, calls, push=pusher is None)
     handed = [c.command_id for c in fresh if queued[c.target_id].command_error is None]
 
     results: dict[int, PushResult] = {}
@@ -104,28 +110,46 @@ def hand_over_batch(
     return out
 
 
+def _calls(
+    ledger: Ledger, fresh: Sequence[OpenCommand], template: CommandTemplate | None
+) -> list[tuple[bytes, list[OpenCommand]]]:
+    """The enqueue calls for a batch's new commands: the rollout's own command goes to up to
+    ``MAX_IDS_PER_CALL`` devices a call under one CommandUUID (given to their command rows
+    first, so an answer that comes back at once finds them); a command with a body of its own
+    (a verification) goes alone."""
+    shared = [c for c in fresh if c.body is None]
+    calls: list[tuple[bytes, list[OpenCommand]]] = [
+        (c.body, [c]) for c in fresh if c.body is not None
+    ]
+    groups = [shared[i : i + MAX_IDS_PER_CALL] for i in range(0, len(shared), MAX_IDS_PER_CALL)]
+    if groups:
+        named = [(str(uuidlib.uuid4()).upper(), group) for group in groups]
+        with ledger.delivery() as delivery:
+            for command_uuid, group in named:
+                delivery.share_command_uuid(group, command_uuid)
+        calls.extend((_render(template, uuid), group) for uuid, group in named)
+    return calls
+
+
 def _enqueue_all(
-    server: NanoMDMClient,
-    commands: Sequence[OpenCommand],
-    template: CommandTemplate | None,
-    *,
-    push: bool,
+    server: NanoMDMClient, calls: Sequence[tuple[bytes, list[OpenCommand]]], *, push: bool
 ) -> dict[int, IdResult]:
-    """Each command enqueued for its device, several calls at once; a call that fails as a
-    whole is that command's error."""
+    """Each call made (several at once); each target's result, a call that fails as a whole
+    being the error of every one of its targets."""
 
-    def one(c: OpenCommand) -> tuple[int, IdResult]:
-        body = c.body if c.body is not None else _render(template, c.command_uuid)
+    def one(call: tuple[bytes, list[OpenCommand]]) -> list[tuple[int, IdResult]]:
+        body, group = call
         try:
-            answer = server.enqueue([c.enrollment_id], body, push=push)
+            answer = server.enqueue([c.enrollment_id for c in group], body, push=push)
         except NanoMDMError as exc:
-            return c.target_id, IdResult(command_error=str(exc))
-        return c.target_id, answer.get(c.enrollment_id, IdResult(command_error="no answer"))
+            return [(c.target_id, IdResult(command_error=str(exc))) for c in group]
+        missing = IdResult(command_error="no answer")
+        return [(c.target_id, answer.get(c.enrollment_id, missing)) for c in group]
 
-    if not commands:
+    if not calls:
         return {}
-    with ThreadPoolExecutor(max_workers=min(ENQUEUE_THREADS, len(commands))) as pool:
-        return dict(pool.map(one, commands))
+    with ThreadPoolExecutor(max_workers=min(ENQUEUE_THREADS, len(calls))) as pool:
+        return {tid: res for part in pool.map(one, calls) for tid, res in part}
 
 
 def _render(template: CommandTemplate | None, command_uuid: str) -> bytes:

@@ -218,8 +218,9 @@ class CheckinLedger(Journaled):
                 out[row.enrollment_id] = EnrolledDevice(*row)
         return out
 
-    def commands(self, command_uuids: Collection[str]) -> dict[str, CommandState]:
-        """The commands among ``command_uuids``, each with its rollout target if it has one."""
+    def commands(self, command_uuids: Collection[str]) -> dict[tuple[str, int], CommandState]:
+        """The commands among ``command_uuids`` by (CommandUUID, device id), each with its
+        rollout target if it has one (one CommandUUID may name one command per device)."""
         conn = self._session.connection()
         q = (
             select(
@@ -238,7 +239,7 @@ class CheckinLedger(Journaled):
             .outerjoin(TargetRow, TargetRow.id == CommandRow.target_id)
             .where(among(conn, CommandRow.command_uuid))
         )
-        out: dict[str, CommandState] = {}
+        out: dict[tuple[str, int], CommandState] = {}
         for chunk in chunks(sorted(set(command_uuids))):
             for row in conn.execute(q, {"ids": list(chunk)}):
                 state = CommandState(
@@ -247,7 +248,7 @@ class CheckinLedger(Journaled):
                     target_state=row[9],
                     verify_attempts=row[10] or 0,
                 )
-                out[state.command_uuid] = state
+                out[(state.command_uuid, state.device_id)] = state
         return out
 
     def open_commands(self, device_ids: Collection[int]) -> dict[int, list[QueuedCommand]]:

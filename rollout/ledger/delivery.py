@@ -53,6 +53,24 @@ class DeliveryLedger(Journaled):
                     found[tid] = OpenCommand(tid, cid, uuid, rtype, status, body, rid, key)
         return found
 
+    def share_command_uuid(self, commands: Sequence[OpenCommand], command_uuid: str) -> None:
+        """Give these commands (one per device) and their targets one CommandUUID, to be
+        handed over in one call."""
+        ids = [c.command_id for c in commands]
+        targets = [c.target_id for c in commands]
+        for chunk in chunks(ids):
+            self._session.execute(
+                update(CommandRow)
+                .where(CommandRow.id.in_(list(chunk)))
+                .values(command_uuid=command_uuid)
+            )
+        for chunk in chunks(targets):
+            self._session.execute(
+                update(TargetRow)
+                .where(TargetRow.id.in_(list(chunk)))
+                .values(command_uuid=command_uuid)
+            )
+
     def mark_handed(self, command_ids: Sequence[int], now: dt.datetime) -> None:
         """These queued commands are now in the other server's queue."""
         for chunk in chunks(list(command_ids)):
