@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rollout import controller
+from rollout.apns import PushClient
 from rollout.clock import ManualClock
 from rollout.config import Settings
 from rollout.delivery.handover import hand_over_batch
@@ -43,6 +44,7 @@ class Beside:
     client: NanoMDMClient
     fleet: SimFleet
     handed: list[dict[str, int]]
+    pusher: PushClient | None = None  # rollout wakes the devices itself (nopush=1)
 
     @property
     def webhook_url(self) -> str:
@@ -50,7 +52,15 @@ class Beside:
 
     def hand_over(self, rollout_id: int, ids: Sequence[int]) -> None:
         self.handed.append(
-            hand_over_batch(self.ledger, self.client, rollout_id, ids, self.policy, self.clock)
+            hand_over_batch(
+                self.ledger,
+                self.client,
+                rollout_id,
+                ids,
+                self.policy,
+                self.clock,
+                pusher=self.pusher,
+            )
         )
 
     def tick(self) -> controller.TickReport:

@@ -10,13 +10,15 @@ from collections.abc import Callable
 
 import httpx
 
+from rollout.apns import PushClient, PushConfig, load_pem
 from rollout.delivery.sweep import recover_lost_answers, sweep, withdraw_aborted
 from rollout.ledger import Ledger
 from rollout.operations import abort_rollout
+from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.fleet import FleetMix
 from rollout.spec import Gate, StageSpec
 from tests.delivery.conftest import SECRET, Beside
-from tests.support import add_profile, checked_states, start_rollout
+from tests.support import TOPIC, add_profile, checked_states, start_rollout
 
 ALL_OK = FleetMix(ok=1.0, notnow_then_ok=0.0, error=0.0, format_error=0.0, offline=0.0,
                   dead_token=0.0)  # fmt: skip
@@ -196,3 +198,30 @@ def test_a_forged_webhook_is_refused_and_nothing_is_stored(
 def _devices(world: Beside) -> int:
     with world.ledger.registry() as store:
         return sum(store.count_by_state().values())
+
+
+def test_rollout_pushes_itself_when_it_holds_the_push_certificate(
+    beside: Callable[..., Beside],
+) -> None:
+    """``ROLLOUT_NANOMDM_PUSH=rollout``: commands are enqueued with ``nopush=1`` and rollout's
+    own APNs client wakes the devices (with the push data the TokenUpdates brought); NanoMDM
+    pushes nothing. A token APNs calls dead makes its target unreachable."""
+    world = beside(devices=8, mix=ALL_OK)
+    dead = next(iter(world.fleet))
+    with ApnsStandIn(topic=TOPIC, on_push=world.fleet.wake) as apns_server:
+        apns_server.unregister(dead.push_token_hex)
+        issued = apns_server.issue_push_certificate(TOPIC)
+        config = PushConfig(base_url=apns_server.base_url, ca_file=apns_server.ca_file,
+                            backoff_base=0.01, backoff_cap=0.05, timeout=3.0)  # fmt: skip
+        pusher = PushClient(load_pem(issued.cert_pem() + issued.key_pem()), config)
+        try:
+            rid = rollout_to_all(world, verify=False, stages=(StageSpec(share=1.0),))
+            world.pusher = pusher
+            assert world.run(rid) == "completed"
+        finally:
+            pusher.close()
+    assert world.nanomdm.counts.pushes == 0 and world.nanomdm.counts.push_calls == 0
+    assert checked_states(world.ledger, rid) == {"acknowledged": 7, "unreachable": 1}
+    with world.ledger.registry() as store:
+        info = store.get(dead.udid)
+    assert info is not None and info.token_state == "dead"
