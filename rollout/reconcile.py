@@ -114,7 +114,9 @@ def process_reports(
     device at once (a verification) is left queued, due now, for the fan-out to hand over.
     """
     devices = store.devices({r.enrollment_id for r in reports})
-    commands = store.commands({r.command_uuid for r in reports if r.command_uuid})
+    commands = store.commands(
+        {r.command_uuid for r in reports if r.command_uuid}, {d.id for d in devices.values()}
+    )
     rollouts = store.rollout_facts({c.rollout_id for c in commands.values() if c.rollout_id})
     known = {uuid for uuid, _ in commands}
     writes = ReportWrites()
