@@ -51,7 +51,7 @@ ENV_PREFIX = "ROLLOUT_"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_BROKER_URL = "filesystem://"
 IDENTITY_MODES = ("strict", "bind-on-first-sight", "off")
-DELIVERIES = ("builtin", "nanomdm")
+DELIVERIES = ("builtin", "nanomdm", "micromdm")
 NANOMDM_PUSHERS = ("nanomdm", "rollout")
 IDENTITY_SOURCES = ("mdm-signature", "client-cert")
 # backend → the drivers the ledger ships with (None: the URL names no driver); psycopg 3 is
@@ -76,6 +76,7 @@ SECRET_SETTINGS = frozenset(
         "smtp_password",
         "database_password",
         "nanomdm_api_key",
+        "micromdm_api_key",
         "webhook_secret",
     }
 )
@@ -417,11 +418,13 @@ class Settings(BaseSettings):
     )
     delivery: str = Field(
         default="builtin",
-        description="How commands reach devices: builtin (rollout's own MDM endpoint and APNs) "
-        "or nanomdm (an existing NanoMDM's API and webhook).",
+        description="How commands reach devices: builtin (rollout's own MDM endpoint and APNs), "
+        "nanomdm or micromdm (an existing NanoMDM's or MicroMDM's API and webhook).",
     )
     nanomdm_url: str = Field(default="", description="NanoMDM's base URL (delivery nanomdm).")
     nanomdm_api_key: str = Field(default="", description="NanoMDM's API key (HTTP Basic).")
+    micromdm_url: str = Field(default="", description="MicroMDM's base URL (delivery micromdm).")
+    micromdm_api_key: str = Field(default="", description="MicroMDM's API key (HTTP Basic).")
     nanomdm_push: str = Field(
         default="nanomdm",
         description="Who wakes devices under delivery nanomdm: nanomdm (its push API) or "
@@ -578,7 +581,7 @@ class Settings(BaseSettings):
             raise _invalid(f"{_quoted(value)} is not one of {', '.join(NANOMDM_PUSHERS)}")
         return chosen
 
-    @field_validator("alert_webhook_url", "apple_api_url", "nanomdm_url")
+    @field_validator("alert_webhook_url", "apple_api_url", "nanomdm_url", "micromdm_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         value = value.strip()
@@ -625,12 +628,13 @@ class Settings(BaseSettings):
             "smtp_host": ("smtp_from", "smtp_to"),
             "oidc_issuer": ("oidc_audience", "oidc_role_map"),
         }
-        if self.delivery == "nanomdm":
-            for name in ("nanomdm_url", "nanomdm_api_key", "webhook_secret"):
+        if self.delivery != "builtin":
+            server = self.delivery
+            for name in (f"{server}_url", f"{server}_api_key", "webhook_secret"):
                 if not getattr(self, name):
                     raise _invalid(
                         f"{ENV_PREFIX}{name.upper()}: must be set when "
-                        f"{ENV_PREFIX}DELIVERY is nanomdm"
+                        f"{ENV_PREFIX}DELIVERY is {server}"
                     )
         for given, wanted in needs.items():
             if getattr(self, given):

@@ -80,7 +80,7 @@ def make_app(settings: Settings | None = None) -> Celery:
             "alert-delivery": {"task": "rollout.deliver_alerts", "schedule": 60.0},
         },
     )
-    if settings.delivery == "nanomdm":
+    if settings.delivery != "builtin":
         app.conf.beat_schedule["delivery-sweep"] = {
             "task": "rollout.delivery_sweep",
             "schedule": settings.sweep_interval_s,

@@ -16,7 +16,7 @@ from rollout import controller, inventory_sweep, renewal_setup
 from rollout.apns import PushClient
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
-from rollout.delivery import NANOMDM, NanoMDMClient, server_from_settings
+from rollout.delivery import BESIDE, MDMServer, server_from_settings
 from rollout.delivery.handover import hand_over_batch
 from rollout.delivery.sweep import sweep as delivery_sweep_once
 from rollout.ledger import Ledger
@@ -56,9 +56,10 @@ def push_client() -> PushClient:
     return client
 
 
-def nanomdm() -> NanoMDMClient:
-    """This process's NanoMDM client (delivery ``nanomdm``)."""
-    client: NanoMDMClient = _per_process("nanomdm", lambda: server_from_settings(get_settings()))
+def mdm_server() -> MDMServer:
+    """This process's client of the MDM server it works beside (delivery ``nanomdm`` or
+    ``micromdm``)."""
+    client: MDMServer = _per_process("mdm_server", lambda: server_from_settings(get_settings()))
     return client
 
 
@@ -114,14 +115,14 @@ def sweep(self: Task) -> dict[str, Any]:
 @app.task(name="rollout.push_batch", bind=True, autoretry_for=RETRYABLE, retry_backoff=2,
           retry_backoff_max=60, max_retries=20)  # fmt: skip
 def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, int]:
-    """Push one batch of targets and record every result (through NanoMDM with delivery
-    ``nanomdm``: its commands handed over, its devices woken)."""
+    """Push one batch of targets and record every result (beside NanoMDM or MicroMDM: its
+    commands handed over, its devices woken)."""
     settings = get_settings()
-    if settings.delivery == NANOMDM:
+    if settings.delivery in BESIDE:
         pusher = push_client() if settings.nanomdm_push == "rollout" else None
         out = hand_over_batch(
             ledger(),
-            nanomdm(),
+            mdm_server(),
             rollout_id,
             target_ids,
             settings.engine_policy(),
@@ -144,14 +145,14 @@ def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, 
 @app.task(name="rollout.delivery_sweep", bind=True, autoretry_for=RETRYABLE,
           retry_backoff=True, max_retries=3)  # fmt: skip
 def delivery_sweep(self: Task) -> dict[str, int]:
-    """With delivery ``nanomdm``: recover answers whose webhook was lost and clear aborted
-    rollouts' commands from NanoMDM's queue (nothing to do with the built-in delivery)."""
+    """Beside NanoMDM or MicroMDM: recover answers whose webhook was lost and clear aborted
+    rollouts' commands from its queue (nothing to do with the built-in delivery)."""
     settings = get_settings()
-    if settings.delivery != NANOMDM:
+    if settings.delivery not in BESIDE:
         return {}
     out = delivery_sweep_once(
         ledger(),
-        nanomdm(),
+        mdm_server(),
         SYSTEM_CLOCK.now(),
         dt.timedelta(seconds=settings.delivery_sweep_after_s),
     )

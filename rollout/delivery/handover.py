@@ -2,8 +2,9 @@
 rollout's own CommandUUID, and the devices are woken (by NanoMDM, or by rollout's own APNs
 client when it holds the push certificate).
 
-The rollout's command is the same for every device but its CommandUUID, so up to
-``MAX_IDS_PER_CALL`` devices share one CommandUUID and one enqueue call (NanoMDM keys answers
+The rollout's command is the same for every device but its CommandUUID, so up to the
+server's ``max_ids_per_call`` devices (200 for NanoMDM, 1 for MicroMDM) share one CommandUUID
+and one enqueue call (NanoMDM keys answers
 by enrollment and CommandUUID, and so does the ledger).
 
 A command is marked handed (``sent``) only once NanoMDM took it, so a batch that fails half
@@ -22,7 +23,7 @@ from rollout.apns import Outcome, PushClient, PushRequest, PushResult
 from rollout.apns.errors import DEAD_TOKEN_REASONS
 from rollout.clock import Clock
 from rollout.controller import record_push_results, split_pushable
-from rollout.delivery.nanomdm import MAX_IDS_PER_CALL, IdResult, NanoMDMClient, NanoMDMError
+from rollout.delivery.server import IdResult, MDMServer, MDMServerError
 from rollout.ledger import CheckinStore, Ledger, OpenCommand, PushTarget
 from rollout.mdm import provisioning_profile_list, remove_provisioning_profile
 from rollout.mdm.commands import CommandTemplate, install_provisioning_profile
@@ -52,7 +53,7 @@ def rollout_template(store: CheckinStore, rollout_id: int) -> CommandTemplate:
 
 def hand_over_batch(
     ledger: Ledger,
-    server: NanoMDMClient,
+    server: MDMServer,
     rollout_id: int,
     target_ids: Sequence[int],
     policy: EnginePolicy,
@@ -78,7 +79,7 @@ def hand_over_batch(
             template = rollout_template(checkin, rollout_id)
 
     fresh = [c for c in commands.values() if c.status == CommandStatus.QUEUED]
-    calls = _calls(ledger, fresh, template)
+    calls = _calls(ledger, fresh, template, server.max_ids_per_call)
     queued = _enqueue_all(server, calls, push=pusher is None)
     handed = [c.command_id for c in fresh if queued[c.target_id].command_error is None]
 
@@ -111,17 +112,17 @@ def hand_over_batch(
 
 
 def _calls(
-    ledger: Ledger, fresh: Sequence[OpenCommand], template: CommandTemplate | None
+    ledger: Ledger, fresh: Sequence[OpenCommand], template: CommandTemplate | None, per_call: int
 ) -> list[tuple[bytes, list[OpenCommand]]]:
     """The enqueue calls for a batch's new commands: the rollout's own command goes to up to
-    ``MAX_IDS_PER_CALL`` devices a call under one CommandUUID (given to their command rows
+    ``per_call`` devices a call under one CommandUUID (given to their command rows
     first, so an answer that comes back at once finds them); a command with a body of its own
     (a verification) goes alone."""
     shared = [c for c in fresh if c.body is None]
     calls: list[tuple[bytes, list[OpenCommand]]] = [
         (c.body, [c]) for c in fresh if c.body is not None
     ]
-    groups = [shared[i : i + MAX_IDS_PER_CALL] for i in range(0, len(shared), MAX_IDS_PER_CALL)]
+    groups = [shared[i : i + per_call] for i in range(0, len(shared), per_call)]
     if groups:
         named = [(str(uuidlib.uuid4()).upper(), group) for group in groups]
         with ledger.delivery() as delivery:
@@ -132,7 +133,7 @@ def _calls(
 
 
 def _enqueue_all(
-    server: NanoMDMClient, calls: Sequence[tuple[bytes, list[OpenCommand]]], *, push: bool
+    server: MDMServer, calls: Sequence[tuple[bytes, list[OpenCommand]]], *, push: bool
 ) -> dict[int, IdResult]:
     """Each call made (several at once); each target's result, a call that fails as a whole
     being the error of every one of its targets."""
@@ -141,7 +142,7 @@ def _enqueue_all(
         body, group = call
         try:
             answer = server.enqueue([c.enrollment_id for c in group], body, push=push)
-        except NanoMDMError as exc:
+        except MDMServerError as exc:
             return [(c.target_id, IdResult(command_error=str(exc))) for c in group]
         missing = IdResult(command_error="no answer")
         return [(c.target_id, answer.get(c.enrollment_id, missing)) for c in group]
@@ -159,7 +160,7 @@ def _render(template: CommandTemplate | None, command_uuid: str) -> bytes:
 
 
 def _wake(
-    server: NanoMDMClient,
+    server: MDMServer,
     pusher: PushClient | None,
     commands: Sequence[OpenCommand],
     jobs: dict[int, PushTarget],
@@ -180,7 +181,7 @@ def _wake(
         return dict(zip((c.target_id for c in commands), pusher.push_many(requests), strict=True))
     try:
         answers = server.push([c.enrollment_id for c in commands])
-    except NanoMDMError as exc:
+    except MDMServerError as exc:
         return {c.target_id: _transient(c, str(exc)) for c in commands}
     return {
         c.target_id: _push_outcome(c, answers.get(c.enrollment_id, IdResult(push_error="none")))

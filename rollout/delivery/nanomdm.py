@@ -20,34 +20,26 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from rollout.config import Settings
+from rollout.delivery.server import IdResult, MDMServer, MDMServerError
 
 USER = "nanomdm"
 MAX_IDS_PER_CALL = 200
 """Enrollment ids per push or clear call (they travel in the URL path: ~45 bytes each)."""
 
 
-class NanoMDMError(RuntimeError):
-    """A call to NanoMDM could not be made or was refused as a whole."""
-
-
-@dataclass(frozen=True)
-class IdResult:
-    """What NanoMDM said about one enrollment id: its command and push errors, if any."""
-
-    command_error: str | None = None
-    push_error: str | None = None
-    push_result: str | None = None
+NanoMDMError = MDMServerError
 
 
 class NanoMDMClient:
     """NanoMDM's API over one pooled HTTP client (safe to share between threads)."""
+
+    max_ids_per_call = MAX_IDS_PER_CALL
 
     def __init__(
         self,
@@ -177,8 +169,14 @@ def decode_command(encoded: str) -> bytes:
     return base64.b64decode(encoded)
 
 
-def server_from_settings(settings: Settings) -> NanoMDMClient:
-    """The NanoMDM client the settings describe."""
+def server_from_settings(settings: Settings) -> MDMServer:
+    """The client of the MDM server the settings name (``ROLLOUT_DELIVERY``)."""
+    if settings.delivery == "micromdm":
+        from rollout.delivery.micromdm import MicroMDMClient
+
+        if not settings.micromdm_url or not settings.micromdm_api_key:
+            raise MDMServerError("ROLLOUT_MICROMDM_URL and ROLLOUT_MICROMDM_API_KEY must be set")
+        return MicroMDMClient(settings.micromdm_url, settings.micromdm_api_key)
     if not settings.nanomdm_url or not settings.nanomdm_api_key:
-        raise NanoMDMError("ROLLOUT_NANOMDM_URL and ROLLOUT_NANOMDM_API_KEY must be set")
+        raise MDMServerError("ROLLOUT_NANOMDM_URL and ROLLOUT_NANOMDM_API_KEY must be set")
     return NanoMDMClient(settings.nanomdm_url, settings.nanomdm_api_key)

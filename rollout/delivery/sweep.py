@@ -1,4 +1,5 @@
-"""The delivery sweep under NanoMDM: what a lost webhook or an abort leaves behind.
+"""The delivery sweep beside NanoMDM (or MicroMDM, alike): what a lost webhook or an abort
+leaves behind.
 
 NanoMDM posts each answer once, with no retry, so an answer can be lost on the way. A command
 handed to NanoMDM and unanswered for a while is looked up in NanoMDM's queue API: while
@@ -18,7 +19,7 @@ import datetime as dt
 import logging
 from collections import defaultdict
 
-from rollout.delivery.nanomdm import NanoMDMClient, NanoMDMError
+from rollout.delivery.server import MDMServer, MDMServerError
 from rollout.ledger import Event, HandedCommand, Ledger
 from rollout.states import CommandStatus, TargetState
 from rollout.transitions import move
@@ -36,7 +37,7 @@ PAGE = 2000
 
 
 def recover_lost_answers(
-    ledger: Ledger, server: NanoMDMClient, now: dt.datetime, after: dt.timedelta
+    ledger: Ledger, server: MDMServer, now: dt.datetime, after: dt.timedelta
 ) -> int:
     """Commands unanswered for ``after`` that NanoMDM no longer holds: retired, and their
     targets planned again; how many."""
@@ -49,7 +50,7 @@ def recover_lost_answers(
     for enrollment_id, commands in by_device.items():
         try:
             held = server.queued(enrollment_id)
-        except NanoMDMError as exc:
+        except MDMServerError as exc:
             log.warning("cannot read NanoMDM's queue of %s: %s", enrollment_id, exc)
             continue
         lost.extend(c for c in commands if c.command_uuid not in held)
@@ -80,7 +81,7 @@ def recover_lost_answers(
     return len(applied)
 
 
-def withdraw_aborted(ledger: Ledger, server: NanoMDMClient, now: dt.datetime) -> int:
+def withdraw_aborted(ledger: Ledger, server: MDMServer, now: dt.datetime) -> int:
     """Clear aborted rollouts' unanswered commands from NanoMDM's queue; how many."""
     total = 0
     while True:
@@ -91,7 +92,7 @@ def withdraw_aborted(ledger: Ledger, server: NanoMDMClient, now: dt.datetime) ->
         ids = sorted({c.enrollment_id for c in pending})
         try:
             answers = server.clear_queues(ids)
-        except NanoMDMError as exc:
+        except MDMServerError as exc:
             log.warning("cannot clear NanoMDM's queues: %s", exc)
             return total
         cleared = [c.command_id for c in pending if answers[c.enrollment_id].command_error is None]
@@ -103,7 +104,7 @@ def withdraw_aborted(ledger: Ledger, server: NanoMDMClient, now: dt.datetime) ->
 
 
 def sweep(
-    ledger: Ledger, server: NanoMDMClient, now: dt.datetime, after: dt.timedelta
+    ledger: Ledger, server: MDMServer, now: dt.datetime, after: dt.timedelta
 ) -> dict[str, int]:
     """One delivery sweep: lost answers recovered, aborted commands withdrawn."""
     return {

@@ -11,6 +11,10 @@ webhook's ``event.json``):
 * the API under HTTP Basic auth (user ``nanomdm``, password the API key): ``PUT
   /v1/enqueue/{ids}`` (a raw command plist; ``nopush=1``), ``GET /v1/push/{ids}``, ``GET`` and
   ``DELETE /v1/queue/{ids}``, answering with the documented JSON and 200 / 207 / 500;
+* with ``user="micromdm"``, MicroMDM's API as well (``micromdm`` as the Basic-auth user):
+  ``PUT /v1/commands/{udid}`` (a raw command plist, one device per call; 201 with
+  ``{"payload": ...}`` or ``{"error": ...}``), ``GET`` / ``DELETE /v1/commands/{udid}`` (the
+  ``device_command`` queue view; clearing it) and ``GET /push/{udid}``;
 * the webhook: every check-in and report posted once, inline, as a MicroMDM-style event
   (``topic``, ``event_id``, ``created_at``, ``checkin_event`` / ``acknowledge_event`` with
   ``raw_payload``), no retry, no signature.
@@ -93,6 +97,7 @@ class NanoMDMStandIn:
     duplicate_webhooks: int = 0
     dead_tokens: set[str] = field(default_factory=set)  # APNs answers these 410 Unregistered
     any_enrollment: bool = False  # take commands for ids it never saw enroll (benchmarks)
+    user: str = "nanomdm"  # the API's Basic-auth user: "micromdm" to stand in for MicroMDM
     counts: StandInCounts = field(default_factory=StandInCounts)
 
     def __post_init__(self) -> None:
@@ -121,6 +126,13 @@ class NanoMDMStandIn:
                 Route("/v1/enqueue/{ids:path}", self._enqueue, methods=["PUT"]),
                 Route("/v1/push/{ids:path}", self._push, methods=["GET"]),
                 Route("/v1/queue/{ids:path}", self._queue, methods=["GET", "DELETE"]),
+                # MicroMDM's API: one device per call
+                Route(
+                    "/v1/commands/{udid}",
+                    self._micro_commands,
+                    methods=["PUT", "POST", "GET", "DELETE"],
+                ),
+                Route("/push/{udid}", self._micro_push, methods=["GET"]),
             ]
         )
         config = uvicorn.Config(
@@ -277,6 +289,77 @@ class NanoMDMStandIn:
 
     # ---- the API -------------------------------------------------------------------------
 
+    def _take(self, ids: list[str], body: bytes) -> tuple[str, str, dict[str, dict[str, str]]]:
+        """Queue a raw command plist for ``ids``: its CommandUUID, RequestType and each id's
+        error (unknown enrollment, the same CommandUUID again); ValueError for a bad body."""
+        try:
+            cmd = plistlib.loads(body)
+            cid = cmd["CommandUUID"]
+            rtype = cmd["Command"]["RequestType"]
+        except Exception as exc:
+            raise ValueError("not a command plist") from exc
+        status: dict[str, dict[str, str]] = {}
+        with self._lock:
+            for i in ids:
+                queue = self.queues.setdefault(i, [])
+                if i not in self.enrollments and not self.any_enrollment:
+                    status[i] = {"command_error": "enrollment not found"}
+                elif any(q.command_uuid == cid for q in queue):
+                    status[i] = {"command_error": "duplicate command UUID"}
+                else:
+                    queue.append(_Queued(cid, rtype, body))
+        return cid, rtype, status
+
+    async def _micro_commands(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return self._unauthorised()
+        udid = unquote(request.path_params["udid"])
+        if request.method == "DELETE":
+            with self._lock:
+                self.counts.queue_clears += 1
+                for q in self.queues.get(udid, []):
+                    q.active = False
+            return JSONResponse({})
+        if request.method == "GET":
+            with self._lock:
+                self.counts.queue_reads += 1
+                held = [q for q in self._open(udid)]
+            queue = {
+                "DeviceUDID": udid,
+                "Commands": [
+                    {"UUID": q.command_uuid, "Payload": base64.b64encode(q.body).decode()}
+                    for q in held
+                    if q.status is None
+                ],
+                "NotNow": [{"UUID": q.command_uuid} for q in held if q.status == "NotNow"],
+            }
+            return JSONResponse({"device_command": queue})
+        body = await request.body()
+        with self._lock:
+            self.counts.enqueue_calls += 1
+            if self.fail_enqueue > 0:
+                self.fail_enqueue -= 1
+                return JSONResponse({"error": "storage unavailable"}, status_code=500)
+        try:
+            cid, rtype, status = self._take([udid], body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        if udid in status:
+            return JSONResponse({"error": status[udid]["command_error"]}, status_code=400)
+        payload = {"udid": udid, "command_uuid": cid, "command": {"request_type": rtype}}
+        return JSONResponse({"payload": payload}, status_code=201)
+
+    async def _micro_push(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return self._unauthorised()
+        udid = unquote(request.path_params["udid"])
+        with self._lock:
+            self.counts.push_calls += 1
+        result = self._wake([udid])[udid]
+        if "push_error" in result:
+            return JSONResponse({"error": result["push_error"]}, status_code=500)
+        return JSONResponse({"status": "success", "push_notification_id": result["push_result"]})
+
     def _authorised(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("basic "):
@@ -285,7 +368,7 @@ class NanoMDMStandIn:
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        return user == "nanomdm" and password == self.api_key
+        return user == self.user and password == self.api_key
 
     @staticmethod
     def _unauthorised() -> Response:
@@ -304,26 +387,12 @@ class NanoMDMStandIn:
             if self.fail_enqueue > 0:
                 self.fail_enqueue -= 1
                 return JSONResponse({"command_error": "storage unavailable"}, status_code=500)
-        try:
-            cmd = plistlib.loads(body)
-            cid = cmd["CommandUUID"]
-            rtype = cmd["Command"]["RequestType"]
-        except Exception:
-            return Response(status_code=500)  # NanoMDM: an unreadable body, no content
         ids = self._ids(request)
-        status: dict[str, dict[str, str]] = {}
-        failed = 0
-        with self._lock:
-            for i in ids:
-                queue = self.queues.setdefault(i, [])
-                if i not in self.enrollments and not self.any_enrollment:
-                    status[i] = {"command_error": "enrollment not found"}
-                    failed += 1
-                elif any(q.command_uuid == cid for q in queue):
-                    status[i] = {"command_error": "duplicate command UUID"}
-                    failed += 1
-                else:
-                    queue.append(_Queued(cid, rtype, body))
+        try:
+            cid, rtype, status = self._take(ids, body)
+        except ValueError:
+            return Response(status_code=500)  # NanoMDM: an unreadable body, no content
+        failed = len(status)
         nopush = request.query_params.get("nopush") in ("1", "true")
         if not nopush:
             for i, result in self._wake([i for i in ids if i not in status]).items():

@@ -14,8 +14,8 @@ from rollout import controller
 from rollout.apns import PushClient
 from rollout.clock import ManualClock
 from rollout.config import Settings
+from rollout.delivery import MDMServer, MicroMDMClient, NanoMDMClient
 from rollout.delivery.handover import hand_over_batch
-from rollout.delivery.nanomdm import NanoMDMClient
 from rollout.dispatch import InlineDispatcher
 from rollout.ledger import Ledger
 from rollout.policy import EnginePolicy
@@ -41,7 +41,7 @@ class Beside:
     policy: EnginePolicy
     web: BackgroundServer
     nanomdm: NanoMDMStandIn
-    client: NanoMDMClient
+    client: MDMServer
     fleet: SimFleet
     handed: list[dict[str, int]]
     pusher: PushClient | None = None  # rollout wakes the devices itself (nopush=1)
@@ -93,7 +93,9 @@ class Beside:
 def beside(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[..., Beside]]:
     made: list[Beside] = []
 
-    def make(devices: int = 20, mix: FleetMix = MIX, seed: int = 5) -> Beside:
+    def make(
+        devices: int = 20, mix: FleetMix = MIX, seed: int = 5, server: str = "nanomdm"
+    ) -> Beside:
         clock = ManualClock(dt.datetime.now(dt.UTC))
         settings = Settings(home=tmp_path, webhook_secret=SECRET, identity_mode="off", fast=True)
         web = BackgroundServer(create_app(settings, ledger, clock)).start()
@@ -104,7 +106,13 @@ def beside(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[..., Beside]]:
             api_key=API_KEY,
             webhook_url=f"{web.base_url}/webhook/mdm/{SECRET}",
             on_push=fleet.wake,
+            user=server,
         ).start()
+        client: MDMServer = (
+            MicroMDMClient(standin.base_url, API_KEY)
+            if server == "micromdm"
+            else NanoMDMClient(standin.base_url, API_KEY)
+        )
         fleet.start_in_thread(HttpxTransport(standin.base_url))
         world = Beside(
             ledger,
@@ -112,7 +120,7 @@ def beside(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[..., Beside]]:
             settings.engine_policy(),
             web,
             standin,
-            NanoMDMClient(standin.base_url, API_KEY),
+            client,
             fleet,
             [],
         )

@@ -42,12 +42,24 @@ def test_nanomdm_names_the_setting_it_lacks(monkeypatch: pytest.MonkeyPatch, mis
     assert str(info.value) == f"{missing}: must be set when ROLLOUT_DELIVERY is nanomdm"
 
 
+def test_micromdm_needs_its_own_url_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    _set(monkeypatch, {**NANOMDM, "ROLLOUT_DELIVERY": "micromdm"})
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == "ROLLOUT_MICROMDM_URL: must be set when ROLLOUT_DELIVERY is micromdm"
+    monkeypatch.setenv("ROLLOUT_MICROMDM_URL", "https://micromdm.example.com")
+    monkeypatch.setenv("ROLLOUT_MICROMDM_API_KEY", "a-micromdm-key")
+    settings = load_settings()
+    assert settings.delivery == "micromdm" and "a-micromdm-key" not in repr(settings)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("ROLLOUT_DELIVERY", "micromdm", "'micromdm' is not one of builtin, nanomdm"),
+        ("ROLLOUT_DELIVERY", "jamf", "'jamf' is not one of builtin, nanomdm, micromdm"),
         ("ROLLOUT_NANOMDM_PUSH", "apns", "'apns' is not one of nanomdm, rollout"),
         ("ROLLOUT_NANOMDM_URL", "nanomdm:9000", "is not an http:// or https:// URL"),
+        ("ROLLOUT_MICROMDM_URL", "micromdm:8080", "is not an http:// or https:// URL"),
         ("ROLLOUT_WEBHOOK_SECRET", "short", "must be at least 16 characters (or empty)"),
     ],
 )
