@@ -155,6 +155,7 @@ def delivery_sweep(self: Task) -> dict[str, int]:
         mdm_server(),
         SYSTEM_CLOCK.now(),
         dt.timedelta(seconds=settings.delivery_sweep_after_s),
+        push=settings.nanomdm_push != "rollout",
     )
     _completed("delivery_sweep")
     return out

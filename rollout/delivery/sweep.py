@@ -11,6 +11,10 @@ the device's new answer is reconciled as usual. A lost webhook never leaves a ta
 
 An aborted rollout's commands that NanoMDM may still hold are cleared from its queue
 (``DELETE /v1/queue/{ids}``; this clears everything queued for those enrollments).
+
+A clean-up after a verification (``RemoveProvisioningProfile`` of the replaced profile) is made
+when the verification's answer comes in, for a target that is then verified and waits for
+nothing: the sweep hands it over.
 """
 
 from __future__ import annotations
@@ -103,11 +107,33 @@ def withdraw_aborted(ledger: Ledger, server: MDMServer, now: dt.datetime) -> int
             return total  # the rest next time
 
 
+def hand_over_cleanups(ledger: Ledger, server: MDMServer, now: dt.datetime, *, push: bool) -> int:
+    """Hand the clean-ups of verified targets to the server (pushed by it when ``push``;
+    else the device takes them at its next check-in); how many it took."""
+    with ledger.delivery() as store:
+        waiting = store.unhanded([TargetState.VERIFIED.value], PAGE)
+    taken: list[int] = []
+    for c in waiting:
+        assert c.body is not None  # unhanded() reads only commands with a body
+        try:
+            answer = server.enqueue([c.enrollment_id], c.body, push=push)
+        except MDMServerError as exc:
+            log.warning("cannot hand a clean-up to the MDM server: %s", exc)
+            break
+        if answer[c.enrollment_id].command_error is None:
+            taken.append(c.command_id)
+    with ledger.delivery() as store:
+        store.mark_handed(taken, now)
+    return len(taken)
+
+
 def sweep(
-    ledger: Ledger, server: MDMServer, now: dt.datetime, after: dt.timedelta
+    ledger: Ledger, server: MDMServer, now: dt.datetime, after: dt.timedelta, *, push: bool = True
 ) -> dict[str, int]:
-    """One delivery sweep: lost answers recovered, aborted commands withdrawn."""
+    """One delivery sweep: lost answers recovered, aborted commands withdrawn, clean-ups
+    handed over."""
     return {
         "recovered": recover_lost_answers(ledger, server, now, after),
         "withdrawn": withdraw_aborted(ledger, server, now),
+        "cleanups": hand_over_cleanups(ledger, server, now, push=push),
     }

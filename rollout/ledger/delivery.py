@@ -71,6 +71,35 @@ class DeliveryLedger(Journaled):
                 .values(command_uuid=command_uuid)
             )
 
+    def unhanded(self, target_states: Collection[str], limit: int = 5000) -> list[OpenCommand]:
+        """Queued commands with a body of their own (made for one device, e.g. a clean-up)
+        whose targets are in ``target_states``: no fan-out batch will hand them over."""
+        rows = self._session.execute(
+            select(
+                CommandRow.target_id,
+                CommandRow.id,
+                CommandRow.command_uuid,
+                CommandRow.request_type,
+                CommandRow.status,
+                CommandRow.body,
+                CommandRow.rollout_id,
+                DeviceRow.enrollment_id,
+            )
+            .join(DeviceRow, DeviceRow.id == CommandRow.device_id)
+            .join(TargetRow, TargetRow.id == CommandRow.target_id)
+            .where(
+                CommandRow.status == CommandStatus.QUEUED.value,
+                CommandRow.body.is_not(None),
+                TargetRow.state.in_(list(target_states)),
+            )
+            .order_by(CommandRow.id)
+            .limit(limit)
+        ).all()
+        return [
+            OpenCommand(int(tid or 0), cid, uuid, rtype, status, body, rid, key)
+            for tid, cid, uuid, rtype, status, body, rid, key in rows
+        ]
+
     def mark_handed(self, command_ids: Sequence[int], now: dt.datetime) -> None:
         """These queued commands are now in the other server's queue."""
         for chunk in chunks(list(command_ids)):

@@ -59,6 +59,7 @@ def test_abort_clears_micromdms_queues(beside: Callable[..., Beside]) -> None:
     assert sweep(world.ledger, world.client, world.clock.now(), dt.timedelta(minutes=15)) == {
         "recovered": 0,
         "withdrawn": 3,
+        "cleanups": 0,
     }
     assert all(world.nanomdm.queued(d.udid) == [] for d in world.fleet)
     assert world.nanomdm.counts.queue_clears == 3  # one call per device

@@ -152,7 +152,7 @@ def test_abort_clears_the_servers_queue(beside: Callable[..., Beside]) -> None:
     assert all(len(world.nanomdm.queued(d.udid)) == 1 for d in world.fleet)
     assert abort_rollout(world.ledger, rid, actor="test", now=world.clock.now())
     out = sweep(world.ledger, world.client, world.clock.now(), dt.timedelta(minutes=15))
-    assert out == {"recovered": 0, "withdrawn": 6}
+    assert out == {"recovered": 0, "withdrawn": 6, "cleanups": 0}
     assert all(world.nanomdm.queued(d.udid) == [] for d in world.fleet)
     assert world.nanomdm.counts.queue_clears == 1  # one call for every device
     assert withdraw_aborted(world.ledger, world.client, world.clock.now()) == 0
@@ -225,3 +225,37 @@ def test_rollout_pushes_itself_when_it_holds_the_push_certificate(
     with world.ledger.registry() as store:
         info = store.get(dead.udid)
     assert info is not None and info.token_state == "dead"
+
+
+def test_the_clean_up_after_a_verification_is_handed_over_by_the_sweep(
+    beside: Callable[..., Beside],
+) -> None:
+    world = beside(devices=5, mix=ALL_OK)
+    now = world.clock.now()
+    old = add_profile(
+        world.ledger, now, name="Field App (old)", expires_at=now + dt.timedelta(days=9)
+    )
+    with world.ledger.library() as store:
+        content = store.content(old.uuid)
+    assert content is not None
+    for device in world.fleet:
+        device.preinstall(content, managed=True)
+    new = add_profile(world.ledger, now)
+    rid = start_rollout(world.ledger, new.uuid, [d.udid for d in world.fleet], now, verify=True,
+                        cleanup=old.uuid)  # fmt: skip
+    assert world.run(rid) == "completed"
+    assert checked_states(world.ledger, rid) == {"verified": 5}
+    # each verified device's clean-up was made, queued, and nobody hands it over but the sweep
+    with world.ledger.rollouts() as store:
+        assert store.command_counts(rid, "RemoveProvisioningProfile") == {"queued": 5}
+    out = sweep(world.ledger, world.client, world.clock.now(), dt.timedelta(minutes=15))
+    assert out["cleanups"] == 5
+    world.settle()
+    with world.ledger.rollouts() as store:
+        assert store.command_counts(rid, "RemoveProvisioningProfile") == {"acknowledged": 5}
+    assert all(old.uuid.upper() not in d.installed for d in world.fleet)
+    assert sweep(world.ledger, world.client, world.clock.now(), dt.timedelta(minutes=15)) == {
+        "recovered": 0,
+        "withdrawn": 0,
+        "cleanups": 0,
+    }
