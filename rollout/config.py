@@ -52,6 +52,8 @@ ENV_PREFIX = "ROLLOUT_"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_BROKER_URL = "filesystem://"
 IDENTITY_MODES = ("strict", "bind-on-first-sight", "off")
+DELIVERIES = ("builtin", "nanomdm", "micromdm")
+NANOMDM_PUSHERS = ("nanomdm", "rollout")
 IDENTITY_SOURCES = ("mdm-signature", "client-cert")
 # backend → the drivers the ledger ships with (None: the URL names no driver); psycopg 3 is
 # the only PostgreSQL driver installed, and ledger.db rewrites postgresql:// and postgres://
@@ -75,6 +77,9 @@ SECRET_SETTINGS = frozenset(
         "smtp_password",
         "database_password",
         "ledger_keys",
+        "nanomdm_api_key",
+        "micromdm_api_key",
+        "webhook_secret",
     }
 )
 # URLs that may carry a password: shown with the password as ***
@@ -413,6 +418,28 @@ class Settings(BaseSettings):
     alert_repeat_hours: RepeatHours = Field(
         default=24.0, description="Send an unacknowledged alert again after this many hours."
     )
+    delivery: str = Field(
+        default="builtin",
+        description="How commands reach devices: builtin (rollout's own MDM endpoint and APNs), "
+        "nanomdm or micromdm (an existing NanoMDM's or MicroMDM's API and webhook).",
+    )
+    nanomdm_url: str = Field(default="", description="NanoMDM's base URL (delivery nanomdm).")
+    nanomdm_api_key: str = Field(default="", description="NanoMDM's API key (HTTP Basic).")
+    micromdm_url: str = Field(default="", description="MicroMDM's base URL (delivery micromdm).")
+    micromdm_api_key: str = Field(default="", description="MicroMDM's API key (HTTP Basic).")
+    nanomdm_push: str = Field(
+        default="nanomdm",
+        description="Who wakes devices under delivery nanomdm: nanomdm (its push API) or "
+        "rollout (its own APNs client, ROLLOUT_APNS_CERT).",
+    )
+    webhook_secret: Secret = Field(
+        default="",
+        description="Shared secret of the MDM webhook (/webhook/mdm/<secret>); 16+ characters.",
+    )
+    delivery_sweep_after_s: SweepInterval = Field(
+        default=900.0,
+        description="Ask NanoMDM about a command left unanswered this long (a lost webhook).",
+    )
     alert_webhook_url: str = Field(default="", description="POST alerts here as JSON.")
     alert_webhook_secret: Secret = Field(
         default="", description="HMAC-SHA256 key that signs each alert webhook body."
@@ -546,7 +573,23 @@ class Settings(BaseSettings):
             raise _invalid(f"{_quoted(value)} is not one of {', '.join(APPLE_APIS)}")
         return api
 
-    @field_validator("alert_webhook_url", "apple_api_url")
+    @field_validator("delivery", mode="before")
+    @classmethod
+    def _known_delivery(cls, value: Any) -> Any:
+        chosen = value.strip().lower() if isinstance(value, str) else value
+        if chosen not in DELIVERIES:
+            raise _invalid(f"{_quoted(value)} is not one of {', '.join(DELIVERIES)}")
+        return chosen
+
+    @field_validator("nanomdm_push", mode="before")
+    @classmethod
+    def _known_pusher(cls, value: Any) -> Any:
+        chosen = value.strip().lower() if isinstance(value, str) else value
+        if chosen not in NANOMDM_PUSHERS:
+            raise _invalid(f"{_quoted(value)} is not one of {', '.join(NANOMDM_PUSHERS)}")
+        return chosen
+
+    @field_validator("alert_webhook_url", "apple_api_url", "nanomdm_url", "micromdm_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         value = value.strip()
@@ -602,6 +645,14 @@ class Settings(BaseSettings):
             "smtp_host": ("smtp_from", "smtp_to"),
             "oidc_issuer": ("oidc_audience", "oidc_role_map"),
         }
+        if self.delivery != "builtin":
+            server = self.delivery
+            for name in (f"{server}_url", f"{server}_api_key", "webhook_secret"):
+                if not getattr(self, name):
+                    raise _invalid(
+                        f"{ENV_PREFIX}{name.upper()}: must be set when "
+                        f"{ENV_PREFIX}DELIVERY is {server}"
+                    )
         for given, wanted in needs.items():
             if getattr(self, given):
                 for name in wanted:

@@ -73,6 +73,7 @@ _PUSHABLE = frozenset(
     )
 )
 _SILENT = frozenset({TargetState.PUSHED.value, TargetState.DELIVERED.value})
+_ANSWERED = frozenset({TargetState.ACKNOWLEDGED.value})
 
 
 @dataclass
@@ -357,7 +358,7 @@ def push_batch(
     """
     with ledger.fanout() as store:
         targets = store.push_targets(target_ids)
-        jobs, lost, skipped = _split_pushable(targets)
+        jobs, lost, skipped = split_pushable(targets)
         store.move(lost, clock.now())
     results = (
         client.push_many(
@@ -377,7 +378,7 @@ def push_batch(
     return out
 
 
-def _split_pushable(targets: Sequence[PushTarget]) -> tuple[list[PushTarget], list[Move], int]:
+def split_pushable(targets: Sequence[PushTarget]) -> tuple[list[PushTarget], list[Move], int]:
     """The targets to push; moves to unreachable for those whose device lost its token since
     they were claimed; how many were skipped as answered, cancelled or timed out meanwhile."""
     jobs: list[PushTarget] = []
@@ -427,8 +428,13 @@ def record_push_results(
         tally[res.outcome.value] += 1
         if res.outcome is Outcome.SUCCESS:
             count = job.push_count + 1
+            # A device that answered while its push was out is acknowledged now, waiting for
+            # its verification with a fresh count and deadline: the late push leaves them be.
+            late = _ANSWERED if job.state != TargetState.ACKNOWLEDGED.value else frozenset()
             pushed.append(
-                PushRecord(job.target_id, count, now + policy.repush_delay(count), res.apns_id)
+                PushRecord(
+                    job.target_id, count, now + policy.repush_delay(count), res.apns_id, late
+                )
             )
             to_pushed.append(move(job.target_id, TargetState.PUSHED))
         elif res.outcome in (Outcome.DEAD_TOKEN, Outcome.PERMANENT):

@@ -43,9 +43,11 @@ class DemoConfig:
     workers: int = 1
     timeout: float = 600.0
     scenario: str = "renewal"  # or bad-canary
+    backend: str = "builtin"  # or nanomdm: the fleet is enrolled in a NanoMDM stand-in
 
 
 SCENARIOS = ("renewal", "bad-canary")
+BACKENDS = ("builtin", "nanomdm")
 DAYS_LEFT = 20
 RENEWAL_SETTINGS = {
     "ROLLOUT_RENEWAL_STAGES": "10%,100%",
@@ -69,6 +71,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
             database_url=cfg.database_url,
             broker_url=cfg.broker_url,
             engine_env=dict(RENEWAL_SETTINGS),
+            backend=cfg.backend,
         )
     )
     started = time.monotonic()
@@ -79,9 +82,17 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
             "embedded (files)" if world.broker_url.startswith("filesystem") else world.broker_url
         )
         say(f"ledger {where}; broker {broker}")
-        say(f"1. Enrolling {cfg.devices} simulated devices through /mdm/checkin …")
+        if world.nanomdm is not None:
+            say(
+                f"1. Enrolling {cfg.devices} simulated devices in NanoMDM (a stand-in at "
+                f"{world.nanomdm.base_url}); its webhook tells rollout …"
+            )
+        else:
+            say(f"1. Enrolling {cfg.devices} simulated devices through /mdm/checkin …")
         enrolled = world.enroll(progress=_every(cfg.devices, say, started))
         say(f"   {enrolled} enrolled (Authenticate + TokenUpdate, signed with their identities)")
+        if world.nanomdm is not None:
+            say("   commands go through NanoMDM's enqueue API, answers come back by its webhook")
         held = world.hold_expiring_profile(DAYS_LEFT)
         say(
             f"2. Every device holds {held.name!r} ({held.uuid}), which expires in "
@@ -177,6 +188,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "timed_out": summary["timed_out"],
         "alerts": [{"kind": a.kind, "severity": a.severity, "title": a.title} for a in alerts],
         "fleet": fleet,
+        "backend": cfg.backend,
         "seconds": round(elapsed, 1),
     }
 

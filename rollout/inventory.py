@@ -175,8 +175,9 @@ def _shown(value: object, width: int = 40) -> str:
 
 def _names(names: list[str]) -> str:
     """Unknown column or key names for a message: a few, quoted only when they look odd."""
-    shown = ", ".join(n if n.isidentifier() and len(n) <= 40 else _shown(n) for n in names[:5])
-    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    # three at most: with the known names after them, a message stays one short line
+    shown = ", ".join(n if n.isidentifier() and len(n) <= 40 else _shown(n) for n in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _decode(data: bytes) -> str:

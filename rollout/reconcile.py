@@ -105,16 +105,25 @@ def process_reports(
     identity: IdentityPolicy,
     policy: EnginePolicy,
     now: dt.datetime,
+    serve: bool = True,
 ) -> list[Outcome]:
-    """Persist a batch of reports and choose each device's next command (one per report)."""
+    """Persist a batch of reports and choose each device's next command (one per report).
+
+    With ``serve`` false the answers came from another MDM server's webhook and that server
+    serves its own queue: nothing is chosen from rollout's queue, and a command made for the
+    device at once (a verification) is left queued, due now, for the fan-out to hand over.
+    """
     devices = store.devices({r.enrollment_id for r in reports})
-    commands = store.commands({r.command_uuid for r in reports if r.command_uuid})
+    commands = store.commands(
+        {r.command_uuid for r in reports if r.command_uuid}, {d.id for d in devices.values()}
+    )
     rollouts = store.rollout_facts({c.rollout_id for c in commands.values() if c.rollout_id})
+    known = {uuid for uuid, _ in commands}
     writes = ReportWrites()
     outcomes: list[Outcome | None] = [None] * len(reports)
     answered: dict[int, str | None] = {}  # report index -> the CommandUUID it answered
     serve_for: dict[int, int] = {}  # report index -> device id
-    handled: set[str] = set()  # CommandUUIDs whose result this batch already took
+    handled: set[tuple[str, int]] = set()  # (CommandUUID, device) results this batch took
     follow_up: dict[int, Served] = {}  # report index -> a command to hand out at once
 
     for i, r in enumerate(reports):
@@ -140,31 +149,28 @@ def process_reports(
             serve_for[i] = dev.id
         if r.status == Status.IDLE or not r.command_uuid:
             continue
-        cmd = commands.get(r.command_uuid)
+        cmd = commands.get((r.command_uuid, dev.id))
         if cmd is None:
-            writes.events.append(
-                _event("mdm.anomaly", r, device_id=dev.id, reason="unknown_command")
-            )
+            why = "foreign_command" if r.command_uuid in known else "unknown_command"
+            writes.events.append(_event("mdm.anomaly", r, device_id=dev.id, reason=why))
             continue
-        if cmd.device_id != dev.id:
-            writes.events.append(
-                _event("mdm.anomaly", r, device_id=dev.id, reason="foreign_command")
-            )
-            continue
-        if cmd.status in FINAL_COMMAND_STATUSES or r.command_uuid in handled:
+        if cmd.status in FINAL_COMMAND_STATUSES or (r.command_uuid, dev.id) in handled:
             continue  # a repeat: the first report was kept, this one changes nothing
         if cmd.status == CommandStatus.NOT_NOW and r.status == Status.NOT_NOW:
             continue  # the same NotNow again: nothing new to record
-        handled.add(r.command_uuid)
+        handled.add((r.command_uuid, dev.id))
         facts = rollouts.get(cmd.rollout_id) if cmd.rollout_id is not None else None
-        nxt = _take_result(writes, r, cmd, dev.id, facts, policy, now)
+        nxt = _take_result(writes, r, cmd, dev.id, facts, policy, now, serve)
         if nxt is not None and i in serve_for:
             follow_up[i] = nxt
 
     # The next command is chosen from the commands as they were before this batch: the only
     # ones its results change are the ones just answered, which are never served back.
-    queue = store.open_commands(set(serve_for.values()))
-    served = _choose_next(writes, reports, serve_for, answered, handled, follow_up, queue, now)
+    if serve:
+        queue = store.open_commands(set(serve_for.values()))
+        served = _choose_next(writes, reports, serve_for, answered, handled, follow_up, queue, now)
+    else:
+        served = follow_up
     store.apply_reports(writes, now)
     return [o if o is not None else Outcome(served=served.get(i)) for i, o in enumerate(outcomes)]
 
@@ -177,6 +183,7 @@ def _take_result(
     rollout: RolloutFacts | None,
     policy: EnginePolicy,
     now: dt.datetime,
+    serve: bool = True,
 ) -> Served | None:
     """Record one new result and its target's move; a command to hand the device at once
     (a verification after an install, a clean-up after a verification), if any."""
@@ -212,7 +219,7 @@ def _take_result(
     if cmd.request_type == REMOVE_PROVISIONING_PROFILE and opts.command == "install":
         return None  # a clean-up: its answer is recorded, the target stays verified
     if cmd.request_type == PROVISIONING_PROFILE_LIST and opts.command == "install":
-        return _verified(writes, r, cmd, device_id, rollout, opts, policy, now)
+        return _verified(writes, r, cmd, device_id, rollout, opts, policy, now, serve)
     if new_status == CommandStatus.NOT_NOW:
         count = cmd.target_notnow + 1
         writes.moves.append(
@@ -244,10 +251,12 @@ def _take_result(
                 finished_at=now,
                 push_count=0,
                 verify_attempts=cmd.verify_attempts + 1,
-                next_push_at=now + policy.response_timeout,
+                next_push_at=now + policy.response_timeout if serve else now,
             )
         )
-        return _hand_out(writes, device_id, rollout.id, target, provisioning_profile_list())
+        return _hand_out(
+            writes, device_id, rollout.id, target, provisioning_profile_list(), handed=serve
+        )
     writes.moves.append(move(target, TargetState.ACKNOWLEDGED, finished_at=now, next_push_at=None))
     return None
 
@@ -261,6 +270,7 @@ def _verified(
     opts: RolloutOptions,
     policy: EnginePolicy,
     now: dt.datetime,
+    serve: bool = True,
 ) -> Served | None:
     """A verification answered: the target is verified when the device lists the rollout's
     profile with its expiry; otherwise the profile is installed again, until the attempts are
@@ -279,7 +289,7 @@ def _verified(
         writes.moves.append(move(target, TargetState.VERIFIED, next_push_at=None))
         if opts.cleanup:
             body = remove_provisioning_profile(opts.cleanup)
-            return _hand_out(writes, device_id, rollout.id, target, body)
+            return _hand_out(writes, device_id, rollout.id, target, body, handed=serve)
         return None
     why = "not_listed" if r.status == Status.ACKNOWLEDGED else failure_reason(r)
     if cmd.verify_attempts < policy.max_verify:
@@ -300,9 +310,16 @@ def _verified(
 
 
 def _hand_out(
-    writes: ReportWrites, device_id: int, rollout_id: int, target_id: int, template: Any
+    writes: ReportWrites,
+    device_id: int,
+    rollout_id: int,
+    target_id: int,
+    template: Any,
+    *,
+    handed: bool = True,
 ) -> Served:
-    """A command made for this device now, written as sent and served in this answer."""
+    """A command made for this device now, written as sent and served in this answer (or,
+    when not ``handed``, written as queued for the fan-out to hand to another server)."""
     uuid = str(uuidlib.uuid4()).upper()
     body = template.render(uuid)
     writes.new_commands.append(
@@ -313,7 +330,7 @@ def _hand_out(
             body,
             rollout_id,
             target_id,
-            CommandStatus.SENT.value,
+            (CommandStatus.SENT if handed else CommandStatus.QUEUED).value,
         )
     )
     return Served(uuid, template.request_type, rollout_id, body)
@@ -324,7 +341,7 @@ def _choose_next(
     reports: Sequence[Report],
     serve_for: dict[int, int],
     answered: dict[int, str | None],
-    handled: set[str],
+    handled: set[tuple[str, int]],
     follow_up: dict[int, Served],
     queue: dict[int, list[QueuedCommand]],
     now: dt.datetime,
@@ -341,7 +358,7 @@ def _choose_next(
             continue
         idle = reports[i].status == Status.IDLE
         for cmd in queue.get(device_id, []):
-            if cmd.id in taken or cmd.command_uuid in handled:
+            if cmd.id in taken or (cmd.command_uuid, device_id) in handled:
                 continue
             if cmd.command_uuid == answered.get(i):
                 continue

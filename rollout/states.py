@@ -53,6 +53,7 @@ class CommandStatus(StrEnum):
     ERROR = "error"
     COMMAND_FORMAT_ERROR = "command_format_error"
     INACTIVE = "inactive"  # dropped: re-enrollment or check-out before an answer
+    WITHDRAWN = "withdrawn"  # cleared from another MDM server's queue (its rollout aborted)
 
 
 #: Statuses after which a command is never served again.
@@ -62,6 +63,7 @@ FINAL_COMMAND_STATUSES = frozenset(
         CommandStatus.ERROR,
         CommandStatus.COMMAND_FORMAT_ERROR,
         CommandStatus.INACTIVE,
+        CommandStatus.WITHDRAWN,
     }
 )
 

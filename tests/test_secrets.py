@@ -39,6 +39,9 @@ SECRETS = {
     "ROLLOUT_APNS_PASSWORD": APNS_PASSWORD,
     "ROLLOUT_DATABASE_PASSWORD": DB_PASSWORD,
     "ROLLOUT_LEDGER_KEYS": LEDGER_KEYS,
+    "ROLLOUT_NANOMDM_API_KEY": "nanomdm-api-key-4d2f8a6c",
+    "ROLLOUT_MICROMDM_API_KEY": "micromdm-api-key-6e0a2c8b",
+    "ROLLOUT_WEBHOOK_SECRET": "mdm-webhook-secret-9b3e1f7a",
 }
 
 

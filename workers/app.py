@@ -66,6 +66,7 @@ def make_app(settings: Settings | None = None) -> Celery:
             "rollout.expiry_scan": {"queue": CONTROL_QUEUE},
             "rollout.deliver_alerts": {"queue": CONTROL_QUEUE},
             "rollout.push_batch": {"queue": FANOUT_QUEUE},
+            "rollout.delivery_sweep": {"queue": CONTROL_QUEUE},
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -81,6 +82,11 @@ def make_app(settings: Settings | None = None) -> Celery:
             "alert-delivery": {"task": "rollout.deliver_alerts", "schedule": 60.0},
         },
     )
+    if settings.delivery != "builtin":
+        app.conf.beat_schedule["delivery-sweep"] = {
+            "task": "rollout.delivery_sweep",
+            "schedule": settings.sweep_interval_s,
+        }
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -15,6 +16,9 @@ from rollout import controller, inventory_sweep, renewal_setup
 from rollout.apns import PushClient
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
+from rollout.delivery import BESIDE, MDMServer, server_from_settings
+from rollout.delivery.handover import hand_over_batch
+from rollout.delivery.sweep import sweep as delivery_sweep_once
 from rollout.ledger import Ledger
 from rollout.pushing import push_client_from_settings
 from rollout.renewal_setup import run_scan
@@ -50,6 +54,13 @@ def push_client() -> PushClient:
     client: PushClient = _per_process(
         "push", lambda: push_client_from_settings(get_settings(), metrics.record_pushes)
     )
+    return client
+
+
+def mdm_server() -> MDMServer:
+    """This process's client of the MDM server it works beside (delivery ``nanomdm`` or
+    ``micromdm``)."""
+    client: MDMServer = _per_process("mdm_server", lambda: server_from_settings(get_settings()))
     return client
 
 
@@ -105,16 +116,49 @@ def sweep(self: Task) -> dict[str, Any]:
 @app.task(name="rollout.push_batch", bind=True, autoretry_for=RETRYABLE, retry_backoff=2,
           retry_backoff_max=60, max_retries=20)  # fmt: skip
 def push_batch(self: Task, rollout_id: int, target_ids: list[int]) -> dict[str, int]:
-    """Push one batch of targets and record every result."""
-    out = controller.push_batch(
-        ledger(),
-        push_client(),
-        rollout_id,
-        target_ids,
-        get_settings().engine_policy(),
-        SYSTEM_CLOCK,
-    )
+    """Push one batch of targets and record every result (beside NanoMDM or MicroMDM: its
+    commands handed over, its devices woken)."""
+    settings = get_settings()
+    if settings.delivery in BESIDE:
+        pusher = push_client() if settings.nanomdm_push == "rollout" else None
+        out = hand_over_batch(
+            ledger(),
+            mdm_server(),
+            rollout_id,
+            target_ids,
+            settings.engine_policy(),
+            SYSTEM_CLOCK,
+            pusher=pusher,
+        )
+    else:
+        out = controller.push_batch(
+            ledger(),
+            push_client(),
+            rollout_id,
+            target_ids,
+            settings.engine_policy(),
+            SYSTEM_CLOCK,
+        )
     metrics.batch_pushed()
+    return out
+
+
+@app.task(name="rollout.delivery_sweep", bind=True, autoretry_for=RETRYABLE,
+          retry_backoff=True, max_retries=3)  # fmt: skip
+def delivery_sweep(self: Task) -> dict[str, int]:
+    """Beside NanoMDM or MicroMDM: recover answers whose webhook was lost and clear aborted
+    rollouts' commands from its queue (nothing to do with the built-in delivery)."""
+    settings = get_settings()
+    if settings.delivery not in BESIDE:
+        return {}
+    out = delivery_sweep_once(
+        ledger(),
+        mdm_server(),
+        SYSTEM_CLOCK.now(),
+        dt.timedelta(seconds=settings.delivery_sweep_after_s),
+        push=settings.nanomdm_push != "rollout",
+    )
+    _completed("delivery_sweep")
     return out
 
 

@@ -85,9 +85,15 @@ def fanout(
         metavar="LIST",
         help="Run it in stages, e.g. 1%,5%,25%,100%, promoted by their default gates.",
     ),
+    backend: str = typer.Option(
+        "builtin",
+        "--backend",
+        metavar="builtin|nanomdm",
+        help="nanomdm: every command is handed to a NanoMDM stand-in through its enqueue API.",
+    ),
 ) -> None:
     """A rollout's fan-out on PostgreSQL, Redis and two worker processes."""
-    _run("fanout", size, as_json, stages=stages)
+    _run("fanout", size, as_json, stages=stages, backend=backend)
 
 
 @app.command()

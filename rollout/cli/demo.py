@@ -33,14 +33,23 @@ def demo(
         help="bad-canary: the renewal is signed wrongly; the canary fails its gate and the "
         "rollout halts before stage two.",
     ),
+    backend: str = typer.Option(
+        "builtin",
+        "--backend",
+        metavar="builtin|nanomdm",
+        help="nanomdm: the fleet is enrolled in a NanoMDM stand-in; rollout works beside it "
+        "(its enqueue API and webhook).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print only the summary, as JSON."),
 ) -> None:
     """Run the demo: on the embedded default (SQLite + filesystem broker) unless
     ROLLOUT_DATABASE_URL / ROLLOUT_BROKER_URL point at PostgreSQL / Redis."""
-    from rollout.demo import SCENARIOS, DemoConfig, run_demo
+    from rollout.demo import BACKENDS, SCENARIOS, DemoConfig, run_demo
 
     if scenario not in SCENARIOS:
         fail(f"--scenario must be one of {', '.join(SCENARIOS)}")
+    if backend not in BACKENDS:
+        fail(f"--backend must be one of {', '.join(BACKENDS)}")
 
     settings = get_settings()
     cfg = DemoConfig(
@@ -54,6 +63,7 @@ def demo(
         workers=workers,
         timeout=timeout,
         scenario=scenario,
+        backend=backend,
     )
 
     def say(line: str) -> None:

@@ -11,6 +11,7 @@ through one small interface, opened as a transaction by :class:`Ledger`::
     with ledger.alerts() as store:    # alerts and their notifications        -> AlertStore
     with ledger.access() as store:    # operator API tokens (hashes, roles)   -> AccessStore
     with ledger.heartbeats() as store:  # periodic tasks' last completions  -> HeartbeatStore
+    with ledger.delivery() as store:  # commands handed to another MDM server -> DeliveryStore
     with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
     with ledger.unit() as unit:       # several of them in one transaction
 
@@ -32,6 +33,7 @@ from rollout.ledger.access import AccessLedger, TokenConflictError
 from rollout.ledger.alerts import AlertLedger
 from rollout.ledger.bulk import BulkLoader, SeedDevice, SeedTarget
 from rollout.ledger.checkin import CheckinLedger
+from rollout.ledger.delivery import DeliveryLedger
 from rollout.ledger.fanout import FanoutLedger
 from rollout.ledger.heartbeats import HeartbeatLedger
 from rollout.ledger.library import LibraryLedger, ProfileConflictError
@@ -49,6 +51,7 @@ from rollout.ledger.records import (
     EnrolledDevice,
     Event,
     EventEntry,
+    HandedCommand,
     Holding,
     ImportResult,
     InstalledProfile,
@@ -57,6 +60,7 @@ from rollout.ledger.records import (
     NewCommand,
     NewRollout,
     NewStage,
+    OpenCommand,
     PlannedTarget,
     ProfileEntry,
     ProfileFact,
@@ -123,7 +127,9 @@ class CheckinStore(Journal, Protocol):
     def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
     # connect reports, a batch at a time
     def devices(self, keys: Collection[str]) -> dict[str, EnrolledDevice]: ...
-    def commands(self, command_uuids: Collection[str]) -> dict[str, CommandState]: ...
+    def commands(
+        self, command_uuids: Collection[str], device_ids: Collection[int] = ()
+    ) -> dict[tuple[str, int], CommandState]: ...
     def open_commands(self, device_ids: Collection[int]) -> dict[int, list[QueuedCommand]]: ...
     def apply_reports(self, writes: ReportWrites, now: dt.datetime) -> None: ...
     def rollout_profile(self, rollout_id: int) -> bytes | None: ...
@@ -331,6 +337,21 @@ class HeartbeatStore(Protocol):
     def heartbeats(self) -> dict[str, dt.datetime]: ...
 
 
+class DeliveryStore(Journal, Protocol):
+    """Delivery through another MDM server: the commands handed to it and their fate."""
+
+    def open_commands(self, target_ids: Sequence[int]) -> dict[int, OpenCommand]: ...
+    def share_command_uuid(self, commands: Sequence[OpenCommand], command_uuid: str) -> None: ...
+    def unhanded(self, target_states: Collection[str], limit: int = 5000) -> list[OpenCommand]: ...
+    def mark_handed(self, command_ids: Sequence[int], now: dt.datetime) -> None: ...
+    def unanswered(
+        self, sent_before: dt.datetime, target_states: Collection[str], limit: int = 5000
+    ) -> list[HandedCommand]: ...
+    def to_withdraw(self, limit: int = 5000) -> list[HandedCommand]: ...
+    def set_status(self, command_ids: Sequence[int], status: str, now: dt.datetime) -> None: ...
+    def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
+
+
 class Unit:
     """Every store over one transaction (for work that spans consumers, e.g. planning)."""
 
@@ -432,6 +453,12 @@ class Ledger:
             yield SealedLedger(session)
 
     @contextmanager
+    def delivery(self) -> Iterator[DeliveryStore]:
+        """See :class:`DeliveryStore`."""
+        with db.transaction(self.engine) as session:
+            yield DeliveryLedger(session)
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
@@ -449,6 +476,7 @@ __all__ = [
     "CommandResultWrite",
     "CommandState",
     "DeliveryInfo",
+    "DeliveryStore",
     "DeviceFilter",
     "DeviceInfo",
     "DeviceTarget",
@@ -457,6 +485,7 @@ __all__ = [
     "Event",
     "EventEntry",
     "FanoutStore",
+    "HandedCommand",
     "HeartbeatStore",
     "Holding",
     "ImportResult",
@@ -469,6 +498,7 @@ __all__ = [
     "NewCommand",
     "NewRollout",
     "NewStage",
+    "OpenCommand",
     "PlannedTarget",
     "ProfileConflictError",
     "ProfileEntry",

@@ -221,37 +221,63 @@ class CheckinLedger(Journaled):
                 out[row.enrollment_id] = EnrolledDevice(*row)
         return out
 
-    def commands(self, command_uuids: Collection[str]) -> dict[str, CommandState]:
-        """The commands among ``command_uuids``, each with its rollout target if it has one."""
+    def commands(
+        self, command_uuids: Collection[str], device_ids: Collection[int] = ()
+    ) -> dict[tuple[str, int], CommandState]:
+        """The commands among ``command_uuids`` by (CommandUUID, device id), each with its
+        rollout target if it has one. One CommandUUID may name one command per device (a
+        command handed to NanoMDM for many devices at once): with ``device_ids`` only those
+        devices' commands are read, and for a CommandUUID none of them holds, the other
+        devices' (so that an answer about another device's command can be told from one
+        about no command)."""
         conn = self._session.connection()
-        q = (
-            select(
-                CommandRow.id,
-                CommandRow.command_uuid,
-                CommandRow.device_id,
-                CommandRow.rollout_id,
-                CommandRow.request_type,
-                CommandRow.status,
-                CommandRow.notnow_count,
-                TargetRow.id,
-                TargetRow.notnow_count,
-                TargetRow.state,
-                TargetRow.verify_attempts,
+        q = select(
+            CommandRow.id,
+            CommandRow.command_uuid,
+            CommandRow.device_id,
+            CommandRow.rollout_id,
+            CommandRow.request_type,
+            CommandRow.status,
+            CommandRow.notnow_count,
+            TargetRow.id,
+            TargetRow.notnow_count,
+            TargetRow.state,
+            TargetRow.verify_attempts,
+        ).outerjoin(TargetRow, TargetRow.id == CommandRow.target_id)
+        out: dict[tuple[str, int], CommandState] = {}
+        wanted = sorted(set(command_uuids))
+        devices = sorted(set(device_ids))
+        if devices:
+            of_devices = q.where(
+                among(conn, CommandRow.command_uuid), among(conn, CommandRow.device_id, "devices")
             )
-            .outerjoin(TargetRow, TargetRow.id == CommandRow.target_id)
-            .where(among(conn, CommandRow.command_uuid))
-        )
-        out: dict[str, CommandState] = {}
-        for chunk in chunks(sorted(set(command_uuids))):
-            for row in conn.execute(q, {"ids": list(chunk)}):
-                state = CommandState(
-                    *row[:8],
-                    target_notnow=row[8] or 0,
-                    target_state=row[9],
-                    verify_attempts=row[10] or 0,
-                )
-                out[state.command_uuid] = state
+            for chunk in chunks(wanted):
+                for row in conn.execute(of_devices, {"ids": list(chunk), "devices": devices}):
+                    self._keep(out, row)
+            found = {uuid for uuid, _ in out}
+            wanted = [u for u in wanted if u not in found]
+        anyone = q.where(among(conn, CommandRow.command_uuid))
+        for chunk in chunks(wanted):
+            for row in conn.execute(anyone, {"ids": list(chunk)}):
+                self._keep(out, row)
         return out
+
+    @staticmethod
+    def _keep(out: dict[tuple[str, int], CommandState], row: Any) -> None:
+        cid, uuid, device_id, rollout_id, rtype, status, notnow, target_id = row[:8]
+        out[(uuid, device_id)] = CommandState(
+            cid,
+            uuid,
+            device_id,
+            rollout_id,
+            rtype,
+            status,
+            notnow,
+            target_id,
+            target_notnow=row[8] or 0,
+            target_state=row[9],
+            verify_attempts=row[10] or 0,
+        )
 
     def open_commands(self, device_ids: Collection[int]) -> dict[int, list[QueuedCommand]]:
         """Each device's commands without a final answer, in serving order (priority, age)."""

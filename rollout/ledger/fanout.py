@@ -412,11 +412,25 @@ class FanoutLedger(Journaled):
         self, pushes: Sequence[PushRecord], moves: Sequence[Move], now: dt.datetime
     ) -> list[AppliedMove]:
         """Store accepted pushes (push count, time, APNs id, next deadline) and apply the
-        pushed targets' ``moves`` (state only: their fields are ignored here)."""
+        pushed targets' ``moves`` (state only: their fields are ignored here); a push whose
+        target is now in one of its ``skip_in`` states is not stored."""
         if not pushes:
             return []
         if self._pg:
             return self._record_pushes_pg(pushes, moves, now)
+        if any(p.skip_in for p in pushes):
+            states = dict(
+                self._session.execute(
+                    select(TargetRow.id, TargetRow.state).where(
+                        TargetRow.id.in_(sorted({p.target_id for p in pushes if p.skip_in}))
+                    )
+                ).all()
+            )
+            pushes = [p for p in pushes if states.get(p.target_id) not in p.skip_in]
+            kept = {p.target_id for p in pushes}
+            moves = [m for m in moves if m.target_id in kept]
+            if not pushes:
+                return []
         applied = move_targets(self._session, moves, now)
         self._session.connection().execute(
             update(TargetRow)
@@ -461,7 +475,7 @@ class FanoutLedger(Journaled):
             "states": [],
         }
         for p in pushes:
-            if p.target_id not in current:
+            if p.target_id not in current or current[p.target_id][2] in p.skip_in:
                 continue
             rid, stage, state = current[p.target_id]
             move = move_of.get(p.target_id)

@@ -202,17 +202,22 @@ class TargetRow(Base):
 
 
 class CommandRow(Base):
-    """An MDM command queued for one device, keyed by its CommandUUID.
+    """An MDM command queued for one device, keyed by its CommandUUID and the device.
 
     A rollout's commands carry no body of their own: the rollout's body is rendered once from
     its profile and only the CommandUUID differs per device. Other commands keep their body.
     """
 
     __tablename__ = "commands"
-    __table_args__ = (Index("ix_commands_device_status", "device_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_commands_device_status", "device_id", "status", "id"),
+        # one answer per (CommandUUID, device): a command handed to NanoMDM for many devices
+        # in one call shares its CommandUUID
+        UniqueConstraint("command_uuid", "device_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    command_uuid: Mapped[str] = mapped_column(String(bounds.COMMAND_UUID), unique=True)
+    command_uuid: Mapped[str] = mapped_column(String(bounds.COMMAND_UUID))
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     target_id: Mapped[int | None] = mapped_column(BigID, index=True)  # the target it serves

@@ -117,16 +117,16 @@ def bump_reasons(session: Session, deltas: Counter[ReasonKey]) -> None:
     session.connection().execute(stmt, rows)
 
 
-def among(conn: Any, column: Any) -> Any:
-    """``column`` is one of the values bound as ``ids``.
+def among(conn: Any, column: Any, name: str = "ids") -> Any:
+    """``column`` is one of the values bound as ``name`` (``ids`` by default).
 
     PostgreSQL gets ``= ANY(:ids)`` with one array parameter, so the statement's text is the
     same whatever the batch size (cached by SQLAlchemy and prepared by psycopg once); other
     databases get an expanding ``IN``.
     """
     if conn.dialect.name == "postgresql":
-        return column == any_(bindparam("ids", type_=ARRAY(column.type)))
-    return column.in_(bindparam("ids", expanding=True))
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:

@@ -246,6 +246,30 @@ class PushTarget:
 
 
 @dataclass(frozen=True)
+class OpenCommand:
+    """A target's command with no final answer yet, and its device's enrollment id."""
+
+    target_id: int
+    command_id: int
+    command_uuid: str
+    request_type: str
+    status: str
+    body: bytes | None  # None for a rollout's command: rendered from the rollout's profile
+    rollout_id: int | None
+    enrollment_id: str
+
+
+@dataclass(frozen=True)
+class HandedCommand:
+    """A command handed to another MDM server, and where it went."""
+
+    command_id: int
+    command_uuid: str
+    target_id: int | None
+    enrollment_id: str
+
+
+@dataclass(frozen=True)
 class PushRecord:
     """A push APNs accepted: the target's new push count, next deadline and APNs id."""
 
@@ -253,6 +277,7 @@ class PushRecord:
     push_count: int
     next_push_at: dt.datetime
     apns_id: str | None
+    skip_in: frozenset[str] = frozenset()  # not stored on a target now in one of these
 
 
 # ---- rollouts ------------------------------------------------------------------------------

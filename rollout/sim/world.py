@@ -36,6 +36,7 @@ from rollout.sim.apns_server import ApnsStandIn
 from rollout.sim.apple_api import AppleApiStandIn
 from rollout.sim.fleet import FleetMix, SimFleet
 from rollout.sim.http11 import Http11Client
+from rollout.sim.nanomdm import NanoMDMStandIn
 from rollout.sim.profiles import AppleLikeChain, make_apple_like_chain, make_profile
 from rollout.spec import ONE_STAGE, RolloutSpec, StageSpec, TargetSpec
 from rollout.web.app import create_app
@@ -57,6 +58,11 @@ class WorldConfig:
     fast: bool = False
     engine_env: dict[str, str] = field(default_factory=dict)  # extra ROLLOUT_* for workers
     slow_fraction: float = 0.0
+    backend: str = "builtin"  # or nanomdm: the fleet is enrolled in a NanoMDM stand-in
+
+
+NANOMDM_API_KEY = "world-nanomdm-api-key"
+WEBHOOK_SECRET = "world-webhook-secret-0123456789"
 
 
 class World:
@@ -69,6 +75,7 @@ class World:
         self._beats: list[subprocess.Popen[bytes]] = []
         self.ledger: Ledger | None = None
         self.standin: ApnsStandIn | None = None
+        self.nanomdm: NanoMDMStandIn | None = None
         self.server: BackgroundServer | None = None
         self.fleet: SimFleet | None = None
         self.transport: Http11Client | None = None
@@ -131,9 +138,21 @@ class World:
             device_ca=str(self.home / "device-ca.pem"),
             identity_mode="strict",
             notnow_backoff_s=1.0 if self.cfg.fast else 2.0,
+            webhook_secret=WEBHOOK_SECRET if self.cfg.backend == "nanomdm" else "",
         )
         self.server = BackgroundServer(create_app(settings, self.ledger)).start()
-        self.transport = Http11Client(self.server.base_url, connections=32)
+        mdm_url = self.server.base_url
+        if self.cfg.backend == "nanomdm":
+            # the devices are NanoMDM's; it posts what they say to rollout's webhook and wakes
+            # them itself (a dead token is APNs' 410, reported back in its push answer)
+            self.nanomdm = NanoMDMStandIn(
+                api_key=NANOMDM_API_KEY,
+                webhook_url=f"{self.server.base_url}/webhook/mdm/{WEBHOOK_SECRET}",
+                on_push=self._on_push,
+                dead_tokens=set(self.fleet.dead_tokens()),
+            ).start()
+            mdm_url = self.nanomdm.base_url
+        self.transport = Http11Client(mdm_url, connections=32)
         self.fleet.start_in_thread(self.transport)
         return self
 
@@ -147,6 +166,8 @@ class World:
         self._serving.close()
         if self.fleet is not None:
             self.fleet.stop()
+        if self.nanomdm is not None:
+            self.nanomdm.stop()
         if self.server is not None:
             self.server.stop()
         if self.standin is not None:
@@ -163,7 +184,8 @@ class World:
     # ---- the fleet and the rollout -------------------------------------------------------
 
     def enroll(self, concurrency: int = 64, progress: Callable[[int], None] | None = None) -> int:
-        """Enroll every device through the real check-in endpoint; returns how many enrolled.
+        """Enroll every device through the real check-in endpoint (rollout's, or NanoMDM's,
+        which posts each check-in to rollout's webhook); returns how many enrolled.
         ``progress`` is told how many are done after each device (from the fleet's thread)."""
         assert self.fleet is not None and self.transport is not None
         job = self.fleet.enroll_all(self.transport, concurrency, progress=progress)
@@ -376,6 +398,11 @@ class World:
             env.setdefault("ROLLOUT_MAX_PUSHES", "2")
             env.setdefault("ROLLOUT_NOTNOW_BACKOFF_S", "2")
             env.setdefault("ROLLOUT_DISPATCH_GRACE_S", "10")
+        if self.nanomdm is not None:
+            env["ROLLOUT_DELIVERY"] = "nanomdm"
+            env["ROLLOUT_NANOMDM_URL"] = self.nanomdm.base_url
+            env["ROLLOUT_NANOMDM_API_KEY"] = NANOMDM_API_KEY
+            env["ROLLOUT_WEBHOOK_SECRET"] = WEBHOOK_SECRET
         env.update(self._apple_env)
         env.update(self.cfg.engine_env)
         return env

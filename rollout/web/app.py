@@ -24,6 +24,7 @@ from rollout.web.connections import ConnectionLimits, ConnectionStats
 from rollout.web.mdm import MDM_PATHS, MDMConfig, MDMEndpoint, Receive, Scope, Send
 from rollout.web.refusals import RefusalLimits, RefusalLog
 from rollout.web.service_metrics import checkin_histogram, service_collectors
+from rollout.web.webhook import webhook_router
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,12 @@ class RolloutApp:
                 trust_anchors=load_trust_anchors(settings.trust_anchor_paths()),
             )
         )
+        if settings.webhook_secret:
+            self.api.include_router(
+                webhook_router(
+                    self.batcher, settings.webhook_secret, settings.engine_policy(), clock
+                )
+            )
         self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -49,6 +49,19 @@ def test_fanout_bench_in_stages_promotes_each_and_acknowledges_every_target(
     assert metrics["states"] == {"acknowledged": 300}
 
 
+@pytest.mark.celery
+def test_fanout_bench_beside_nanomdm_hands_every_command_over(
+    postgres_admin: str, redis_url: str
+) -> None:
+    result = run_fanout_bench(
+        200, postgres_admin=postgres_admin, redis_url=_own_db(redis_url, 13), backend="nanomdm"
+    )
+    metrics = result["metrics"]
+    assert metrics["backend"] == "nanomdm"
+    assert metrics["states"] == {"acknowledged": 200}
+    assert metrics["seconds_to_pushed"] <= metrics["seconds_to_acknowledged"]
+
+
 def test_status_bench_reads_the_kept_counters(postgres_admin: str) -> None:
     result = run_status_bench(1000, postgres_admin=postgres_admin, reads=50)
     assert result["bench"] == "status" and result["size"] == 1000

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from rollout.config import EMBEDDED_BROKER_URL
 from rollout.ledger import db
-from rollout.ledger.singleton import SingletonLock
+from rollout.ledger.singleton import SingletonLock, lock_key
 
 REPO = Path(__file__).resolve().parents[2]
 SENDING = "Sending due task controller-tick"
@@ -45,11 +45,16 @@ def test_a_holder_whose_connection_dies_loses_the_lock_to_the_next(postgres_url:
     try:
         assert holder.try_acquire()
         with engine.begin() as conn:  # the holder's session ends (its host vanished, say)
+            # pg_locks spans the server: only this database's advisory lock of that key
+            key = lock_key("beat")
             ended = conn.execute(
                 text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
-                )
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND database = (SELECT oid FROM pg_database"
+                    "                 WHERE datname = current_database())"
+                    " AND classid = :hi AND objid = :lo AND pid <> pg_backend_pid()"
+                ),
+                {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
             ).all()
         assert ended == [(True,)]
         assert not holder.alive() and not holder.held  # it notices, and lets go

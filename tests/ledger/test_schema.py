@@ -50,12 +50,18 @@ def test_one_target_per_rollout_and_device(ledger: Ledger) -> None:
         s.add(TargetRow(rollout_id=rollout_id, device_id=device_id, updated_at=NOW))
 
 
-def test_one_command_per_command_uuid(ledger: Ledger) -> None:
+def test_one_command_per_command_uuid_and_device(ledger: Ledger) -> None:
     _, device_id = _seed(ledger)
     with db.transaction(ledger.engine) as s:
         s.add(CommandRow(command_uuid="C-1", device_id=device_id, request_type="X", created_at=NOW))
     with pytest.raises(IntegrityError), db.transaction(ledger.engine) as s:
         s.add(CommandRow(command_uuid="C-1", device_id=device_id, request_type="X", created_at=NOW))
+    # a command handed to NanoMDM for many devices in one call shares its CommandUUID
+    with db.transaction(ledger.engine) as s:
+        other = _device("00008020-000915083C80012F")
+        s.add(other)
+        s.flush()
+        s.add(CommandRow(command_uuid="C-1", device_id=other.id, request_type="X", created_at=NOW))
 
 
 def test_no_row_takes_its_time_from_the_clock(ledger: Ledger) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from rollout.bench.fanout.endpoint import apns_endpoint
 from rollout.bench.fanout.fleet import seed_rollout
 from rollout.bench.fanout.responder import ChildResponder, Responder
 from rollout.bench.measure import database_backends_cpu_s, peak_rss_mb, tree_cpu_s
+from rollout.bench.processes import stop_processes
 from rollout.bench.services import (
     check_postgres,
     check_redis,
@@ -40,6 +42,7 @@ from rollout.ledger import Ledger
 from rollout.ledger.sealing import Sealer, new_key, parse_keys
 from rollout.spec import ONE_STAGE, spec_from_mapping
 from rollout.states import TargetState
+from rollout.web.server import free_port
 
 REDIS_URL = os.environ.get("ROLLOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 TICK_EVERY_S = 2.0  # like beat's controller tick, while planned targets remain
@@ -94,13 +97,19 @@ def run_fanout_bench(
     timeout: float | None = None,
     note: Callable[[str], None] | None = None,
     stages: str | None = None,
+    backend: str = "builtin",
 ) -> dict[str, Any]:
     """Fan a rollout of ``size`` devices out and return ``{"bench", "size", "metrics"}``.
 
     ``note`` is given one line when the APNs endpoint is the Python stand-in (no nginx).
     ``stages`` (``1%,5%,25%,100%``) runs it in stages, each promoted automatically once its
-    default gate passes; by default there is one stage.
+    default gate passes; by default there is one stage. ``backend`` ``nanomdm`` hands every
+    command to a NanoMDM stand-in (its own process) through its enqueue API (``nopush=1``),
+    the workers pushing the devices themselves as with the built-in delivery, so the two
+    figures differ by the hand-over alone.
     """
+    if backend not in ("builtin", "nanomdm"):
+        raise ValueError(f"backend {backend!r} is not builtin or nanomdm")
     plan = (
         ONE_STAGE
         if not stages
@@ -124,6 +133,7 @@ def run_fanout_bench(
             scratch_database(admin, "rollout_bench_fanout") as url,
             flushed_redis(broker),
             apns_endpoint(workdir, note) as (ep, feed),
+            _nanomdm(backend, workdir) as delivery_env,
         ):
             # Push secrets sealed, as in a deployment with a ledger key: workers open them.
             keys = new_key()
@@ -133,9 +143,8 @@ def run_fanout_bench(
                 t_seed = time.perf_counter()
                 rollout_id = seed_rollout(ledger, size, plan)
                 seed_s = time.perf_counter() - t_seed
-                procs = start_workers(
-                    worker_env(url, broker, ep, workdir, keys), workdir, concurrency
-                )
+                env = {**worker_env(url, broker, ep, workdir, keys), **delivery_env}
+                procs = start_workers(env, workdir, concurrency)
                 wait_ready(app, procs, workdir)
                 responder: Responder | ChildResponder
                 if ep.pushed_log is not None and RESPONDER_NICE:
@@ -173,6 +182,7 @@ def run_fanout_bench(
             "rss_mb": sorted(round(v, 1) for v in rss.values()),
             "states": states,
             "stages": [s.label() for s in plan],
+            "backend": backend,
             "ack_path": "ledger",
             "responder": (
                 f"process, nice {RESPONDER_NICE}"
@@ -190,6 +200,47 @@ def run_fanout_bench(
             "seed_seconds": round(seed_s, 1),
         },
     }
+
+
+@contextlib.contextmanager
+def _nanomdm(backend: str, home: Path) -> Iterator[dict[str, str]]:
+    """With ``nanomdm``: the NanoMDM stand-in in a process of its own and the workers'
+    settings to hand their commands to it; nothing otherwise."""
+    if backend != "nanomdm":
+        yield {}
+        return
+    port = free_port()
+    key = "bench-nanomdm-api-key"
+    log = open(home / "nanomdm.log", "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout.sim.nanomdm", "--port", str(port), "--api-key", key,
+         "--any-enrollment"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not _port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the NanoMDM stand-in did not start; see {home}")
+            time.sleep(0.05)
+        yield {
+            "ROLLOUT_DELIVERY": "nanomdm",
+            "ROLLOUT_NANOMDM_URL": f"http://127.0.0.1:{port}",
+            "ROLLOUT_NANOMDM_API_KEY": key,
+            "ROLLOUT_NANOMDM_PUSH": "rollout",
+            "ROLLOUT_WEBHOOK_SECRET": "bench-webhook-secret-0123456789",
+        }
+    finally:
+        stop_processes([proc], grace=10, group=True)
+        log.close()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _drive(

@@ -1,0 +1,123 @@
+"""A client for MicroMDM's API (HTTP Basic auth: user ``micromdm``, the API key as password).
+
+MicroMDM takes one device per call, so the hand-over makes one call per command:
+
+* ``PUT /v1/commands/{udid}`` with the raw command plist (rollout picks the CommandUUID;
+  MicroMDM answers 201 with ``{"payload": {...}}`` or an ``{"error": ...}``);
+* ``GET /push/{udid}`` to wake a device;
+* ``GET /v1/commands/{udid}`` to view the device's queue (``device_command``: ``Commands``
+  still to send and ``NotNow`` ones, beside ``Completed`` and ``Failed``);
+* ``DELETE /v1/commands/{udid}`` to clear it.
+
+Its webhook posts the same events as NanoMDM's (the format started here).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from rollout.delivery.server import IdResult, MDMServerError
+
+USER = "micromdm"
+
+
+class MicroMDMClient:
+    """MicroMDM's API over one pooled HTTP client (safe to share between threads)."""
+
+    max_ids_per_call = 1
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            auth=(USER, api_key),
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    def enqueue(self, ids: Sequence[str], command: bytes, *, push: bool) -> dict[str, IdResult]:
+        """Queue the raw command plist for each of ``ids`` (one call each), then push it
+        when ``push``."""
+        out: dict[str, IdResult] = {}
+        for udid in ids:
+            try:
+                self._call("PUT", f"/v1/commands/{quote(udid, safe='')}", content=command)
+            except MDMServerError as exc:
+                out[udid] = IdResult(command_error=str(exc))
+                continue
+            out[udid] = self._push_one(udid) if push else IdResult()
+        return out
+
+    def push(self, ids: Sequence[str]) -> dict[str, IdResult]:
+        """Wake ``ids``, one call each."""
+        return {udid: self._push_one(udid) for udid in ids}
+
+    def clear_queues(self, ids: Sequence[str]) -> dict[str, IdResult]:
+        """Clear each device's queue."""
+        out: dict[str, IdResult] = {}
+        for udid in ids:
+            try:
+                self._call("DELETE", f"/v1/commands/{quote(udid, safe='')}")
+            except MDMServerError as exc:
+                out[udid] = IdResult(command_error=str(exc))
+                continue
+            out[udid] = IdResult()
+        return out
+
+    def queued(self, enrollment_id: str) -> set[str]:
+        """CommandUUIDs MicroMDM still holds for a device: to send, or answered NotNow."""
+        answer = self._call("GET", f"/v1/commands/{quote(enrollment_id, safe='')}")
+        queue = answer.get("device_command") or {}
+        if not isinstance(queue, dict):
+            raise MDMServerError("the queue answer holds no device_command")
+        found: set[str] = set()
+        for part in ("Commands", "NotNow"):
+            for c in queue.get(part) or []:
+                if isinstance(c, dict) and isinstance(c.get("UUID"), str):
+                    found.add(c["UUID"])
+        return found
+
+    def _push_one(self, udid: str) -> IdResult:
+        # only success or failure is read from the answer: its fields are not relied on
+        try:
+            self._call("GET", f"/push/{quote(udid, safe='')}")
+        except MDMServerError as exc:
+            return IdResult(push_error=str(exc))
+        return IdResult()
+
+    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        what = f"{method} {path.split('/')[1] if path.startswith('/push') else 'commands'}"
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise MDMServerError(f"{what}: {exc}") from exc
+        if resp.status_code in (401, 403):
+            raise MDMServerError(f"MicroMDM refused the API key ({resp.status_code})")
+        try:
+            answer = resp.json() if resp.content else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise MDMServerError(f"{what}: HTTP {resp.status_code} without a JSON answer") from None
+        if not isinstance(answer, dict):
+            raise MDMServerError(f"{what}: HTTP {resp.status_code}")
+        if resp.status_code >= 300 or answer.get("error"):
+            raise MDMServerError(
+                f"{what}: HTTP {resp.status_code}: {answer.get('error', '')}"[:300]
+            )
+        return answer

@@ -1,0 +1,42 @@
+"""What the hand-over and the sweep need from another MDM server, whichever it is."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class MDMServerError(RuntimeError):
+    """A call to the other MDM server could not be made or was refused as a whole."""
+
+
+@dataclass(frozen=True)
+class IdResult:
+    """What the server said about one enrollment id: its command and push errors, if any."""
+
+    command_error: str | None = None
+    push_error: str | None = None
+    push_result: str | None = None
+
+
+class MDMServer(Protocol):
+    """An MDM server's API as rollout uses it (NanoMDM's, MicroMDM's)."""
+
+    max_ids_per_call: int
+    """Enrollment ids one enqueue call may name (they then share the command's UUID)."""
+
+    def enqueue(self, ids: Sequence[str], command: bytes, *, push: bool) -> dict[str, IdResult]:
+        """Queue one raw command plist for ``ids`` (and have them pushed when ``push``)."""
+
+    def push(self, ids: Sequence[str]) -> dict[str, IdResult]:
+        """Wake ``ids`` through the server's APNs client."""
+
+    def clear_queues(self, ids: Sequence[str]) -> dict[str, IdResult]:
+        """Clear the queues of ``ids``."""
+
+    def queued(self, enrollment_id: str) -> set[str]:
+        """CommandUUIDs the server still holds for an enrollment with no final answer."""
+
+    def close(self) -> None:
+        """Close the pooled connections."""
