@@ -707,6 +707,7 @@ class Settings(BaseSettings):
                 )
                 for stage in parse_stages(self.renewal_stages)
             ),
+            server_wakes=self.server_wakes,
         )
 
     def oidc(self) -> OidcConfig | None:
@@ -799,7 +800,14 @@ class Settings(BaseSettings):
         if "max_verify" in given:
             changes["max_verify"] = self.max_verify
         changes["tick_interval"] = dt.timedelta(seconds=self.tick_interval_s)
+        changes["server_wakes"] = self.server_wakes
         return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+    @property
+    def server_wakes(self) -> bool:
+        """Whether the MDM server beside which rollout delivers wakes the devices (its own
+        push API), rather than rollout's APNs client."""
+        return self.delivery != "builtin" and self.nanomdm_push != "rollout"
 
     def shared_redis_url(self) -> str | None:
         """The Redis that workers share for the push rate limit and breaker, if any."""

@@ -109,7 +109,7 @@ def tick(
         if rollout is None:
             continue  # halted by its gate
         with ledger.fanout() as store:
-            report.unreachable += _mark_unpushable(store, rollout, now)
+            report.unreachable += _mark_unpushable(store, rollout, policy, now)
             backlog = store.count_in(rollout.id, [TargetState.QUEUED.value])
         # Backpressure: queued targets are batches sent and not pushed yet. A rollout keeps at
         # most max_batches_per_tick batches in flight, so a big rollout is claimed at the pace
@@ -137,6 +137,7 @@ def tick(
                     next_push_at=now + policy.dispatch_grace,
                     now=now,
                     expires_at=now + opts.command_ttl if opts.command_ttl else None,
+                    need_push_data=not policy.server_wakes,
                 )
             if not ids:
                 break
@@ -262,12 +263,13 @@ def unpushable_reason(target: UnpushableTarget | PushTarget) -> str:
     return "no_token"
 
 
-def _mark_unpushable(store: FanoutStore, rollout: RunningRollout, now: dt.datetime) -> int:
-    """Planned targets whose device cannot be woken become unreachable, saying why."""
-    moves = [
-        move(t.target_id, TargetState.UNREACHABLE, reason=unpushable_reason(t))
-        for t in store.unpushable_planned(rollout)
-    ]
+def _mark_unpushable(
+    store: FanoutStore, rollout: RunningRollout, policy: EnginePolicy, now: dt.datetime
+) -> int:
+    """Planned targets whose device cannot be woken become unreachable, saying why (when the
+    MDM server wakes the devices, a device needs no push data in rollout's ledger)."""
+    found = store.unpushable_planned(rollout, need_push_data=not policy.server_wakes)
+    moves = [move(t.target_id, TargetState.UNREACHABLE, reason=unpushable_reason(t)) for t in found]
     return len(store.move(moves, now))
 
 
@@ -378,9 +380,13 @@ def push_batch(
     return out
 
 
-def split_pushable(targets: Sequence[PushTarget]) -> tuple[list[PushTarget], list[Move], int]:
-    """The targets to push; moves to unreachable for those whose device lost its token since
-    they were claimed; how many were skipped as answered, cancelled or timed out meanwhile."""
+def split_pushable(
+    targets: Sequence[PushTarget], *, need_push_data: bool = True
+) -> tuple[list[PushTarget], list[Move], int]:
+    """The targets to push; moves to unreachable for those whose device lost its token (or,
+    when the MDM server wakes the devices and ``need_push_data`` is false, checked out or had
+    its token called dead) since they were claimed; how many were skipped as answered,
+    cancelled or timed out meanwhile."""
     jobs: list[PushTarget] = []
     lost: list[Move] = []
     skipped = 0
@@ -389,10 +395,12 @@ def split_pushable(targets: Sequence[PushTarget]) -> tuple[list[PushTarget], lis
             skipped += 1
             continue
         if (
-            t.token_state != TokenState.ACTIVE
-            or not t.token
-            or not t.push_magic
-            or t.enrollment_state == EnrollmentState.CHECKED_OUT
+            t.enrollment_state == EnrollmentState.CHECKED_OUT
+            or t.token_state == TokenState.DEAD
+            or (
+                need_push_data
+                and (t.token_state != TokenState.ACTIVE or not t.token or not t.push_magic)
+            )
         ):
             reason = "token_dead" if t.token_state == TokenState.DEAD else "no_token"
             lost.append(move(t.target_id, TargetState.UNREACHABLE, reason=reason))

@@ -73,12 +73,19 @@ def exclusion(
     verify: bool,
     profile: ProfileEntry | None,
     holds_profile: bool,
+    server_wakes: bool = False,
 ) -> str | None:
-    """Why ``device`` cannot take the command (a short reason), or None when it can."""
+    """Why ``device`` cannot take the command (a short reason), or None when it can.
+
+    ``server_wakes``: the MDM server rollout delivers through wakes the devices, so a device
+    known only from an inventory or the server's device list needs no push data of its own.
+    """
     if device.state == EnrollmentState.CHECKED_OUT:
         return "checked_out"
-    if device.state == EnrollmentState.IMPORTED and (
-        device.token_state != TokenState.ACTIVE or not device.has_push_magic
+    if (
+        not server_wakes
+        and device.state == EnrollmentState.IMPORTED
+        and (device.token_state != TokenState.ACTIVE or not device.has_push_magic)
     ):
         return "never_pushable"
     if device.platform is not None:

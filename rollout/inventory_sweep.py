@@ -21,8 +21,11 @@ from rollout.spec import ONE_STAGE, RolloutSpec, TargetSpec
 ACTOR = "inventory-sweep"
 
 
-def sweep_if_due(ledger: Ledger, now: dt.datetime, every: dt.timedelta | None) -> dict[str, Any]:
-    """Open an inventory sweep when one is due; what was done (``every`` None: sweeps off)."""
+def sweep_if_due(
+    ledger: Ledger, now: dt.datetime, every: dt.timedelta | None, *, server_wakes: bool = False
+) -> dict[str, Any]:
+    """Open an inventory sweep when one is due; what was done (``every`` None: sweeps off;
+    ``server_wakes``: the MDM server rollout delivers through wakes the devices)."""
     if every is None:
         return {"sweep": "off"}
     with ledger.rollouts() as store:
@@ -37,7 +40,9 @@ def sweep_if_due(ledger: Ledger, now: dt.datetime, every: dt.timedelta | None) -
         stages=ONE_STAGE,
     )
     try:
-        summary = create_rollout(ledger, spec, actor=ACTOR, now=now, start=True)
+        summary = create_rollout(
+            ledger, spec, actor=ACTOR, now=now, start=True, server_wakes=server_wakes
+        )
     except (OperationError, PlanningError) as exc:
         return {"sweep": "none", "why": str(exc)}
     return {"sweep": "opened", "rollout": summary.rollout.id}

@@ -113,10 +113,14 @@ def keep_profile(
     return entry, created
 
 
-def plan_rollout(ledger: Ledger, spec: RolloutSpec, now: dt.datetime) -> Planned:
+def plan_rollout(
+    ledger: Ledger, spec: RolloutSpec, now: dt.datetime, *, server_wakes: bool = False
+) -> Planned:
     """What a rollout of ``spec`` would do (writes nothing): per stage how many devices, per
     exclusion reason how many. Raises :class:`OperationError` (or
-    :class:`~rollout.planning.PlanningError`) when the rollout must not happen at all."""
+    :class:`~rollout.planning.PlanningError`) when the rollout must not happen at all.
+    ``server_wakes``: the MDM server rollout delivers through wakes the devices
+    (:attr:`rollout.policy.EnginePolicy.server_wakes`)."""
     profile = _profile_of(ledger, spec, now)
     salt = secrets.token_hex(8)
     with ledger.unit() as unit:
@@ -128,6 +132,7 @@ def plan_rollout(ledger: Ledger, spec: RolloutSpec, now: dt.datetime) -> Planned
             command=spec.command,
             verify=spec.verify,
             profile=profile,
+            server_wakes=server_wakes,
         )
         if profile is not None and spec.command == "install":
             _refuse_overlap(unit.rollouts, profile.uuid, plan)
@@ -145,12 +150,13 @@ def create_rollout(
     now: dt.datetime,
     start: bool = False,
     replaces: str | None = None,
+    server_wakes: bool = False,
 ) -> RolloutSummary:
     """Plan and write a rollout of ``spec`` (a draft, or running when ``start``); its summary.
     Raises :class:`OperationError` (or :class:`~rollout.planning.PlanningError`) with the
     reason it must not happen. A renewal rollout names the profile it ``replaces``; there is
     only ever one per (replaced, new) pair (:class:`AlreadyRenewingError` for a second)."""
-    planned = plan_rollout(ledger, spec, now)
+    planned = plan_rollout(ledger, spec, now, server_wakes=server_wakes)
     profile, plan = planned.profile, planned.plan
     stages = tuple(NewStage(s.label(), s.gate.to_json()) for s in spec.stages)
     name = spec.name or _default_name(spec, profile, plan)

@@ -96,13 +96,22 @@ def plan_targets(
     command: str = "install",
     verify: bool = False,
     profile: ProfileEntry | None = None,
+    server_wakes: bool = False,
 ) -> Plan:
-    """Select the devices ``spec`` names, check each one, and give each a stage and an order."""
+    """Select the devices ``spec`` names, check each one, and give each a stage and an order.
+
+    ``server_wakes``: the MDM server rollout delivers through wakes the devices (see
+    :func:`rollout.eligibility.exclusion`)."""
     devices = select_devices(registry, spec)
     held = registry.holding(profile.uuid, [d.id for d in devices]) if profile else set()
     reasons = {
         d.id: exclusion(
-            d, command=command, verify=verify, profile=profile, holds_profile=d.id in held
+            d,
+            command=command,
+            verify=verify,
+            profile=profile,
+            holds_profile=d.id in held,
+            server_wakes=server_wakes,
         )
         for d in devices
     }

@@ -30,6 +30,9 @@ class EnginePolicy:
     """How often the controller ticks (a rollout's push rate is spread over ticks)."""
     max_verify: int = 2
     """Installs tried (each followed by a profile list) before a target fails verification."""
+    server_wakes: bool = False
+    """The MDM server rollout delivers through wakes the devices (NanoMDM or MicroMDM pushing
+    with its own APNs client): a device then needs no push token in rollout's ledger."""
 
     def notnow_delay(self, count: int) -> dt.timedelta:
         """The delay before re-pushing a target that answered NotNow ``count`` times."""

@@ -82,6 +82,7 @@ class RenewalPolicy:
     start: bool = True  # start renewal rollouts (the gates decide the rest)
     stages: tuple[StageSpec, ...] = DEFAULT_STAGE_SPECS
     push_window: dt.timedelta = dt.timedelta(days=30)
+    server_wakes: bool = False  # the MDM server rollout delivers through wakes the devices
 
     def window_for(self, app_id: str | None) -> dt.timedelta:
         """The renewal window of an application identifier (``TEAMID.bundle``): the first
@@ -267,7 +268,13 @@ def _renew(
     )
     try:
         summary = create_rollout(
-            ledger, spec, actor=ACTOR, now=now, start=policy.start, replaces=uuid
+            ledger,
+            spec,
+            actor=ACTOR,
+            now=now,
+            start=policy.start,
+            replaces=uuid,
+            server_wakes=policy.server_wakes,
         )
     except (AlreadyRenewingError, IntegrityError):
         # a concurrent scan opened it first

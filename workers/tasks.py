@@ -170,7 +170,7 @@ def expiry_scan(self: Task) -> dict[str, Any]:
     settings = get_settings()
     out = run_scan(ledger(), settings, SYSTEM_CLOCK).as_dict()
     out["inventory"] = inventory_sweep.sweep_if_due(
-        ledger(), SYSTEM_CLOCK.now(), settings.sweep_every()
+        ledger(), SYSTEM_CLOCK.now(), settings.sweep_every(), server_wakes=settings.server_wakes
     )
     deliver_alerts.delay()
     _completed("expiry_scan")

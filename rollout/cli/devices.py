@@ -10,8 +10,12 @@ from rich.table import Table
 
 from rollout.cli import progress
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
+from rollout.config import get_settings
+from rollout.delivery import BESIDE, MICROMDM, MDMServerError, server_from_settings
+from rollout.delivery.server import public_url
+from rollout.delivery.sync import inventory_of
 from rollout.files import FileReadError, read_capped
-from rollout.inventory import InventoryFormatError, read_inventory
+from rollout.inventory import DeviceRecord, InventoryFormatError, read_inventory
 from rollout.ledger import Event, ImportResult
 
 app = typer.Typer(help="The device registry.", no_args_is_help=True)
@@ -46,40 +50,12 @@ def import_(
     for error in report.errors:
         typer.echo(f"{file}: {error}", err=True)
     write = bool(report.records) and not (all_or_nothing and report.errors)
-    created = updated = facts = 0
-    if write:
-        records, total = report.records, len(report.records)
-        with (
-            ledger() as opened,
-            opened.registry() as store,
-            progress.bar("importing devices", enabled=progress.shown(as_json)) as advance,
-        ):
-            at = now()
-            parts = []
-            for start in range(0, total, IMPORT_CHUNK):  # one transaction, in chunks
-                parts.append(store.import_devices(records[start : start + IMPORT_CHUNK], at))
-                advance(min(start + IMPORT_CHUNK, total), total)
-            result = ImportResult(
-                sum(p.created for p in parts),
-                sum(p.updated for p in parts),
-                sum(p.profiles for p in parts),
-            )
-            store.record(
-                [
-                    Event(
-                        "devices.imported",
-                        {
-                            "by": ACTOR,
-                            "file": file.name,
-                            "created": result.created,
-                            "updated": result.updated,
-                            "profiles": result.profiles,
-                        },
-                    )
-                ],
-                at,
-            )
-        created, updated, facts = result.created, result.updated, result.profiles
+    result = (
+        _write(list(report.records), {"file": file.name}, as_json)
+        if write
+        else ImportResult(0, 0, 0)
+    )
+    created, updated, facts = result.created, result.updated, result.profiles
     outcome = {
         "file": str(file),
         "valid": len(report.records),
@@ -99,6 +75,87 @@ def import_(
             f"{facts} installed-profile fact(s); {len(report.errors)} invalid{note}"
         )
     if report.errors:
+        raise typer.Exit(1)
+
+
+def _write(records: list[DeviceRecord], source: dict[str, str], as_json: bool) -> ImportResult:
+    """Upsert ``records`` into the registry in one transaction, in chunks (the progress bar
+    moves per chunk), and journal it (``devices.imported`` with ``source``)."""
+    total = len(records)
+    with (
+        ledger() as opened,
+        opened.registry() as store,
+        progress.bar("importing devices", enabled=progress.shown(as_json)) as advance,
+    ):
+        at = now()
+        parts = []
+        for start in range(0, total, IMPORT_CHUNK):  # one transaction, in chunks
+            parts.append(store.import_devices(records[start : start + IMPORT_CHUNK], at))
+            advance(min(start + IMPORT_CHUNK, total), total)
+        result = ImportResult(
+            sum(p.created for p in parts),
+            sum(p.updated for p in parts),
+            sum(p.profiles for p in parts),
+        )
+        data = {
+            "by": ACTOR,
+            **source,
+            "created": result.created,
+            "updated": result.updated,
+            "profiles": result.profiles,
+        }
+        store.record([Event("devices.imported", data)], at)
+    return result
+
+
+@app.command("sync")
+def sync(
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Import the devices enrolled in the MDM server rollout delivers through (MicroMDM's
+    device list); NanoMDM offers no list."""
+    settings = get_settings()
+    if settings.delivery not in BESIDE:
+        fail(
+            "ROLLOUT_DELIVERY is builtin: devices enroll on rollout's own MDM endpoint; "
+            "sync reads the device list of a NanoMDM or MicroMDM rollout delivers through"
+        )
+    url = settings.micromdm_url if settings.delivery == MICROMDM else settings.nanomdm_url
+    where = public_url(url)
+    try:
+        server = server_from_settings(settings)
+    except MDMServerError as exc:
+        fail(str(exc))
+    try:
+        listed = server.devices()
+    except MDMServerError as exc:
+        fail(f"{settings.delivery} at {where}: {exc}")
+    finally:
+        server.close()
+    found = inventory_of(listed)
+    for udid, why in found.refused:
+        typer.echo(f"{where}: device {udid[:64]!r}: {why}", err=True)
+    records = list(found.records)
+    result = _write(records, {"server": where}, as_json) if records else ImportResult(0, 0, 0)
+    outcome = {
+        "server": where,
+        "listed": len(listed),
+        "not_enrolled": found.not_enrolled,
+        "valid": len(records),
+        "invalid": len(found.refused),
+        "created": result.created,
+        "updated": result.updated,
+        "errors": [{"udid": u, "reason": r} for u, r in found.refused],
+    }
+    if as_json:
+        print_json(outcome)
+    else:
+        typer.echo(
+            f"{len(listed)} device(s) listed by {where}: {len(records)} enrolled and valid "
+            f"({result.created} created, {result.updated} updated), {found.not_enrolled} "
+            f"not enrolled, {len(found.refused)} invalid"
+        )
+    if found.refused:
         raise typer.Exit(1)
 
 

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
+from rollout.config import get_settings
 from rollout.files import FileReadError, read_capped
 from rollout.operations import (
     OperationError,
@@ -266,7 +267,7 @@ def plan(
     )
     try:
         with ledger() as opened:
-            planned = plan_rollout(opened, spec, now())
+            planned = plan_rollout(opened, spec, now(), server_wakes=get_settings().server_wakes)
     except (OperationError, PlanningError) as exc:
         fail(str(exc))
     data = planned.as_json()
@@ -331,7 +332,14 @@ def create(
     )
     try:
         with ledger() as opened:
-            summary = create_rollout(opened, spec, actor=ACTOR, now=now(), start=start)
+            summary = create_rollout(
+                opened,
+                spec,
+                actor=ACTOR,
+                now=now(),
+                start=start,
+                server_wakes=get_settings().server_wakes,
+            )
     except (OperationError, PlanningError) as exc:
         fail(str(exc))
     if as_json:

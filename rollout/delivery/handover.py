@@ -69,7 +69,8 @@ def hand_over_batch(
     """
     with ledger.fanout() as store:
         targets = store.push_targets(target_ids)
-        jobs, lost, skipped = split_pushable(targets)
+        # NanoMDM pushing needs no push data in rollout's ledger; rollout pushing does
+        jobs, lost, skipped = split_pushable(targets, need_push_data=pusher is not None)
         store.move(lost, clock.now())
     with ledger.delivery() as delivery:
         commands = delivery.open_commands([j.target_id for j in jobs])

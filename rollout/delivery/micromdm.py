@@ -7,7 +7,11 @@ MicroMDM takes one device per call, so the hand-over makes one call per command:
 * ``GET /push/{udid}`` to wake a device;
 * ``GET /v1/commands/{udid}`` to view the device's queue (``device_command``: ``Commands``
   still to send and ``NotNow`` ones, beside ``Completed`` and ``Failed``);
-* ``DELETE /v1/commands/{udid}`` to clear it.
+* ``DELETE /v1/commands/{udid}`` to clear it;
+* ``GET /v1/devices`` (a JSON body: ``filter_serial`` / ``filter_udid``; some deployments
+  route it as ``POST``) for its device list (``{"devices": [{"udid", "serial_number",
+  "os_version", "product_name", "model", "device_name", "enrolled", ...}]}``; a field whose
+  value is empty or false is left out).
 
 Its webhook posts the same events as NanoMDM's (the format started here).
 """
@@ -21,9 +25,13 @@ from urllib.parse import quote
 
 import httpx
 
-from rollout.delivery.server import IdResult, MDMServerError
+from rollout.delivery.server import IdResult, ListedDevice, MDMServerError
 
 USER = "micromdm"
+MAX_LIST_BYTES = 512 * 1024 * 1024
+"""The device list is read up to this size (~1 KB a device: 500,000 devices fit)."""
+PROBE_SERIAL = "ROLLOUT-CHECK"
+"""The serial number ``rollout check`` filters the device list on (no device has it)."""
 
 
 class MicroMDMClient:
@@ -94,6 +102,56 @@ class MicroMDMClient:
                     found.add(c["UUID"])
         return found
 
+    def devices(self) -> list[ListedDevice]:
+        """Every device MicroMDM knows, enrolled or not (DEP-assigned devices that never
+        enrolled are listed too, with ``enrolled`` false)."""
+        answer = self._list({})
+        found = answer.get("devices")
+        if found is None:
+            return []
+        if not isinstance(found, list):
+            raise MDMServerError("the device list answer holds no devices list")
+        return [d for d in (_listed(item) for item in found) if d is not None]
+
+    def check(self) -> str:
+        """An authenticated device-list read filtered to a serial number no device has."""
+        self._list({"filter_serial": [PROBE_SERIAL]})
+        return "MicroMDM"
+
+    def _list(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The device list call: ``GET`` with a JSON body as MicroMDM routes it, ``POST`` when
+        the server answers 405 to that."""
+        content = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        data = b""
+        status = 0
+        try:
+            for method in ("GET", "POST"):
+                with self._http.stream(
+                    method, "/v1/devices", content=content, headers=headers
+                ) as resp:
+                    status = resp.status_code
+                    if status == 405:
+                        continue
+                    data = _read_capped(resp, MAX_LIST_BYTES)
+                    break
+        except httpx.HTTPError as exc:
+            raise MDMServerError(f"devices: no answer: {type(exc).__name__}: {exc}") from exc
+        if status in (401, 403):
+            raise MDMServerError(f"MicroMDM refused the API key ({status})")
+        if status != 200:
+            raise MDMServerError(f"devices: HTTP {status}")
+        try:
+            answer = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise MDMServerError("devices: the answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise MDMServerError("devices: the answer is not a JSON object")
+        if answer.get("err") or answer.get("error"):
+            why = answer.get("err") or answer.get("error")
+            raise MDMServerError(f"devices: {str(why)[:200]}")
+        return answer
+
     def _push_one(self, udid: str) -> IdResult:
         # only success or failure is read from the answer: its fields are not relied on
         try:
@@ -121,3 +179,37 @@ class MicroMDMClient:
                 f"{what}: HTTP {resp.status_code}: {answer.get('error', '')}"[:300]
             )
         return answer
+
+
+def _read_capped(resp: httpx.Response, cap: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise MDMServerError(f"devices: the answer is larger than {cap // (1024 * 1024)} MB")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _listed(item: Any) -> ListedDevice | None:
+    """One entry of the device list (None for one that is no JSON object). An entry without
+    a UDID (a device Apple's Device Enrollment list assigned that never enrolled) is listed as
+    not enrolled."""
+    if not isinstance(item, dict):
+        return None
+    udid = _text(item, "udid")
+    return ListedDevice(
+        udid=udid or "",
+        enrolled=udid is not None and item.get("enrolled") is True,
+        serial_number=_text(item, "serial_number"),
+        os_version=_text(item, "os_version"),
+        product_name=_text(item, "product_name"),
+        model=_text(item, "model"),
+        device_name=_text(item, "device_name"),
+    )

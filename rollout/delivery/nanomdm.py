@@ -6,7 +6,12 @@ The calls rollout makes:
   CommandUUID), ``?nopush=1`` when rollout wakes the devices itself;
 * ``GET /v1/push/{id,id,...}`` to wake enrollments through NanoMDM's own APNs client;
 * ``GET /v1/queue/{id}`` to list an enrollment's commands that have no final answer;
-* ``DELETE /v1/queue/{id,id,...}`` to clear enrollments' queues.
+* ``DELETE /v1/queue/{id,id,...}`` to clear enrollments' queues;
+* ``GET /version`` (no auth) and an authenticated queue read of an id no device has, for
+  ``rollout check``.
+
+NanoMDM's API has no list of its enrollments: devices reach rollout's registry through the
+webhook's check-in events, or through an inventory import.
 
 Enqueue and push answer with one JSON object: ``status`` maps each id to its own
 ``push_error`` / ``command_error`` / ``push_result``, beside whole-call errors, with 200 (all
@@ -26,9 +31,17 @@ from urllib.parse import quote
 import httpx
 
 from rollout.config import Settings
-from rollout.delivery.server import IdResult, MDMServer, MDMServerError
+from rollout.delivery.server import (
+    IdResult,
+    ListedDevice,
+    MDMServer,
+    MDMServerError,
+    NoDeviceListError,
+)
 
 USER = "nanomdm"
+PROBE_ID = "rollout-check"
+"""The enrollment id ``rollout check`` reads the queue of (no device has it: nothing changes)."""
 MAX_IDS_PER_CALL = 200
 """Enrollment ids per push or clear call (they travel in the URL path: ~45 bytes each)."""
 
@@ -108,6 +121,36 @@ class NanoMDMClient:
                 return found
             offset += page
 
+    def devices(self) -> list[ListedDevice]:
+        """NanoMDM's API lists no enrollments: always :class:`NoDeviceListError`."""
+        raise NoDeviceListError(
+            "NanoMDM's API offers no list of its enrollments: each device joins rollout's "
+            "registry with its next TokenUpdate through the webhook, or from an inventory "
+            "(rollout devices import)"
+        )
+
+    def check(self) -> str:
+        """NanoMDM's version (``GET /version``), once an authenticated read of the queue API
+        (``GET /v1/queue/<an id no device has>``) was answered."""
+        try:
+            version = self._http.get("/version")
+            queue = self._http.get(f"/v1/queue/{PROBE_ID}", params={"limit": "1"})
+        except httpx.HTTPError as exc:
+            raise NanoMDMError(f"no answer: {type(exc).__name__}: {exc}") from exc
+        if queue.status_code in (401, 403):
+            raise NanoMDMError(f"NanoMDM refused the API key ({queue.status_code})")
+        if queue.status_code == 404:
+            raise NanoMDMError("no queue API (GET /v1/queue answered 404): NanoMDM too old")
+        if queue.status_code != 200:
+            raise NanoMDMError(f"GET /v1/queue answered HTTP {queue.status_code}")
+        try:
+            named = version.json().get("version") if version.status_code == 200 else None
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            named = None
+        if isinstance(named, str) and named.isprintable() and named:
+            return f"NanoMDM {named[:40]}"
+        return "NanoMDM"
+
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
             resp = self._http.request(method, path, **kw)
@@ -169,14 +212,15 @@ def decode_command(encoded: str) -> bytes:
     return base64.b64decode(encoded)
 
 
-def server_from_settings(settings: Settings) -> MDMServer:
-    """The client of the MDM server the settings name (``ROLLOUT_DELIVERY``)."""
+def server_from_settings(settings: Settings, *, timeout: float = 30.0) -> MDMServer:
+    """The client of the MDM server the settings name (``ROLLOUT_DELIVERY``), each call
+    waiting ``timeout`` seconds at most."""
     if settings.delivery == "micromdm":
         from rollout.delivery.micromdm import MicroMDMClient
 
         if not settings.micromdm_url or not settings.micromdm_api_key:
             raise MDMServerError("ROLLOUT_MICROMDM_URL and ROLLOUT_MICROMDM_API_KEY must be set")
-        return MicroMDMClient(settings.micromdm_url, settings.micromdm_api_key)
+        return MicroMDMClient(settings.micromdm_url, settings.micromdm_api_key, timeout=timeout)
     if not settings.nanomdm_url or not settings.nanomdm_api_key:
         raise MDMServerError("ROLLOUT_NANOMDM_URL and ROLLOUT_NANOMDM_API_KEY must be set")
-    return NanoMDMClient(settings.nanomdm_url, settings.nanomdm_api_key)
+    return NanoMDMClient(settings.nanomdm_url, settings.nanomdm_api_key, timeout=timeout)

@@ -5,10 +5,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+
+def public_url(url: str) -> str:
+    """``url`` as it may be shown: scheme, host, port and path, without credentials or
+    query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class MDMServerError(RuntimeError):
     """A call to the other MDM server could not be made or was refused as a whole."""
+
+
+class NoDeviceListError(MDMServerError):
+    """The server's API offers no list of its enrolled devices."""
+
+
+@dataclass(frozen=True)
+class ListedDevice:
+    """One device in the server's own device list, as the server describes it."""
+
+    udid: str
+    enrolled: bool
+    serial_number: str | None = None
+    os_version: str | None = None
+    product_name: str | None = None
+    model: str | None = None
+    device_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +70,14 @@ class MDMServer(Protocol):
 
     def queued(self, enrollment_id: str) -> set[str]:
         """CommandUUIDs the server still holds for an enrollment with no final answer."""
+
+    def devices(self) -> list[ListedDevice]:
+        """Every device the server knows (:class:`NoDeviceListError` when its API has no
+        such list)."""
+
+    def check(self) -> str:
+        """One cheap authenticated call: what the server said (its version, when it tells),
+        or :class:`MDMServerError` saying why it cannot be used."""
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -61,12 +61,16 @@ _PUSHABLE_STATES = (
 """States in which a target may still be pushed (claimed and not answered for good)."""
 
 
-def _unpushable_device() -> ColumnElement[bool]:
-    return (
-        (DeviceRow.token_state != TokenState.ACTIVE.value)
-        | (DeviceRow.enrollment_state == EnrollmentState.CHECKED_OUT.value)
-        | DeviceRow.push_magic.is_(None)
+def _unpushable_device(need_push_data: bool = True) -> ColumnElement[bool]:
+    """Devices that cannot be woken: checked out, or a token APNs called dead; without push
+    data of their own as well when ``need_push_data``."""
+    gone = (DeviceRow.token_state == TokenState.DEAD.value) | (
+        DeviceRow.enrollment_state == EnrollmentState.CHECKED_OUT.value
     )
+    if not need_push_data:
+        return gone
+    no_token = DeviceRow.token_state != TokenState.ACTIVE.value
+    return gone | no_token | DeviceRow.push_magic.is_(None)
 
 
 # PostgreSQL claims a batch in one statement: lock the planned targets, queue them with a fresh
@@ -74,15 +78,13 @@ def _unpushable_device() -> ColumnElement[bool]:
 # orders by (stage, priority), which the (rollout_id, state, stage, priority) index gives for
 # free, so a claim reads only the rows it takes; ORDER BY id would sort every planned target
 # of the rollout on every batch (157 ms per batch at 100,000 planned, quadratic over a rollout).
-_CLAIM_PG = text(
-    """
+_CLAIM_PG_SQL = """
     WITH picked AS (
         SELECT t.id, t.command_uuid
         FROM targets t JOIN devices d ON d.id = t.device_id
         WHERE t.rollout_id = :rid AND t.state = :planned AND t.stage <= :stage
           AND NOT t.requeue_after_token_update
-          AND d.token_state = :active AND d.enrollment_state <> :checked_out
-          AND d.push_magic IS NOT NULL
+          AND d.enrollment_state <> :checked_out AND {wakeable}
         ORDER BY t.stage, t.priority
         LIMIT :n
         FOR UPDATE OF t SKIP LOCKED
@@ -104,11 +106,18 @@ _CLAIM_PG = text(
     )
     SELECT id, stage FROM moved
     """
-).bindparams(
-    bindparam("next_push_at", type_=UTCDateTime()),
-    bindparam("now", type_=UTCDateTime()),
-    bindparam("expires_at", type_=UTCDateTime()),
-)
+# Two fixed statements rather than one with an OR on a parameter, so each keeps its own plan.
+_CLAIM_PG = {
+    need_push_data: text(_CLAIM_PG_SQL.format(wakeable=wakeable)).bindparams(
+        bindparam("next_push_at", type_=UTCDateTime()),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("expires_at", type_=UTCDateTime()),
+    )
+    for need_push_data, wakeable in (
+        (True, "d.token_state = :active AND d.push_magic IS NOT NULL"),
+        (False, "d.token_state <> :dead"),
+    )
+}
 
 _LOCK_PG = text(
     "SELECT id, rollout_id, stage, state FROM targets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
@@ -157,10 +166,11 @@ class FanoutLedger(Journaled):
         return int(n or 0)
 
     def unpushable_planned(
-        self, rollout: RunningRollout, limit: int = 5000
+        self, rollout: RunningRollout, limit: int = 5000, *, need_push_data: bool = True
     ) -> list[UnpushableTarget]:
-        """Planned targets (up to the open stage) whose device has no usable token or has
-        checked out, locked, with their device's token and enrollment states."""
+        """Planned targets (up to the open stage) whose device has checked out or a dead token
+        (or, when ``need_push_data``, no usable push data), locked, with their device's token
+        and enrollment states."""
         planned = (
             TargetRow.rollout_id == rollout.id,
             TargetRow.state == TargetState.PLANNED.value,
@@ -173,7 +183,7 @@ class FanoutLedger(Journaled):
             # tick probed the devices once per planned target: ~3x slower, 0.7 s at 200,000.
             bad = (
                 select(DeviceRow.id, DeviceRow.token_state, DeviceRow.enrollment_state)
-                .where(_unpushable_device())
+                .where(_unpushable_device(need_push_data))
                 .cte("unpushable")
                 .prefix_with("MATERIALIZED")
             )
@@ -186,7 +196,7 @@ class FanoutLedger(Journaled):
             query = (
                 select(TargetRow.id, DeviceRow.token_state, DeviceRow.enrollment_state)
                 .join(DeviceRow, DeviceRow.id == TargetRow.device_id)
-                .where(*planned, _unpushable_device())
+                .where(*planned, _unpushable_device(need_push_data))
             )
         rows = self._session.execute(
             query.order_by(TargetRow.id)
@@ -204,18 +214,20 @@ class FanoutLedger(Journaled):
         next_push_at: dt.datetime,
         now: dt.datetime,
         expires_at: dt.datetime | None = None,
+        need_push_data: bool = True,
     ) -> list[int]:
         """Take up to ``limit`` planned targets (up to the open stage, each stage's in
-        priority order) whose device can be woken, give each a command row (a target that has
-        one keeps its CommandUUID; a new command lives until ``expires_at``), and queue them
-        with ``next_push_at`` as their dispatch deadline; their ids."""
+        priority order) whose device can be woken (with push data of its own when
+        ``need_push_data``), give each a command row (a target that has one keeps its
+        CommandUUID; a new command lives until ``expires_at``), and queue them with
+        ``next_push_at`` as their dispatch deadline; their ids."""
         s = self._session
         rows: list[tuple[int, int]]
         if self._pg:
             rows = [
                 (tid, stage)
                 for tid, stage in s.execute(
-                    _CLAIM_PG,
+                    _CLAIM_PG[need_push_data],
                     {
                         "rid": rollout.id,
                         "stage": rollout.stage,
@@ -223,6 +235,7 @@ class FanoutLedger(Journaled):
                         "planned": TargetState.PLANNED.value,
                         "queued": TargetState.QUEUED.value,
                         "active": TokenState.ACTIVE.value,
+                        "dead": TokenState.DEAD.value,
                         "checked_out": EnrollmentState.CHECKED_OUT.value,
                         "next_push_at": next_push_at,
                         "now": now,
@@ -233,7 +246,9 @@ class FanoutLedger(Journaled):
                 )
             ]
         else:
-            rows = self._claim_portable(rollout, limit, request_type, next_push_at, now, expires_at)
+            rows = self._claim_portable(
+                rollout, limit, request_type, next_push_at, now, expires_at, need_push_data
+            )
         deltas: Counter[tuple[int, int, str]] = Counter()
         for _, stage in rows:
             deltas[(rollout.id, stage, TargetState.PLANNED.value)] -= 1
@@ -249,6 +264,7 @@ class FanoutLedger(Journaled):
         next_push_at: dt.datetime,
         now: dt.datetime,
         expires_at: dt.datetime | None,
+        need_push_data: bool,
     ) -> list[tuple[int, int]]:
         s = self._session
         rows = s.execute(
@@ -259,7 +275,7 @@ class FanoutLedger(Journaled):
                 TargetRow.state == TargetState.PLANNED.value,
                 TargetRow.stage <= rollout.stage,
                 TargetRow.requeue_after_token_update.is_(False),
-                ~_unpushable_device(),
+                ~_unpushable_device(need_push_data),
             )
             .order_by(TargetRow.stage, TargetRow.priority, TargetRow.id)
             .limit(limit)

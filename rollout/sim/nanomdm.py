@@ -14,7 +14,11 @@ webhook's ``event.json``):
 * with ``user="micromdm"``, MicroMDM's API as well (``micromdm`` as the Basic-auth user):
   ``PUT /v1/commands/{udid}`` (a raw command plist, one device per call; 201 with
   ``{"payload": ...}`` or ``{"error": ...}``), ``GET`` / ``DELETE /v1/commands/{udid}`` (the
-  ``device_command`` queue view; clearing it) and ``GET /push/{udid}``;
+  ``device_command`` queue view; clearing it), ``GET /push/{udid}`` and the device list,
+  ``GET /v1/devices`` with a JSON filter body (``filter_serial``, ``filter_udid``) answering
+  ``{"devices": [...]}`` (``udid``, ``serial_number``, ``os_version``, ``product_name``,
+  ``model``, ``device_name``, ``enrolled``, ``last_seen``; empty and false fields left out);
+* ``GET /version`` without auth (NanoMDM's; its API lists no enrollments);
 * the webhook: every check-in and report posted once, inline, as a MicroMDM-style event
   (``topic``, ``event_id``, ``created_at``, ``checkin_event`` / ``acknowledge_event`` with
   ``raw_payload``), no retry, no signature.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import plistlib
 import threading
 import time
@@ -59,6 +64,8 @@ class _Enrollment:
     push_magic: str | None = None
     topic: str | None = None
     checked_out: bool = False
+    facts: dict[str, str] = field(default_factory=dict)  # from the Authenticate message
+    last_seen: str = ""
 
 
 @dataclass
@@ -78,6 +85,7 @@ class StandInCounts:
     push_calls: int = 0
     queue_reads: int = 0
     queue_clears: int = 0
+    device_lists: int = 0
     webhooks_posted: int = 0
     webhooks_dropped: int = 0
     reports: int = 0
@@ -98,6 +106,8 @@ class NanoMDMStandIn:
     dead_tokens: set[str] = field(default_factory=set)  # APNs answers these 410 Unregistered
     any_enrollment: bool = False  # take commands for ids it never saw enroll (benchmarks)
     user: str = "nanomdm"  # the API's Basic-auth user: "micromdm" to stand in for MicroMDM
+    device_list_methods: tuple[str, ...] = ("GET",)  # how the device list is routed
+    listed_only: list[dict[str, Any]] = field(default_factory=list)  # more list entries (DEP)
     counts: StandInCounts = field(default_factory=StandInCounts)
 
     def __post_init__(self) -> None:
@@ -133,6 +143,8 @@ class NanoMDMStandIn:
                     methods=["PUT", "POST", "GET", "DELETE"],
                 ),
                 Route("/push/{udid}", self._micro_push, methods=["GET"]),
+                Route("/v1/devices", self._micro_devices, methods=["GET", "POST"]),
+                Route("/version", self._version, methods=["GET"]),
             ]
         )
         config = uvicorn.Config(
@@ -193,12 +205,24 @@ class NanoMDMStandIn:
             return Response(status_code=400)
         with self._lock:
             if kind == "Authenticate":
-                self.enrollments[udid] = _Enrollment(udid, topic=msg.get("Topic"))
+                facts = {
+                    key: value
+                    for key, value in (
+                        ("serial_number", msg.get("SerialNumber")),
+                        ("os_version", msg.get("OSVersion")),
+                        ("product_name", msg.get("ProductName")),
+                        ("model", msg.get("Model")),
+                        ("device_name", msg.get("DeviceName")),
+                    )
+                    if isinstance(value, str) and value
+                }
+                self.enrollments[udid] = _Enrollment(udid, topic=msg.get("Topic"), facts=facts)
                 for q in self.queues.get(udid, []):
                     q.active = False  # re-enrollment: nothing old is served
             enrollment = self.enrollments.get(udid)
             if enrollment is None:
                 return Response(status_code=400)
+            enrollment.last_seen = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
             if kind == "TokenUpdate":
                 token = msg.get("Token")
                 enrollment.token_hex = token.hex() if isinstance(token, bytes) else None
@@ -348,6 +372,44 @@ class NanoMDMStandIn:
             return JSONResponse({"error": status[udid]["command_error"]}, status_code=400)
         payload = {"udid": udid, "command_uuid": cid, "command": {"request_type": rtype}}
         return JSONResponse({"payload": payload}, status_code=201)
+
+    async def _micro_devices(self, request: Request) -> Response:
+        if self.user != "micromdm":
+            return Response(status_code=404)  # NanoMDM's API lists no enrollments
+        if not self._authorised(request):
+            return self._unauthorised()
+        if request.method not in self.device_list_methods:
+            return Response(status_code=405)
+        body = await request.body()
+        try:
+            opts = json.loads(body) if body.strip() else {}
+        except json.JSONDecodeError:
+            return JSONResponse({"error": "bad JSON"}, status_code=400)
+        if not isinstance(opts, dict):
+            return JSONResponse({"error": "bad JSON"}, status_code=400)
+        serials = set(opts.get("filter_serial") or [])
+        udids = set(opts.get("filter_udid") or [])
+        with self._lock:
+            self.counts.device_lists += 1
+            listed = [
+                {
+                    "udid": e.udid,
+                    **e.facts,
+                    "enrolled": bool(e.token_hex) and not e.checked_out,
+                    "last_seen": e.last_seen,
+                }
+                for e in self.enrollments.values()
+            ] + list(self.listed_only)
+        devices = [
+            {k: v for k, v in d.items() if v not in ("", False, None)}
+            for d in listed
+            if (not serials or d.get("serial_number") in serials)
+            and (not udids or d.get("udid") in udids)
+        ]
+        return JSONResponse({"devices": devices})
+
+    async def _version(self, request: Request) -> Response:
+        return JSONResponse({"version": "v0.0.0-standin"})
 
     async def _micro_push(self, request: Request) -> Response:
         if not self._authorised(request):

@@ -52,6 +52,7 @@ def operator_router(
     oidc: OidcConfig | None = None,
     metrics: Sequence[Collector] = (),
     trust_anchors: Sequence[x509.Certificate] = (),
+    server_wakes: bool = False,
 ) -> APIRouter:
     """The operator API's routes over ``ledger``, behind bearer tokens with roles
     (``api_token`` is one more, with the admin role; with ``oidc``, the identity provider's
@@ -101,7 +102,7 @@ def operator_router(
         actor = access.require(request, Role.VIEWER)
         return {"actor": actor, "role": access.role_of(request).name.lower()}
 
-    router.include_router(rollouts_router(ledger, clock, access))
+    router.include_router(rollouts_router(ledger, clock, access, server_wakes=server_wakes))
     router.include_router(alerts_router(ledger, clock, access, alert_policy or AlertPolicy()))
     router.include_router(profiles_router(ledger, clock, access, trust_anchors=trust_anchors))
     router.include_router(events_router(ledger, access))

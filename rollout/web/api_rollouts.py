@@ -57,9 +57,12 @@ T = TypeVar("T")
 CONTROL = {**NOT_FOUND, **CONFLICT, **INVALID}
 
 
-def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
+def rollouts_router(
+    ledger: Ledger, clock: Clock, access: Access, *, server_wakes: bool = False
+) -> APIRouter:
     """The ``/api/v1/rollouts`` routes over ``ledger``: reads for viewers, the rest for
-    operators."""
+    operators (``server_wakes``: the MDM server rollout delivers through wakes the devices,
+    for planning)."""
     router = APIRouter(
         prefix="/api/v1/rollouts", tags=["rollouts"], dependencies=[BEARER], responses=REFUSALS
     )
@@ -140,7 +143,7 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         await allowed(request, Role.OPERATOR)
         spec = _spec(await json_object(request))
         planned = await run_in_threadpool(
-            _refusing, lambda: plan_rollout(ledger, spec, clock.now())
+            _refusing, lambda: plan_rollout(ledger, spec, clock.now(), server_wakes=server_wakes)
         )
         return planned.as_json()
 
@@ -158,7 +161,9 @@ def rollouts_router(ledger: Ledger, clock: Clock, access: Access) -> APIRouter:
         spec = _spec(await json_object(request))
         summary = await run_in_threadpool(
             _refusing,
-            lambda: create_rollout(ledger, spec, actor=actor, now=clock.now(), start=start),
+            lambda: create_rollout(
+                ledger, spec, actor=actor, now=clock.now(), start=start, server_wakes=server_wakes
+            ),
         )
         response.headers["Location"] = f"/api/v1/rollouts/{summary.rollout.id}"
         return summary.as_json()

@@ -118,6 +118,7 @@ class RolloutApp:
                 oidc=settings.oidc(),
                 metrics=[self.checkin_seconds, *service_collectors(settings)],
                 trust_anchors=load_trust_anchors(settings.trust_anchor_paths()),
+                server_wakes=settings.server_wakes,
             )
         )
         if settings.webhook_secret:

@@ -94,8 +94,14 @@ def beside(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[..., Beside]]:
     made: list[Beside] = []
 
     def make(
-        devices: int = 20, mix: FleetMix = MIX, seed: int = 5, server: str = "nanomdm"
+        devices: int = 20,
+        mix: FleetMix = MIX,
+        seed: int = 5,
+        server: str = "nanomdm",
+        webhook_at_enrollment: bool = True,
     ) -> Beside:
+        """``webhook_at_enrollment`` False: the fleet enrolls in the server before its webhook
+        points at rollout (devices enrolled before rollout was set up)."""
         clock = ManualClock(dt.datetime.now(dt.UTC))
         settings = Settings(home=tmp_path, webhook_secret=SECRET, identity_mode="off", fast=True)
         web = BackgroundServer(create_app(settings, ledger, clock)).start()
@@ -104,7 +110,7 @@ def beside(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[..., Beside]]:
         )
         standin = NanoMDMStandIn(
             api_key=API_KEY,
-            webhook_url=f"{web.base_url}/webhook/mdm/{SECRET}",
+            webhook_url=f"{web.base_url}/webhook/mdm/{SECRET}" if webhook_at_enrollment else "",
             on_push=fleet.wake,
             user=server,
         ).start()
@@ -128,6 +134,7 @@ def beside(ledger: Ledger, tmp_path: Path) -> Iterator[Callable[..., Beside]]:
         transport = HttpxTransport(standin.base_url)
         fleet.submit(fleet.enroll_all(transport)).result(60)
         fleet.submit(transport.aclose()).result(10)
+        standin.webhook_url = world.webhook_url
         return world
 
     yield make
