@@ -8,7 +8,8 @@ check ends within a few seconds even when every server is down.
 What is checked: the ledger (reachable, at the latest migration), the broker (reachable), the
 workers (answering a ping, and someone consuming each queue), beat (its tick's heartbeat in the
 ledger is recent), the push certificate (loads, topic, days left) and APNs (TLS and HTTP/2 with
-that certificate), the device CA, the trust anchors, and the device-identity settings.
+that certificate), the device CA, the trust anchors, the device-identity settings, and,
+beside NanoMDM or MicroMDM, that server's API and the webhook's secret.
 
 Nothing here imports the workers: the ping goes out through a Celery app built from the
 settings, as any client of the broker would send it.
@@ -33,6 +34,8 @@ from rollout.apns.certs import PushCertificate
 from rollout.apns.errors import ApnsError
 from rollout.clock import Clock
 from rollout.config import EMBEDDED_BROKER_URL, ENV_PREFIX, Settings
+from rollout.delivery import BESIDE, MICROMDM, MDMServerError, server_from_settings
+from rollout.delivery.server import public_url
 from rollout.ledger import Ledger, db
 from rollout.profiles.parse import load_trust_anchors
 from rollout.pushing import push_config_from_settings
@@ -505,6 +508,32 @@ def check_identity(settings: Settings, clock: Clock) -> CheckResult:
     return CheckResult("identity", OK, detail)
 
 
+# ---- delivery beside another MDM server -------------------------------------------------------
+
+
+def check_delivery(settings: Settings, clock: Clock) -> CheckResult:
+    """Beside NanoMDM or MicroMDM: the server answers an authenticated API call with the
+    configured key. (The webhook's secret needs no check here: the settings refuse a server
+    delivery without one, since the devices' answers could not come back.)"""
+    del clock
+    if settings.delivery not in BESIDE:
+        return CheckResult("delivery", SKIP, "builtin: rollout's own MDM endpoint and APNs")
+    url = settings.micromdm_url if settings.delivery == MICROMDM else settings.nanomdm_url
+    where = f"{settings.delivery} at {public_url(url)}"
+    try:
+        server = server_from_settings(settings, timeout=TIMEOUT_S)
+    except MDMServerError as exc:
+        return CheckResult("delivery", FAIL, str(exc))
+    try:
+        said = server.check()
+    except MDMServerError as exc:
+        return CheckResult("delivery", FAIL, f"{where}: {_reason(exc)}")
+    finally:
+        server.close()
+    wakes = "it wakes the devices" if settings.server_wakes else "rollout wakes the devices"
+    return CheckResult("delivery", OK, f"{where}: {said} answers the API with the key; {wakes}")
+
+
 # ---- all of them ------------------------------------------------------------------------------
 
 ORDER = (
@@ -518,6 +547,7 @@ ORDER = (
     "device ca",
     "trust anchors",
     "identity",
+    "delivery",
     "proxy",
 )
 """The checks, in the order they are reported (``proxy`` only when a URL is given)."""
@@ -554,6 +584,10 @@ def _files(settings: Settings, clock: Clock) -> list[CheckResult]:
     ]
 
 
+def _delivery(settings: Settings, clock: Clock) -> list[CheckResult]:
+    return [check_delivery(settings, clock)]
+
+
 def run_checks(
     settings: Settings,
     clock: Clock,
@@ -566,6 +600,7 @@ def run_checks(
         _broker_and_workers,
         _push,
         _files,
+        _delivery,
     ]
     if proxy is not None:
         groups.append(proxy)

@@ -26,12 +26,14 @@ from celery import Celery
 from rollout.clock import ManualClock
 from rollout.config import load_settings
 from rollout.deploy_check import (
+    check_delivery,
     check_device_ca,
     check_identity,
     check_push_certificate,
 )
 from rollout.ledger import Ledger, db
 from rollout.sim.apns_server import ApnsStandIn
+from rollout.sim.nanomdm import NanoMDMStandIn
 from rollout.sim.pki import make_ca
 from tests.cli.support import rollout
 from tests.conftest import TEST_LEDGER_KEY
@@ -178,9 +180,10 @@ def test_a_working_deployment_passes_every_check(deployment: Deployment) -> None
     assert code == 0 and report["ok"] is True, report
     assert list(checks) == [
         "ledger", "broker", "workers", "beat", "ledger keys", "push certificate", "apns",
-        "device ca", "trust anchors", "identity",
+        "device ca", "trust anchors", "identity", "delivery",
     ]  # fmt: skip
-    assert {c["status"] for c in report["checks"]} == {"ok"}, report
+    assert checks.pop("delivery")["status"] == "skip"  # builtin: nothing beside to ask
+    assert {c["status"] for c in checks.values()} == {"ok"}, report
     assert set(report["checks"][0]) == {"name", "status", "detail"}
     assert f"revision {db.head_revision()} (latest)" in checks["ledger"]["detail"]
     assert WORKER in checks["workers"]["detail"]
@@ -287,3 +290,58 @@ def test_the_identity_settings_are_reported_and_inconsistencies_fail(tmp_path: P
         check_identity(load_settings(home=tmp_path, identity_mode="off"), ManualClock()).status
         == "warn"
     )
+
+
+@pytest.mark.parametrize("server", ["nanomdm", "micromdm"])
+def test_the_delivery_check_asks_the_mdm_server_with_the_key(server: str, tmp_path: Path) -> None:
+    key = "the-api-key-0123456789"
+    standin = NanoMDMStandIn(api_key=key, user=server).start()
+    try:
+
+        def check(url: str, api_key: str, **more: str) -> tuple[str, str]:
+            settings = load_settings(
+                home=tmp_path,
+                delivery=server,
+                webhook_secret="webhook-secret-0123456789",
+                **{f"{server}_url": url, f"{server}_api_key": api_key},
+                **more,
+            )
+            got = check_delivery(settings, ManualClock())
+            assert got.name == "delivery"
+            return got.status, got.detail
+
+        status, detail = check(standin.base_url, key)
+        assert status == "ok", detail
+        assert f"{server} at {standin.base_url}" in detail and "it wakes the devices" in detail
+        if server == "nanomdm":
+            assert "v0.0.0-standin" in detail  # its version, read from /version
+        status, detail = check(standin.base_url, key, nanomdm_push="rollout")
+        assert status == "ok" and "rollout wakes the devices" in detail
+
+        status, detail = check(standin.base_url, "a-wrong-key-0123456789")
+        assert status == "fail" and "refused the API key" in detail
+        assert "a-wrong-key" not in detail and standin.base_url in detail
+
+        closed = f"http://user:pass-in-url@127.0.0.1:{_free_port()}"
+        started = time.monotonic()
+        status, detail = check(closed, key)
+        assert time.monotonic() - started < 10
+        assert status == "fail" and closed.split("@")[1] in detail, detail
+        assert "pass-in-url" not in detail and key not in detail
+    finally:
+        standin.stop()
+    assert check_delivery(load_settings(home=tmp_path), ManualClock()).status == "skip"  # builtin
+
+
+def test_a_server_delivery_without_a_webhook_secret_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    got = rollout(
+        "check",
+        home=tmp_path,
+        env={"ROLLOUT_DELIVERY": "nanomdm", "ROLLOUT_NANOMDM_URL": "http://127.0.0.1:9",
+             "ROLLOUT_NANOMDM_API_KEY": "k" * 20},
+    )  # fmt: skip
+    lines = got.stderr.strip().splitlines()
+    assert got.returncode != 0 and len(lines) == 1, got.stderr
+    assert "ROLLOUT_WEBHOOK_SECRET" in lines[0]
