@@ -10,7 +10,10 @@ Two ways, chosen by ``ROLLOUT_DELIVERY``; one deployment uses one:
   answers come back through the server's webhook (:mod:`rollout.web.webhook`) into the same
   reconciliation as the built-in endpoint's; a periodic sweep (:mod:`rollout.delivery.sweep`)
   recovers answers whose webhook was lost and clears aborted rollouts' commands from the
-  server's queue.
+  server's queue. Devices enrolled in the server before rollout was set up come from its
+  device list where it has one (:mod:`rollout.delivery.sync`, MicroMDM's), else from their
+  next TokenUpdate or an inventory; when the server wakes the devices, rollout needs no push
+  data of theirs (:attr:`rollout.policy.EnginePolicy.server_wakes`).
 
 The engine above (planning, stages, gates, time-outs) does not know which one runs.
 """
