@@ -11,6 +11,7 @@ through one small interface, opened as a transaction by :class:`Ledger`::
     with ledger.alerts() as store:    # alerts and their notifications        -> AlertStore
     with ledger.access() as store:    # operator API tokens (hashes, roles)   -> AccessStore
     with ledger.heartbeats() as store:  # periodic tasks' last completions  -> HeartbeatStore
+    with ledger.retention() as store:  # old rows, archives on record, sizes -> RetentionStore
     with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
     with ledger.unit() as unit:       # several of them in one transaction
 
@@ -38,6 +39,7 @@ from rollout.ledger.library import LibraryLedger, ProfileConflictError
 from rollout.ledger.records import (
     AlertInfo,
     AppliedMove,
+    ArchiveInfo,
     Authentication,
     CommandResultWrite,
     CommandState,
@@ -49,11 +51,13 @@ from rollout.ledger.records import (
     EnrolledDevice,
     Event,
     EventEntry,
+    FinishedRollout,
     Holding,
     ImportResult,
     InstalledProfile,
     Move,
     NewAlert,
+    NewArchive,
     NewCommand,
     NewRollout,
     NewStage,
@@ -70,11 +74,13 @@ from rollout.ledger.records import (
     RolloutSummary,
     RunningRollout,
     StageInfo,
+    TableSize,
     TargetInfo,
     TokenInfo,
     UnpushableTarget,
 )
 from rollout.ledger.registry import RegistryLedger
+from rollout.ledger.retention import PRUNED_TABLES, RetentionLedger, UnknownTableError
 from rollout.ledger.rollouts import RolloutError, RolloutLedger
 
 if TYPE_CHECKING:
@@ -327,6 +333,66 @@ class HeartbeatStore(Protocol):
     def heartbeats(self) -> dict[str, dt.datetime]: ...
 
 
+class RetentionStore(Journal, Protocol):
+    """Retention: finished rollouts' per-device rows and old journal records, read and
+    deleted in small batches by id; archive files on record; pins; sizes. Rows are
+    JSON-ready dicts (see :mod:`rollout.ledger.retention`)."""
+
+    def finished(
+        self,
+        states: Collection[str],
+        before: dt.datetime,
+        *,
+        pinned: bool | None = False,
+        limit: int = 1000,
+    ) -> list[FinishedRollout]: ...
+    def set_pinned(self, rollout_id: int, pinned: bool) -> bool: ...
+    def pinned(self) -> list[int]: ...
+    def rollout_rows(
+        self, table: str, rollout_id: int, *, after_id: int = 0, limit: int = 2000
+    ) -> list[dict[str, Any]]: ...
+    def count_rollout_rows(self, rollout_id: int) -> dict[str, int]: ...
+    def loose_events(
+        self,
+        before: dt.datetime,
+        *,
+        kinds: Collection[str] | None = None,
+        not_kinds: Collection[str] = (),
+        after_id: int = 0,
+        limit: int = 2000,
+    ) -> list[dict[str, Any]]: ...
+    def count_loose_events(
+        self,
+        before: dt.datetime,
+        *,
+        kinds: Collection[str] | None = None,
+        not_kinds: Collection[str] = (),
+    ) -> int: ...
+    def loose_commands(
+        self,
+        before: dt.datetime,
+        statuses: Collection[str],
+        *,
+        after_id: int = 0,
+        limit: int = 2000,
+    ) -> list[dict[str, Any]]: ...
+    def count_loose_commands(self, before: dt.datetime, statuses: Collection[str]) -> int: ...
+    def delete_rows(
+        self, table: str, ids: Sequence[int], *, unchanged_since: dt.datetime | None = None
+    ) -> int: ...
+    def changed_since(self, table: str, ids: Sequence[int], since: dt.datetime) -> list[int]: ...
+    def restore_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> int: ...
+    def missing_devices(self, device_ids: Collection[int]) -> list[int]: ...
+    def add_archive(self, new: NewArchive, now: dt.datetime) -> ArchiveInfo: ...
+    def archives(
+        self, *, rollout_id: int | None = None, state: str | None = None, kind: str | None = None
+    ) -> list[ArchiveInfo]: ...
+    def archive_named(self, name: str) -> ArchiveInfo | None: ...
+    def mark_pruned(self, archive_id: int, now: dt.datetime) -> None: ...
+    def sizes(self) -> list[TableSize]: ...
+    def oldest(self) -> dict[str, dt.datetime | None]: ...
+
+
 class Unit:
     """Every store over one transaction (for work that spans consumers, e.g. planning)."""
 
@@ -420,6 +486,26 @@ class Ledger:
             yield HeartbeatLedger(session)
 
     @contextmanager
+    def retention(self) -> Iterator[RetentionStore]:
+        """See :class:`RetentionStore`."""
+        with db.transaction(self.engine) as session:
+            yield RetentionLedger(session)
+
+    def vacuum(self) -> None:
+        """Give deleted rows' space back to the file system where that is safe: SQLite runs
+        ``VACUUM`` (it holds the whole file a while: run it at a quiet time); PostgreSQL's
+        autovacuum reuses the space in place, so nothing is done there."""
+        if self.backend != "sqlite":
+            return
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("VACUUM")
+            cur.close()
+        finally:
+            raw.close()
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
@@ -427,10 +513,12 @@ class Ledger:
 
 
 __all__ = [
+    "PRUNED_TABLES",
     "AccessStore",
     "AlertInfo",
     "AlertStore",
     "AppliedMove",
+    "ArchiveInfo",
     "Authentication",
     "BulkLoader",
     "CheckinStore",
@@ -445,6 +533,7 @@ __all__ = [
     "Event",
     "EventEntry",
     "FanoutStore",
+    "FinishedRollout",
     "HeartbeatStore",
     "Holding",
     "ImportResult",
@@ -454,6 +543,7 @@ __all__ = [
     "LibraryStore",
     "Move",
     "NewAlert",
+    "NewArchive",
     "NewCommand",
     "NewRollout",
     "NewStage",
@@ -467,6 +557,7 @@ __all__ = [
     "QueuedCommand",
     "RegistryStore",
     "ReportWrites",
+    "RetentionStore",
     "RolloutError",
     "RolloutFacts",
     "RolloutInfo",
@@ -476,10 +567,12 @@ __all__ = [
     "SeedDevice",
     "SeedTarget",
     "StageInfo",
+    "TableSize",
     "TargetInfo",
     "TokenConflictError",
     "TokenInfo",
     "Unit",
+    "UnknownTableError",
     "UnpushableTarget",
     "db",
 ]
