@@ -30,6 +30,7 @@ BENCHES = {
     "fanout": _Bench("rollout.bench.fanout", "run_fanout_bench", 10_000, pushes=True),
     "status": _Bench("rollout.bench.status", "run_status_bench", 100_000),
     "metrics": _Bench("rollout.bench.metrics", "run_metrics_bench", 1_000),
+    "ledger": _Bench("rollout.bench.ledger", "run_ledger_bench", 100_000),
 }
 
 
@@ -100,3 +101,10 @@ def status(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
 def metrics(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
     """Latency of a Prometheus scrape of /metrics with N rollouts on record (--size)."""
     _run("metrics", size, as_json)
+
+
+@app.command()
+def ledger(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
+    """Ledger bytes per device and per target, by table and index, before and after an
+    archive + prune of a finished rollout of N devices (PostgreSQL)."""
+    _run("ledger", size, as_json)

@@ -491,18 +491,27 @@ class Ledger:
         with db.transaction(self.engine) as session:
             yield RetentionLedger(session)
 
-    def vacuum(self) -> None:
-        """Give deleted rows' space back to the file system where that is safe: SQLite runs
-        ``VACUUM`` (it holds the whole file a while: run it at a quiet time); PostgreSQL's
-        autovacuum reuses the space in place, so nothing is done there."""
-        if self.backend != "sqlite":
-            return
+    def vacuum(self, *, full: bool = False) -> None:
+        """Tidy up after a prune. SQLite: ``VACUUM`` gives the space back to the file system
+        (it holds the whole file while it runs: a quiet time). PostgreSQL: ``VACUUM (ANALYZE)``
+        of the pruned tables marks their space free for reuse and refreshes the planner's
+        statistics without blocking writers; ``full`` rewrites them to give the space back,
+        which locks them (a maintenance window, or a benchmark)."""
         raw = self.engine.raw_connection()
         try:
+            if self.backend == "sqlite":
+                statements = ["VACUUM"]
+            else:
+                raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+                how = "FULL, ANALYZE" if full else "ANALYZE"
+                statements = [f"VACUUM ({how}) {table}" for table in PRUNED_TABLES]
             cur = raw.cursor()
-            cur.execute("VACUUM")
+            for statement in statements:
+                cur.execute(statement)
             cur.close()
         finally:
+            if self.backend != "sqlite":
+                raw.driver_connection.autocommit = False  # type: ignore[union-attr]
             raw.close()
 
     @contextmanager
