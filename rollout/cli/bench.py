@@ -71,9 +71,20 @@ def push(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
 
 
 @app.command()
-def checkin(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
+def checkin(
+    size: int | None = SizeOption,
+    as_json: bool = JsonOption,
+    during_prune: int | None = typer.Option(
+        None,
+        "--during-prune",
+        min=1,
+        metavar="N",
+        help="Run the check-ins while `rollout ledger prune` deletes an old finished rollout "
+        "of N targets (its commands and events too) in another process.",
+    ),
+) -> None:
     """Whole device check-in cycles against the MDM endpoint on PostgreSQL."""
-    _run("checkin", size, as_json)
+    _run("checkin", size, as_json, during_prune=during_prune)
 
 
 @app.command()
