@@ -323,3 +323,32 @@ def test_stats_show_sizes_oldest_rows_and_what_the_policy_would_remove(
     assert out["oldest"]["finished_rollout_with_rows"] == started.isoformat()
     assert out["would_remove"]["rollouts"] == [rid]
     assert out["would_remove"]["rows"]["targets"] == 3
+
+
+def test_beat_prunes_once_a_day_at_the_quiet_hour_unless_turned_off(tmp_path: Path) -> None:
+    from celery.schedules import crontab
+
+    from rollout.config import Settings
+    from workers.app import make_app
+
+    base = {"home": tmp_path, "broker_url": "redis://127.0.0.1:6379/15"}
+    app = make_app(Settings(retention_hour=4, **base))  # type: ignore[arg-type]
+    entry = app.conf.beat_schedule["ledger-prune"]
+    assert entry["task"] == "rollout.prune"
+    assert entry["schedule"] == crontab(hour=4, minute=17)
+    assert app.conf.task_routes["rollout.prune"] == {"queue": "control"}
+    off = make_app(Settings(retention_prune=False, **base))  # type: ignore[arg-type]
+    assert "ledger-prune" not in off.conf.beat_schedule
+
+
+def test_retention_settings_are_checked_and_make_the_policy(tmp_path: Path) -> None:
+    from rollout.config import SettingsError, load_settings
+
+    settings = load_settings(home=tmp_path, retention_targets_days="400", retention_hour="2")
+    policy = settings.retention_policy()
+    assert policy.targets == DAY * 400 and policy.refusals == DAY * 30
+    assert settings.archive_folder() == tmp_path.resolve() / "archive"
+    with pytest.raises(SettingsError, match="^ROLLOUT_RETENTION_HOUR: 24 is more than 23$"):
+        load_settings(home=tmp_path, retention_hour="24")
+    with pytest.raises(SettingsError, match="^ROLLOUT_RETENTION_EVENTS_DAYS: 0 must be more"):
+        load_settings(home=tmp_path, retention_events_days="0")
