@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -348,7 +348,48 @@ def test_retention_settings_are_checked_and_make_the_policy(tmp_path: Path) -> N
     policy = settings.retention_policy()
     assert policy.targets == DAY * 400 and policy.refusals == DAY * 30
     assert settings.archive_folder() == tmp_path.resolve() / "archive"
-    with pytest.raises(SettingsError, match="^ROLLOUT_RETENTION_HOUR: 24 is more than 23$"):
+    with pytest.raises(SettingsError, match=r"^ROLLOUT_RETENTION_HOUR: 24 is more than 23$"):
         load_settings(home=tmp_path, retention_hour="24")
-    with pytest.raises(SettingsError, match="^ROLLOUT_RETENTION_EVENTS_DAYS: 0 must be more"):
+    with pytest.raises(SettingsError, match=r"^ROLLOUT_RETENTION_EVENTS_DAYS: 0 must be more"):
         load_settings(home=tmp_path, retention_events_days="0")
+
+
+def test_a_journal_archive_restores_the_records_of_no_rollout(
+    ledger: Ledger, clock: ManualClock, folder: Path
+) -> None:
+    w = world(ledger, clock)
+    loose_records(ledger, clock, w, "old")
+    clock.advance(DAY * 100)
+    report = retention.prune(ledger, folder, POLICY, clock.now())
+    assert report.deleted == {"commands": 1, "events": 2}
+    assert tags(ledger, REFUSED) == [] and tags(ledger, "device.note") == []
+    [name] = report.archives
+    out = retention.restore(ledger, folder / f"{name}{archive.SUFFIX}")
+    assert out.kind == "journal" and out.rollout_id is None and out.rows_match is None
+    assert out.restored == {"commands": 1, "events": 2, "targets": 0}
+    assert tags(ledger, REFUSED) == ["old"] and tags(ledger, "device.note") == ["old"]
+    with ledger.checkin() as store:
+        assert set(store.commands(["LIST-old"])) == {"LIST-old"}
+
+
+def test_vacuum_gives_a_pruned_sqlite_ledger_its_space_back(
+    sqlite_url: str, clock: ManualClock, folder: Path
+) -> None:
+    from rollout.bench.ledger import seed_finished_rollout
+    from rollout.ledger import db
+
+    db.upgrade(sqlite_url)
+    ledger = Ledger.open(sqlite_url)
+    try:
+        seed_finished_rollout(ledger, 3000, clock.now())
+        clock.advance(DAY * 61)
+        path = Path(ledger.engine.url.database or "")
+        ledger.vacuum()
+        full = path.stat().st_size
+        report = retention.prune(ledger, folder, replace(POLICY, batch_size=1000), clock.now())
+        assert report.deleted["targets"] == 3000
+        assert path.stat().st_size == full  # deleted rows leave free pages behind
+        ledger.vacuum()
+        assert path.stat().st_size < full / 2
+    finally:
+        ledger.dispose()

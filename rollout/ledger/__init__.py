@@ -500,7 +500,8 @@ class Ledger:
         raw = self.engine.raw_connection()
         try:
             if self.backend == "sqlite":
-                statements = ["VACUUM"]
+                # in WAL mode the rewritten file reaches the main file at a checkpoint
+                statements = ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"]
             else:
                 raw.driver_connection.autocommit = True  # type: ignore[union-attr]
                 how = "FULL, ANALYZE" if full else "ANALYZE"
