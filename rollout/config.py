@@ -188,6 +188,7 @@ RefusalSources = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
 RetentionDays = Annotated[float, _Number, AfterValidator(_within(0, 36500, "days", above=True))]
 RetentionBatch = Annotated[int, _Whole, AfterValidator(_within(100, 50_000))]
 Hour = Annotated[int, _Whole, AfterValidator(_within(0, 23))]
+Duty = Annotated[float, _Number, AfterValidator(_within(0, 1, above=True))]
 # The workers' metrics: 0 is off; pool process i listens on the base port + i.
 MetricsPort = Annotated[int, _Whole, AfterValidator(_within(0, 65535))]
 
@@ -518,6 +519,11 @@ class Settings(BaseSettings):
     retention_batch_size: RetentionBatch = Field(
         default=2000, description="Rows deleted per transaction by a prune."
     )
+    retention_duty: Duty = Field(
+        default=0.25,
+        description="The share of its time a prune spends working: it rests between batches "
+        "so check-ins keep the machine (1: no rest).",
+    )
     retention_prune: Flag = Field(
         default=True, description="Prune from Celery beat once a day (false: only by hand)."
     )
@@ -686,6 +692,7 @@ class Settings(BaseSettings):
             events=dt.timedelta(days=self.retention_events_days),
             refusals=dt.timedelta(days=self.retention_refusals_days),
             batch_size=self.retention_batch_size,
+            duty=self.retention_duty,
         )
 
     def archive_folder(self) -> Path:

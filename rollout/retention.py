@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,37 @@ class RetentionPolicy:
     events: dt.timedelta = dt.timedelta(days=180)
     refusals: dt.timedelta = dt.timedelta(days=30)
     batch_size: int = 2000
+    duty: float = 1.0  # the share of its time a run may spend working (see :class:`Pacer`)
+
+
+class Pacer:
+    """Keeps a run to a share of the machine: after each batch it rests ``(1 - duty) / duty``
+    times as long as the batch took, so a prune at 0.25 uses at most about a quarter of a core
+    and of the database's time, whatever the machine, and check-ins keep theirs.
+
+    Batch times are measured on the monotonic clock; they decide nothing about the records.
+    """
+
+    def __init__(
+        self,
+        duty: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 0 < duty <= 1:
+            raise RetentionError(f"duty {duty} is not in (0, 1]")
+        self._rest = (1 - duty) / duty
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._started = monotonic()
+
+    def __call__(self) -> None:
+        """A batch ended: rest in proportion to it, then time the next one."""
+        took = self._monotonic() - self._started
+        if self._rest and took > 0:
+            self._sleep(took * self._rest)
+        self._started = self._monotonic()
 
 
 @dataclass(frozen=True)
@@ -184,7 +216,9 @@ def _rollout_header(ledger: Ledger, rollout_id: int) -> dict[str, Any]:
     }
 
 
-def _pages(read: Callable[[int], list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+def _pages(
+    read: Callable[[int], list[dict[str, Any]]], pace: Pacer | None = None
+) -> Iterator[list[dict[str, Any]]]:
     after = 0
     while True:
         page = read(after)
@@ -192,6 +226,8 @@ def _pages(read: Callable[[int], list[dict[str, Any]]]) -> Iterator[list[dict[st
             return
         yield page
         after = int(page[-1]["id"])
+        if pace is not None:
+            pace()
 
 
 def _record(
@@ -219,6 +255,7 @@ def archive_rollout(
     cutoff: dt.datetime,
     now: dt.datetime,
     batch: int,
+    pace: Pacer | None = None,
 ) -> ArchiveInfo:
     """Write one file holding every per-device row the rollout has now, and record it."""
     with ledger.retention() as store:
@@ -234,7 +271,7 @@ def archive_rollout(
                 with ledger.retention() as store:
                     return store.rollout_rows(table, rollout_id, after_id=after, limit=batch)
 
-            for page in _pages(read):
+            for page in _pages(read, pace):
                 writer.write(table, page)
     except BaseException:
         writer.abandon()
@@ -245,7 +282,12 @@ def archive_rollout(
 
 
 def archive_journal(
-    ledger: Ledger, folder: Path, cut: Cutoffs, now: dt.datetime, batch: int
+    ledger: Ledger,
+    folder: Path,
+    cut: Cutoffs,
+    now: dt.datetime,
+    batch: int,
+    pace: Pacer | None = None,
 ) -> ArchiveInfo | None:
     """Write one file holding the due records of no rollout (events, refusals, answered
     commands), and record it; None when none is due."""
@@ -276,7 +318,7 @@ def archive_journal(
 
     try:
         for table, read in (("events", events), ("events", refusals), ("commands", commands)):
-            for page in _pages(read):
+            for page in _pages(read, pace):
                 writer.write(table, page)
     except BaseException:
         writer.abandon()
@@ -292,6 +334,7 @@ def archive_due(
     *,
     before: dt.datetime | None = None,
     dry_run: bool = False,
+    pace: Pacer | None = None,
 ) -> RetentionReport:
     """Archive what is due (deleting nothing): one file per due rollout not archived yet,
     and one for the due records of no rollout."""
@@ -299,15 +342,18 @@ def archive_due(
     if dry_run:
         return report
     report.dry_run = False
+    pace = pace or Pacer(policy.duty)
     cut = report.cutoffs
     for rollout_id in report.rollouts:
         with ledger.retention() as store:
             pending = store.archives(rollout_id=rollout_id, state="written")
         if pending:  # archived already, waiting to be pruned
             continue
-        info = archive_rollout(ledger, folder, rollout_id, cut.rollouts, now, policy.batch_size)
+        info = archive_rollout(
+            ledger, folder, rollout_id, cut.rollouts, now, policy.batch_size, pace
+        )
         report.archives.append(info.name)
-    journal = archive_journal(ledger, folder, cut, now, policy.batch_size)
+    journal = archive_journal(ledger, folder, cut, now, policy.batch_size, pace)
     if journal is not None:
         report.archives.append(journal.name)
     return report
@@ -323,6 +369,7 @@ def _prune_archive(
     batch: int,
     report: RetentionReport,
     progress: Progress | None,
+    pace: Pacer,
 ) -> None:
     """Delete the rows one recorded archive holds (those unchanged since it was read), a
     batch per transaction, after checking the file against the recorded checksum."""
@@ -343,6 +390,7 @@ def _prune_archive(
             report.kept_changed += len(changed)
             if progress is not None:
                 progress(table, gone)
+            pace()
     with ledger.retention() as store:
         store.mark_pruned(info.id, info.created_at)
 
@@ -366,19 +414,20 @@ def prune(
         return due(ledger, policy, now, before)
     cut = Cutoffs.of(policy, now, before)
     report = RetentionReport(dry_run=False, cutoffs=cut)
+    pace = Pacer(policy.duty)
     with ledger.retention() as store:
         pending = store.archives(state="written")
     for info in pending:
-        _prune_archive(ledger, folder, info, policy.batch_size, report, progress)
+        _prune_archive(ledger, folder, info, policy.batch_size, report, progress, pace)
         report.resumed.append(info.name)
-    archived = archive_due(ledger, folder, policy, now, before=before)
+    archived = archive_due(ledger, folder, policy, now, before=before, pace=pace)
     report.rollouts, report.pinned = archived.rollouts, archived.pinned
     report.rows = archived.rows
     report.archives = archived.archives
     with ledger.retention() as store:
         fresh = [a for a in store.archives(state="written") if a.name in set(archived.archives)]
     for info in fresh:
-        _prune_archive(ledger, folder, info, policy.batch_size, report, progress)
+        _prune_archive(ledger, folder, info, policy.batch_size, report, progress, pace)
     report.deleted = Counter({k: v for k, v in report.deleted.items() if v})
     return report
 

@@ -25,7 +25,7 @@ from tests.support import NO_IDENTITY, add_profile, checked_states, start_rollou
 
 DAY = dt.timedelta(days=1)
 POLICY = RetentionPolicy(
-    targets=DAY * 60, commands=DAY * 30, events=DAY * 90, refusals=DAY * 10, batch_size=3
+    targets=DAY * 60, commands=DAY * 30, events=DAY * 90, refusals=DAY * 10, batch_size=3, duty=1.0
 )
 ENGINE = EnginePolicy()
 ERROR_CHAIN = ({"ErrorCode": 4001, "ErrorDomain": "MCProvisioningProfileErrorDomain"},)
@@ -393,3 +393,24 @@ def test_vacuum_gives_a_pruned_sqlite_ledger_its_space_back(
         assert path.stat().st_size < full / 2
     finally:
         ledger.dispose()
+
+
+def test_a_pacer_rests_in_proportion_to_the_work_it_follows() -> None:
+    now = [0.0]
+    rests: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        rests.append(seconds)
+        now[0] += seconds
+
+    pace = retention.Pacer(0.25, monotonic=lambda: now[0], sleep=sleep)
+    for took in (0.2, 0.4):
+        now[0] += took  # a batch
+        pace()
+    assert rests == pytest.approx([0.6, 1.2])  # three times each batch: a quarter busy
+    flat_out = retention.Pacer(1.0, monotonic=lambda: now[0], sleep=sleep)
+    now[0] += 1.0
+    flat_out()
+    assert len(rests) == 2
+    with pytest.raises(retention.RetentionError, match="duty 0 is not in"):
+        retention.Pacer(0)
