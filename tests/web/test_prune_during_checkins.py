@@ -55,6 +55,7 @@ def test_checkins_go_on_while_a_prune_runs_in_another_process(
         ROLLOUT_HOME=str(tmp_path / "home"),
         ROLLOUT_DATABASE_URL=postgres_url,
         ROLLOUT_RETENTION_BATCH_SIZE="500",
+        ROLLOUT_RETENTION_DUTY="1",  # flat out: the hardest case for the check-ins
     )
     prune = subprocess.Popen(
         [sys.executable, "-m", "rollout", "ledger", "prune", "--json"],
