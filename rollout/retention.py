@@ -353,9 +353,12 @@ def archive_due(
             ledger, folder, rollout_id, cut.rollouts, now, policy.batch_size, pace
         )
         report.archives.append(info.name)
-    journal = archive_journal(ledger, folder, cut, now, policy.batch_size, pace)
-    if journal is not None:
-        report.archives.append(journal.name)
+    with ledger.retention() as store:
+        journal_pending = bool(store.archives(kind="journal", state="written"))
+    if not journal_pending:  # else its records are still on record: prune that one first
+        journal = archive_journal(ledger, folder, cut, now, policy.batch_size, pace)
+        if journal is not None:
+            report.archives.append(journal.name)
     return report
 
 

@@ -360,10 +360,14 @@ def test_a_journal_archive_restores_the_records_of_no_rollout(
     w = world(ledger, clock)
     loose_records(ledger, clock, w, "old")
     clock.advance(DAY * 100)
+    first = retention.archive_due(ledger, folder, POLICY, clock.now())
+    again = retention.archive_due(ledger, folder, POLICY, clock.now())
+    assert len(first.archives) == 1 and again.archives == []  # one file holds them until pruned
     report = retention.prune(ledger, folder, POLICY, clock.now())
+    assert report.resumed == first.archives and report.archives == []
     assert report.deleted == {"commands": 1, "events": 2}
     assert tags(ledger, REFUSED) == [] and tags(ledger, "device.note") == []
-    [name] = report.archives
+    [name] = report.resumed
     out = retention.restore(ledger, folder / f"{name}{archive.SUFFIX}")
     assert out.kind == "journal" and out.rollout_id is None and out.rows_match is None
     assert out.restored == {"commands": 1, "events": 2, "targets": 0}
