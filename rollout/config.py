@@ -189,6 +189,9 @@ RetentionDays = Annotated[float, _Number, AfterValidator(_within(0, 36500, "days
 RetentionBatch = Annotated[int, _Whole, AfterValidator(_within(100, 50_000))]
 Hour = Annotated[int, _Whole, AfterValidator(_within(0, 23))]
 Duty = Annotated[float, _Number, AfterValidator(_within(0, 1, above=True))]
+RetentionMinutes = Annotated[
+    float, _Number, AfterValidator(_within(0, 24 * 60, "minutes", above=True))
+]
 # The workers' metrics: 0 is off; pool process i listens on the base port + i.
 MetricsPort = Annotated[int, _Whole, AfterValidator(_within(0, 65535))]
 
@@ -524,6 +527,11 @@ class Settings(BaseSettings):
         description="The share of its time a prune spends working: it rests between batches "
         "so check-ins keep the machine (1: no rest).",
     )
+    retention_max_minutes: RetentionMinutes = Field(
+        default=45.0,
+        description="Beat's prune stops between batches after this long; the next one goes "
+        "on from there (a prune by hand runs to the end).",
+    )
     retention_prune: Flag = Field(
         default=True, description="Prune from Celery beat once a day (false: only by hand)."
     )
@@ -693,6 +701,7 @@ class Settings(BaseSettings):
             refusals=dt.timedelta(days=self.retention_refusals_days),
             batch_size=self.retention_batch_size,
             duty=self.retention_duty,
+            max_run=dt.timedelta(minutes=self.retention_max_minutes),
         )
 
     def archive_folder(self) -> Path:

@@ -47,6 +47,10 @@ class RetentionError(ValueError):
     """A retention request cannot be carried out as asked (one line says why)."""
 
 
+class _OutOfTime(Exception):
+    """A run's time budget is spent: stop here, resume next time."""
+
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     """How long each kind of record stays in the ledger, and the size of a delete batch."""
@@ -57,6 +61,7 @@ class RetentionPolicy:
     refusals: dt.timedelta = dt.timedelta(days=30)
     batch_size: int = 2000
     duty: float = 1.0  # the share of its time a run may spend working (see :class:`Pacer`)
+    max_run: dt.timedelta | None = None  # a run stops between batches after this long
 
 
 class Pacer:
@@ -71,6 +76,7 @@ class Pacer:
         self,
         duty: float,
         *,
+        budget: dt.timedelta | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -80,6 +86,16 @@ class Pacer:
         self._monotonic = monotonic
         self._sleep = sleep
         self._started = monotonic()
+        self._until = self._started + budget.total_seconds() if budget is not None else None
+
+    def spent(self) -> bool:
+        """Whether the run's time budget is used up and it has got somewhere (deleted rows or
+        written an archive: see :attr:`worked`), so it stops between two batches and the next
+        run resumes where it stopped; a run that has done nothing yet always goes on."""
+        return self.worked and self._until is not None and self._monotonic() >= self._until
+
+    worked = False
+    """Set once the run has deleted rows or written an archive."""
 
     def __call__(self) -> None:
         """A batch ended: rest in proportion to it, then time the next one."""
@@ -130,6 +146,7 @@ class RetentionReport:
     rows: Counter[str] = field(default_factory=Counter)  # archived (or due), by table
     deleted: Counter[str] = field(default_factory=Counter)
     kept_changed: int = 0  # rows written after their archive was read: kept for next time
+    stopped: bool = False  # the time budget ran out: the next run goes on from here
 
     def as_json(self) -> dict[str, Any]:
         """The report as the CLI prints it."""
@@ -143,6 +160,7 @@ class RetentionReport:
             "rows": dict(sorted(self.rows.items())),
             "deleted": dict(sorted(self.deleted.items())),
             "kept_changed": self.kept_changed,
+            "stopped": self.stopped,
         }
 
 
@@ -342,7 +360,7 @@ def archive_due(
     if dry_run:
         return report
     report.dry_run = False
-    pace = pace or Pacer(policy.duty)
+    pace = pace or Pacer(policy.duty, budget=policy.max_run)
     cut = report.cutoffs
     for rollout_id in report.rollouts:
         with ledger.retention() as store:
@@ -353,6 +371,10 @@ def archive_due(
             ledger, folder, rollout_id, cut.rollouts, now, policy.batch_size, pace
         )
         report.archives.append(info.name)
+        pace.worked = True
+        if pace.spent():
+            report.stopped = True
+            return report
     with ledger.retention() as store:
         journal_pending = bool(store.archives(kind="journal", state="written"))
     if not journal_pending:  # else its records are still on record: prune that one first
@@ -386,6 +408,8 @@ def _prune_archive(
     settled = info.created_at - SETTLE
     for table in DELETE_ORDER:
         for chunk in archive.ids(path, table, batch):
+            if pace.spent():
+                raise _OutOfTime
             with ledger.retention() as store:
                 gone = store.delete_rows(table, chunk, unchanged_since=settled)
                 changed = store.changed_since(table, chunk, settled)
@@ -393,7 +417,9 @@ def _prune_archive(
             report.kept_changed += len(changed)
             if progress is not None:
                 progress(table, gone)
-            pace()
+            if gone:
+                pace.worked = True
+                pace()
     with ledger.retention() as store:
         store.mark_pruned(info.id, info.created_at)
 
@@ -417,20 +443,26 @@ def prune(
         return due(ledger, policy, now, before)
     cut = Cutoffs.of(policy, now, before)
     report = RetentionReport(dry_run=False, cutoffs=cut)
-    pace = Pacer(policy.duty)
-    with ledger.retention() as store:
-        pending = store.archives(state="written")
-    for info in pending:
-        _prune_archive(ledger, folder, info, policy.batch_size, report, progress, pace)
-        report.resumed.append(info.name)
-    archived = archive_due(ledger, folder, policy, now, before=before, pace=pace)
-    report.rollouts, report.pinned = archived.rollouts, archived.pinned
-    report.rows = archived.rows
-    report.archives = archived.archives
-    with ledger.retention() as store:
-        fresh = [a for a in store.archives(state="written") if a.name in set(archived.archives)]
-    for info in fresh:
-        _prune_archive(ledger, folder, info, policy.batch_size, report, progress, pace)
+    pace = Pacer(policy.duty, budget=policy.max_run)
+    try:
+        with ledger.retention() as store:
+            pending = store.archives(state="written")
+        for info in pending:
+            _prune_archive(ledger, folder, info, policy.batch_size, report, progress, pace)
+            report.resumed.append(info.name)
+        if pace.spent():
+            raise _OutOfTime
+        archived = archive_due(ledger, folder, policy, now, before=before, pace=pace)
+        report.rollouts, report.pinned = archived.rollouts, archived.pinned
+        report.rows = archived.rows
+        report.archives = archived.archives
+        report.stopped = archived.stopped
+        with ledger.retention() as store:
+            fresh = [a for a in store.archives(state="written") if a.name in set(archived.archives)]
+        for info in fresh:
+            _prune_archive(ledger, folder, info, policy.batch_size, report, progress, pace)
+    except _OutOfTime:
+        report.stopped = True
     report.deleted = Counter({k: v for k, v in report.deleted.items() if v})
     return report
 

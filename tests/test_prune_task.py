@@ -41,7 +41,7 @@ def test_a_worker_runs_the_prune_task_and_leaves_its_heartbeat(
             ledger, 200, SYSTEM_CLOCK.now() - dt.timedelta(days=29), first=1001
         )
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "control",
+            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "fanout",
              "-P", "solo", "--without-mingle", "--without-gossip", "-l", "WARNING"],
             env=env,
             stdout=log,
@@ -49,7 +49,7 @@ def test_a_worker_runs_the_prune_task_and_leaves_its_heartbeat(
             start_new_session=True,
         )  # fmt: skip
         app = make_app(Settings(home=home, broker_url="filesystem://"))
-        app.send_task("rollout.prune", queue="control")
+        app.send_task("rollout.prune")  # routed as beat sends it
         deadline = time.monotonic() + 120
         beats: dict[str, dt.datetime] = {}
         while time.monotonic() < deadline and "prune" not in beats:

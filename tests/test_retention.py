@@ -336,7 +336,7 @@ def test_beat_prunes_once_a_day_at_the_quiet_hour_unless_turned_off(tmp_path: Pa
     entry = app.conf.beat_schedule["ledger-prune"]
     assert entry["task"] == "rollout.prune"
     assert entry["schedule"] == crontab(hour=4, minute=17)
-    assert app.conf.task_routes["rollout.prune"] == {"queue": "control"}
+    assert app.conf.task_routes["rollout.prune"] == {"queue": "fanout"}  # ticks never wait
     off = make_app(Settings(retention_prune=False, **base))  # type: ignore[arg-type]
     assert "ledger-prune" not in off.conf.beat_schedule
 
@@ -418,3 +418,37 @@ def test_a_pacer_rests_in_proportion_to_the_work_it_follows() -> None:
     assert len(rests) == 2
     with pytest.raises(retention.RetentionError, match="duty 0 is not in"):
         retention.Pacer(0)
+
+
+def test_a_run_out_of_time_stops_between_batches_and_the_next_goes_on(
+    ledger: Ledger, clock: ManualClock, folder: Path
+) -> None:
+    w = world(ledger, clock)
+    first = finished_rollout(ledger, clock, w, [0, 1, 2, 3])
+    second = finished_rollout(ledger, clock, w, [4, 5, 6])
+    clock.advance(DAY * 61)
+    no_time = replace(POLICY, max_run=dt.timedelta(0))
+    report = retention.prune(ledger, folder, no_time, clock.now())
+    # each run gets somewhere, then stops: first an archive, then one batch at a time
+    assert report.stopped and report.archives == [f"rollout-{first:08d}-part001"]
+    assert not report.deleted
+    report = retention.prune(ledger, folder, no_time, clock.now())
+    assert report.stopped and report.resumed == [] and report.archives == []
+    assert sum(report.deleted.values()) == POLICY.batch_size
+    assert rows_of(ledger, second)["targets"] == 3  # not reached yet
+    runs = 2
+    while report.stopped:
+        report = retention.prune(ledger, folder, no_time, clock.now())
+        runs += 1
+        assert runs < 100
+    assert (
+        rows_of(ledger, first)
+        == rows_of(ledger, second)
+        == {
+            "targets": 0,
+            "commands": 0,
+            "events": 0,
+        }
+    )
+    with ledger.retention() as store:
+        assert {a.state for a in store.archives()} == {"pruned"}

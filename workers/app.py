@@ -66,7 +66,8 @@ def make_app(settings: Settings | None = None) -> Celery:
             "rollout.sweep": {"queue": CONTROL_QUEUE},
             "rollout.expiry_scan": {"queue": CONTROL_QUEUE},
             "rollout.deliver_alerts": {"queue": CONTROL_QUEUE},
-            "rollout.prune": {"queue": CONTROL_QUEUE},
+            # minutes long: never on the control worker, whose ticks must not wait
+            "rollout.prune": {"queue": FANOUT_QUEUE},
             "rollout.push_batch": {"queue": FANOUT_QUEUE},
         },
         worker_hijack_root_logger=False,

@@ -144,7 +144,8 @@ def deliver_alerts(self: Task) -> dict[str, int]:
 @app.task(name="rollout.prune", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
           max_retries=3)  # fmt: skip
 def prune(self: Task) -> dict[str, Any]:
-    """Archive what the retention policy says is due, then delete it in small batches."""
+    """Archive what the retention policy says is due, then delete it in small batches, for at
+    most ``ROLLOUT_RETENTION_MAX_MINUTES`` (the next run goes on from there)."""
     settings = get_settings()
     report = retention.prune(
         ledger(), settings.archive_folder(), settings.retention_policy(), SYSTEM_CLOCK.now()

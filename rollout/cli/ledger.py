@@ -3,6 +3,7 @@ restore, pin)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -47,6 +48,11 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _policy() -> retention.RetentionPolicy:
+    """The configured policy; a run by hand goes to the end (the time budget is beat's)."""
+    return dataclasses.replace(get_settings().retention_policy(), max_run=None)
+
+
 def _print_report(report: retention.RetentionReport, verb: str, as_json: bool) -> None:
     if as_json:
         print_json(report.as_json())
@@ -62,6 +68,8 @@ def _print_report(report: retention.RetentionReport, verb: str, as_json: bool) -
         typer.echo(f"finished an interrupted prune: {name}")
     if report.deleted:
         typer.echo("deleted: " + ", ".join(f"{n} {t}" for t, n in sorted(report.deleted.items())))
+    if report.stopped:
+        typer.echo("stopped: its time budget ran out; the next prune goes on from here")
     if report.kept_changed:
         typer.echo(f"kept {report.kept_changed} row(s) written since archived (next prune)")
 
@@ -100,7 +108,7 @@ def archive_(before: str | None = Before, dry_run: bool = DryRun, as_json: bool 
             report = retention.archive_due(
                 opened,
                 settings.archive_folder(),
-                settings.retention_policy(),
+                _policy(),
                 now(),
                 before=_before(before),
                 dry_run=dry_run,
@@ -126,7 +134,7 @@ def prune(
             report = retention.prune(
                 opened,
                 settings.archive_folder(),
-                settings.retention_policy(),
+                _policy(),
                 now(),
                 before=_before(before),
                 dry_run=dry_run,
