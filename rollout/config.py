@@ -46,6 +46,7 @@ from rollout.ledger.sealing import LedgerKeyError, Sealer, parse_keys
 from rollout.oidc import OidcConfig, parse_role_map, url_problem
 from rollout.policy import EnginePolicy
 from rollout.renewal import RenewalPolicy
+from rollout.retention import RetentionPolicy
 from rollout.spec import SpecError, parse_stages
 
 ENV_PREFIX = "ROLLOUT_"
@@ -190,6 +191,14 @@ ReadTimeout = Annotated[float, _Number, AfterValidator(_within(0, 3600, "seconds
 MaxConnections = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
 RefusalWindow = Annotated[float, _Number, AfterValidator(_within(0, _DAY, "seconds", above=True))]
 RefusalSources = Annotated[int, _Whole, AfterValidator(_within(1, 100_000))]
+# Retention: a day up to a hundred years; a delete batch small enough never to hold a lock long.
+RetentionDays = Annotated[float, _Number, AfterValidator(_within(0, 36500, "days", above=True))]
+RetentionBatch = Annotated[int, _Whole, AfterValidator(_within(100, 50_000))]
+Hour = Annotated[int, _Whole, AfterValidator(_within(0, 23))]
+Duty = Annotated[float, _Number, AfterValidator(_within(0, 1, above=True))]
+RetentionMinutes = Annotated[
+    float, _Number, AfterValidator(_within(0, 24 * 60, "minutes", above=True))
+]
 # The workers' metrics: 0 is off; pool process i listens on the base port + i.
 MetricsPort = Annotated[int, _Whole, AfterValidator(_within(0, 65535))]
 
@@ -523,6 +532,48 @@ class Settings(BaseSettings):
         default=120.0, description="Re-dispatch a queued batch no worker pushed by then."
     )
 
+    retention_targets_days: RetentionDays = Field(
+        default=365.0,
+        description="A finished rollout's targets, commands and device events are archived "
+        "then removed this long after it finished (unless pinned); its summary stays.",
+    )
+    retention_commands_days: RetentionDays = Field(
+        default=90.0,
+        description="Answered commands of no rollout (inventory sweeps) are archived then "
+        "removed this long after their answer.",
+    )
+    retention_events_days: RetentionDays = Field(
+        default=180.0, description="Events of no rollout are archived then removed after this."
+    )
+    retention_refusals_days: RetentionDays = Field(
+        default=30.0,
+        description="Refusals (mdm.refused events) are archived then removed after this.",
+    )
+    retention_archive_dir: str = Field(
+        default="",
+        description="Folder of the archive files written before rows are removed; empty: "
+        "`archive` in ROLLOUT_HOME.",
+    )
+    retention_batch_size: RetentionBatch = Field(
+        default=2000, description="Rows deleted per transaction by a prune."
+    )
+    retention_duty: Duty = Field(
+        default=0.25,
+        description="The share of its time a prune spends working: it rests between batches "
+        "so check-ins keep the machine (1: no rest).",
+    )
+    retention_max_minutes: RetentionMinutes = Field(
+        default=45.0,
+        description="Beat's prune stops between batches after this long; the next one goes "
+        "on from there (a prune by hand runs to the end).",
+    )
+    retention_prune: Flag = Field(
+        default=True, description="Prune from Celery beat once a day (false: only by hand)."
+    )
+    retention_hour: Hour = Field(
+        default=3, description="The hour (UTC, 0-23) of beat's daily prune: a quiet one."
+    )
+
     worker_metrics_port: MetricsPort = Field(
         default=0,
         description="Base port of the Celery workers' Prometheus metrics: pool process i "
@@ -709,6 +760,24 @@ class Settings(BaseSettings):
             ),
             server_wakes=self.server_wakes,
         )
+
+    def retention_policy(self) -> RetentionPolicy:
+        """How long each kind of record stays in the ledger."""
+        return RetentionPolicy(
+            targets=dt.timedelta(days=self.retention_targets_days),
+            commands=dt.timedelta(days=self.retention_commands_days),
+            events=dt.timedelta(days=self.retention_events_days),
+            refusals=dt.timedelta(days=self.retention_refusals_days),
+            batch_size=self.retention_batch_size,
+            duty=self.retention_duty,
+            max_run=dt.timedelta(minutes=self.retention_max_minutes),
+        )
+
+    def archive_folder(self) -> Path:
+        """Where archive files go."""
+        if self.retention_archive_dir:
+            return Path(self.retention_archive_dir).expanduser().absolute()
+        return self.home / "archive"
 
     def oidc(self) -> OidcConfig | None:
         """How OIDC tokens are checked, or None when OIDC is off (no issuer)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue
 
 from rollout.config import EMBEDDED_BROKER_URL, Settings, SettingsError, get_settings
@@ -65,6 +66,8 @@ def make_app(settings: Settings | None = None) -> Celery:
             "rollout.sweep": {"queue": CONTROL_QUEUE},
             "rollout.expiry_scan": {"queue": CONTROL_QUEUE},
             "rollout.deliver_alerts": {"queue": CONTROL_QUEUE},
+            # minutes long: never on the control worker, whose ticks must not wait
+            "rollout.prune": {"queue": FANOUT_QUEUE},
             "rollout.push_batch": {"queue": FANOUT_QUEUE},
             "rollout.delivery_sweep": {"queue": CONTROL_QUEUE},
         },
@@ -80,6 +83,7 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "schedule": settings.renewal_scan_interval_s,
             },
             "alert-delivery": {"task": "rollout.deliver_alerts", "schedule": 60.0},
+            **_prune_schedule(settings),
         },
     )
     if settings.delivery != "builtin":
@@ -88,6 +92,15 @@ def make_app(settings: Settings | None = None) -> Celery:
             "schedule": settings.sweep_interval_s,
         }
     return app
+
+
+def _prune_schedule(settings: Settings) -> dict[str, Any]:
+    """The daily prune at the quiet hour (UTC), unless turned off."""
+    if not settings.retention_prune:
+        return {}
+    # a few minutes past the hour, away from whatever else starts on the hour
+    when = crontab(hour=settings.retention_hour, minute=17)
+    return {"ledger-prune": {"task": "rollout.prune", "schedule": when}}
 
 
 try:

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from rollout import controller, inventory_sweep, renewal_setup
+from rollout import controller, inventory_sweep, renewal_setup, retention
 from rollout.apns import PushClient
 from rollout.clock import SYSTEM_CLOCK
 from rollout.config import get_settings
@@ -184,3 +184,16 @@ def deliver_alerts(self: Task) -> dict[str, int]:
     out = renewal_setup.deliver_alerts(ledger(), get_settings(), SYSTEM_CLOCK)
     _completed("deliver_alerts")
     return out
+
+
+@app.task(name="rollout.prune", bind=True, autoretry_for=RETRYABLE, retry_backoff=True,
+          max_retries=3)  # fmt: skip
+def prune(self: Task) -> dict[str, Any]:
+    """Archive what the retention policy says is due, then delete it in small batches, for at
+    most ``ROLLOUT_RETENTION_MAX_MINUTES`` (the next run goes on from there)."""
+    settings = get_settings()
+    report = retention.prune(
+        ledger(), settings.archive_folder(), settings.retention_policy(), SYSTEM_CLOCK.now()
+    )
+    _completed("prune")
+    return report.as_json()

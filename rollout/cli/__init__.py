@@ -6,7 +6,18 @@ import os
 
 import typer
 
-from rollout.cli import alerts, bench, db, devices, keys, profiles, renewals, rollouts, tokens
+from rollout.cli import (
+    alerts,
+    bench,
+    db,
+    devices,
+    keys,
+    ledger,
+    profiles,
+    renewals,
+    rollouts,
+    tokens,
+)
 from rollout.cli.check import check
 from rollout.cli.demo import demo
 from rollout.cli.serve import serve
@@ -31,6 +42,7 @@ app.add_typer(alerts.app, name="alerts")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(keys.app, name="keys")
 app.add_typer(db.app, name="db")
+app.add_typer(ledger.app, name="ledger")
 app.add_typer(bench.app, name="bench")
 app.command()(demo)
 app.command()(serve)

@@ -30,6 +30,7 @@ BENCHES = {
     "fanout": _Bench("rollout.bench.fanout", "run_fanout_bench", 10_000, pushes=True),
     "status": _Bench("rollout.bench.status", "run_status_bench", 100_000),
     "metrics": _Bench("rollout.bench.metrics", "run_metrics_bench", 1_000),
+    "ledger": _Bench("rollout.bench.ledger", "run_ledger_bench", 100_000),
 }
 
 
@@ -70,9 +71,20 @@ def push(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
 
 
 @app.command()
-def checkin(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
+def checkin(
+    size: int | None = SizeOption,
+    as_json: bool = JsonOption,
+    during_prune: int | None = typer.Option(
+        None,
+        "--during-prune",
+        min=1,
+        metavar="N",
+        help="Run the check-ins while `rollout ledger prune` deletes an old finished rollout "
+        "of N targets (its commands and events too) in another process.",
+    ),
+) -> None:
     """Whole device check-in cycles against the MDM endpoint on PostgreSQL."""
-    _run("checkin", size, as_json)
+    _run("checkin", size, as_json, during_prune=during_prune)
 
 
 @app.command()
@@ -106,3 +118,10 @@ def status(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
 def metrics(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
     """Latency of a Prometheus scrape of /metrics with N rollouts on record (--size)."""
     _run("metrics", size, as_json)
+
+
+@app.command()
+def ledger(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
+    """Ledger bytes per device and per target, by table and index, before and after an
+    archive + prune of a finished rollout of N devices (PostgreSQL)."""
+    _run("ledger", size, as_json)

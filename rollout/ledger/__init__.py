@@ -12,6 +12,7 @@ through one small interface, opened as a transaction by :class:`Ledger`::
     with ledger.access() as store:    # operator API tokens (hashes, roles)   -> AccessStore
     with ledger.heartbeats() as store:  # periodic tasks' last completions  -> HeartbeatStore
     with ledger.delivery() as store:  # commands handed to another MDM server -> DeliveryStore
+    with ledger.retention() as store:  # old rows, archives on record, sizes -> RetentionStore
     with ledger.bulk() as loader:     # benchmarks and large fixtures         -> BulkLoader
     with ledger.unit() as unit:       # several of them in one transaction
 
@@ -40,6 +41,7 @@ from rollout.ledger.library import LibraryLedger, ProfileConflictError
 from rollout.ledger.records import (
     AlertInfo,
     AppliedMove,
+    ArchiveInfo,
     Authentication,
     CommandResultWrite,
     CommandState,
@@ -51,12 +53,14 @@ from rollout.ledger.records import (
     EnrolledDevice,
     Event,
     EventEntry,
+    FinishedRollout,
     HandedCommand,
     Holding,
     ImportResult,
     InstalledProfile,
     Move,
     NewAlert,
+    NewArchive,
     NewCommand,
     NewRollout,
     NewStage,
@@ -75,11 +79,13 @@ from rollout.ledger.records import (
     RolloutSummary,
     RunningRollout,
     StageInfo,
+    TableSize,
     TargetInfo,
     TokenInfo,
     UnpushableTarget,
 )
 from rollout.ledger.registry import RegistryLedger
+from rollout.ledger.retention import PRUNED_TABLES, RetentionLedger, UnknownTableError
 from rollout.ledger.rollouts import RolloutError, RolloutLedger
 from rollout.ledger.sealed import SealedLedger, SealedRow
 from rollout.ledger.sealing import PLAIN, Sealer
@@ -353,6 +359,66 @@ class DeliveryStore(Journal, Protocol):
     def move(self, moves: Sequence[Move], now: dt.datetime) -> list[AppliedMove]: ...
 
 
+class RetentionStore(Journal, Protocol):
+    """Retention: finished rollouts' per-device rows and old journal records, read and
+    deleted in small batches by id; archive files on record; pins; sizes. Rows are
+    JSON-ready dicts (see :mod:`rollout.ledger.retention`)."""
+
+    def finished(
+        self,
+        states: Collection[str],
+        before: dt.datetime,
+        *,
+        pinned: bool | None = False,
+        limit: int = 1000,
+    ) -> list[FinishedRollout]: ...
+    def set_pinned(self, rollout_id: int, pinned: bool) -> bool: ...
+    def pinned(self) -> list[int]: ...
+    def rollout_rows(
+        self, table: str, rollout_id: int, *, after_id: int = 0, limit: int = 2000
+    ) -> list[dict[str, Any]]: ...
+    def count_rollout_rows(self, rollout_id: int) -> dict[str, int]: ...
+    def loose_events(
+        self,
+        before: dt.datetime,
+        *,
+        kinds: Collection[str] | None = None,
+        not_kinds: Collection[str] = (),
+        after_id: int = 0,
+        limit: int = 2000,
+    ) -> list[dict[str, Any]]: ...
+    def count_loose_events(
+        self,
+        before: dt.datetime,
+        *,
+        kinds: Collection[str] | None = None,
+        not_kinds: Collection[str] = (),
+    ) -> int: ...
+    def loose_commands(
+        self,
+        before: dt.datetime,
+        statuses: Collection[str],
+        *,
+        after_id: int = 0,
+        limit: int = 2000,
+    ) -> list[dict[str, Any]]: ...
+    def count_loose_commands(self, before: dt.datetime, statuses: Collection[str]) -> int: ...
+    def delete_rows(
+        self, table: str, ids: Sequence[int], *, unchanged_since: dt.datetime | None = None
+    ) -> int: ...
+    def changed_since(self, table: str, ids: Sequence[int], since: dt.datetime) -> list[int]: ...
+    def restore_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> int: ...
+    def missing_devices(self, device_ids: Collection[int]) -> list[int]: ...
+    def add_archive(self, new: NewArchive, now: dt.datetime) -> ArchiveInfo: ...
+    def archives(
+        self, *, rollout_id: int | None = None, state: str | None = None, kind: str | None = None
+    ) -> list[ArchiveInfo]: ...
+    def archive_named(self, name: str) -> ArchiveInfo | None: ...
+    def mark_pruned(self, archive_id: int, now: dt.datetime) -> None: ...
+    def sizes(self) -> list[TableSize]: ...
+    def oldest(self) -> dict[str, dt.datetime | None]: ...
+
+
 class Unit:
     """Every store over one transaction (for work that spans consumers, e.g. planning)."""
 
@@ -460,6 +526,36 @@ class Ledger:
             yield DeliveryLedger(session)
 
     @contextmanager
+    def retention(self) -> Iterator[RetentionStore]:
+        """See :class:`RetentionStore`."""
+        with db.transaction(self.engine) as session:
+            yield RetentionLedger(session)
+
+    def vacuum(self, *, full: bool = False) -> None:
+        """Tidy up after a prune. SQLite: ``VACUUM`` gives the space back to the file system
+        (it holds the whole file while it runs: a quiet time). PostgreSQL: ``VACUUM (ANALYZE)``
+        of the pruned tables marks their space free for reuse and refreshes the planner's
+        statistics without blocking writers; ``full`` rewrites them to give the space back,
+        which locks them (a maintenance window, or a benchmark)."""
+        raw = self.engine.raw_connection()
+        try:
+            if self.backend == "sqlite":
+                # in WAL mode the rewritten file reaches the main file at a checkpoint
+                statements = ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"]
+            else:
+                raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+                how = "FULL, ANALYZE" if full else "ANALYZE"
+                statements = [f"VACUUM ({how}) {table}" for table in PRUNED_TABLES]
+            cur = raw.cursor()
+            for statement in statements:
+                cur.execute(statement)
+            cur.close()
+        finally:
+            if self.backend != "sqlite":
+                raw.driver_connection.autocommit = False  # type: ignore[union-attr]
+            raw.close()
+
+    @contextmanager
     def bulk(self) -> Iterator[BulkLoader]:
         """See :class:`~rollout.ledger.bulk.BulkLoader`."""
         with db.transaction(self.engine) as session:
@@ -467,10 +563,12 @@ class Ledger:
 
 
 __all__ = [
+    "PRUNED_TABLES",
     "AccessStore",
     "AlertInfo",
     "AlertStore",
     "AppliedMove",
+    "ArchiveInfo",
     "Authentication",
     "BulkLoader",
     "CheckinStore",
@@ -486,6 +584,7 @@ __all__ = [
     "Event",
     "EventEntry",
     "FanoutStore",
+    "FinishedRollout",
     "HandedCommand",
     "HeartbeatStore",
     "Holding",
@@ -496,6 +595,7 @@ __all__ = [
     "LibraryStore",
     "Move",
     "NewAlert",
+    "NewArchive",
     "NewCommand",
     "NewRollout",
     "NewStage",
@@ -511,6 +611,7 @@ __all__ = [
     "QueuedCommand",
     "RegistryStore",
     "ReportWrites",
+    "RetentionStore",
     "RolloutError",
     "RolloutFacts",
     "RolloutInfo",
@@ -523,10 +624,12 @@ __all__ = [
     "SeedDevice",
     "SeedTarget",
     "StageInfo",
+    "TableSize",
     "TargetInfo",
     "TokenConflictError",
     "TokenInfo",
     "Unit",
+    "UnknownTableError",
     "UnpushableTarget",
     "db",
 ]

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import String, cast, func, insert, literal, literal_column, select, text, update
 from sqlalchemy.orm import Session
 
-from rollout.ledger.models import DeviceRow, TargetRow
+from rollout.ledger.models import CommandRow, DeviceRow, EventRow, TargetRow
 from rollout.ledger.moves import ReasonKey, bump_counters, bump_reasons, reason_key
 from rollout.ledger.sealing import PLAIN, Sealer
+from rollout.ledger.types import UTCDateTime
 from rollout.states import EnrollmentState, TokenState
 
 _COPY_CHUNK = 10_000
@@ -107,6 +108,61 @@ class BulkLoader:
         bump_counters(self._session, tally)
         bump_reasons(self._session, reasons)
         return sum(tally.values())
+
+    def commands_for(
+        self, rollout_id: int, request_type: str, status: str, now: dt.datetime
+    ) -> int:
+        """Give every target of a rollout a command in ``status`` (answered at ``now``), in
+        one statement; how many."""
+        uuid = literal("BULK-") + cast(TargetRow.id, String)
+        rows: Any = select(
+            uuid,
+            TargetRow.device_id,
+            TargetRow.rollout_id,
+            TargetRow.id,
+            literal(request_type),
+            literal(status),
+            literal(0),
+            literal(now, UTCDateTime()),
+            literal(now, UTCDateTime()),
+            literal(now, UTCDateTime()),
+            literal(0),
+        ).where(TargetRow.rollout_id == rollout_id)
+        columns = [
+            "command_uuid",
+            "device_id",
+            "rollout_id",
+            "target_id",
+            "request_type",
+            "status",
+            "priority",
+            "created_at",
+            "sent_at",
+            "result_at",
+            "notnow_count",
+        ]
+        result: Any = self._session.execute(insert(CommandRow).from_select(columns, rows))
+        self._session.execute(
+            update(TargetRow)
+            .where(TargetRow.rollout_id == rollout_id)
+            .values(command_uuid=literal("BULK-") + cast(TargetRow.id, String))
+        )
+        return int(result.rowcount or 0)
+
+    def events_for(self, rollout_id: int, kind: str, at: dt.datetime) -> int:
+        """Journal one ``kind`` event per target of a rollout (its device and command), in
+        one statement; how many."""
+        rows: Any = select(
+            literal(at, UTCDateTime()),
+            literal(kind),
+            TargetRow.rollout_id,
+            TargetRow.device_id,
+            TargetRow.command_uuid,
+            literal_column("'{}'"),
+        ).where(TargetRow.rollout_id == rollout_id)
+        columns = ["at", "kind", "rollout_id", "device_id", "command_uuid", "data"]
+        result: Any = self._session.execute(insert(EventRow).from_select(columns, rows))
+        return int(result.rowcount or 0)
 
     def analyze(self) -> None:
         """Refresh the planner's statistics (PostgreSQL; a no-op elsewhere)."""

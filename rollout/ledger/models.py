@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -148,6 +149,8 @@ class RolloutRow(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # A pinned rollout keeps its per-device rows whatever the retention policy says.
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class StageRow(Base):
@@ -355,3 +358,26 @@ class HeartbeatRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ArchiveRow(Base):
+    """One archive file written before rows left the ledger: a finished rollout's per-device
+    rows (``rollout``), or records that belong to no kept rollout (``journal``).
+
+    ``state`` is ``written`` once the file is on disk and verified, ``pruned`` once every row
+    it holds has been deleted; a prune that stops between the two resumes from here.
+    """
+
+    __tablename__ = "archives"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))  # the file's name in the archive folder
+    kind: Mapped[str] = mapped_column(String(16))
+    rollout_id: Mapped[int | None] = mapped_column(BigID, index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # table -> count
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    cutoff: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    pruned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -575,3 +575,55 @@ class TokenInfo:
     created_at: dt.datetime
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+
+
+# ---- retention -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinishedRollout:
+    """A finished rollout that still holds per-device rows (a retention candidate)."""
+
+    id: int
+    name: str
+    state: str
+    finished_at: dt.datetime
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class NewArchive:
+    """An archive file just written and verified, to be recorded before any row is deleted."""
+
+    name: str
+    kind: str  # rollout | journal
+    rollout_id: int | None
+    sha256: str
+    rows: dict[str, int]  # table -> rows in the file
+    cutoff: dt.datetime
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """An archive file on record, and whether its rows have left the ledger yet."""
+
+    id: int
+    name: str
+    kind: str
+    rollout_id: int | None
+    sha256: str
+    rows: dict[str, int]
+    state: str  # written | pruned
+    cutoff: dt.datetime
+    created_at: dt.datetime
+    pruned_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """One table's rows and bytes on disk (its heap, and its indexes apart)."""
+
+    table: str
+    rows: int
+    table_bytes: int
+    index_bytes: int

@@ -83,6 +83,12 @@ def _rust_asn1(message: str) -> str | None:
     return f"{sentence}, in the {place}" if place else sentence
 
 
+def _shown_value(text: str) -> str:
+    """A bad value from the file, fit to quote in a message: 40 characters at most, anything
+    but letters, digits and ``+-.:/`` shown as ``?`` (no markup or braces from a file)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in " +-.:/") else "?" for c in text[:40])
+
+
 def _asn1crypto(message: str) -> str | None:
     if message.startswith("Insufficient data"):
         return "the data ends early (a length asks for more bytes than there are)"
@@ -91,7 +97,7 @@ def _asn1crypto(message: str) -> str | None:
         return f"{extra.group(1)} bytes of trailing data after the end"
     value = _ASN1CRYPTO_VALUE.search(message)
     if value:
-        return f"{_words(value.group(2))} value {value.group(1)[:40]!r} is not valid"
+        return f"{_words(value.group(2))} value {_shown_value(value.group(1))!r} is not valid"
     choice = _ASN1CRYPTO_CHOICE.search(message)
     if choice:
         return f"an element is none of the forms allowed for {_words(choice.group(1))}"

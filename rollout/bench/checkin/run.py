@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,64 @@ def _job(
     }
 
 
-def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str, Any]:
-    """Run ``size`` device cycles against the product and ``2 x size`` baseline requests.
+@contextlib.contextmanager
+def _prune_running(url: str, rows: int, workdir: Path) -> Iterator[dict[str, Any]]:
+    """With ``rows`` > 0: an old finished rollout of ``rows`` targets (with their commands and
+    result events) archived beforehand, and ``rollout ledger prune`` deleting it in its own
+    process for as long as the block runs; what it did is filled into the dict yielded."""
+    out: dict[str, Any] = {}
+    if rows <= 0:
+        yield out
+        return
+    import datetime as dt
+
+    from rollout import retention
+    from rollout.bench.ledger import seed_finished_rollout
+    from rollout.clock import SYSTEM_CLOCK
+    from rollout.ledger import Ledger
+
+    folder = workdir / "archive"
+    ledger = Ledger.open(url)
+    try:
+        now = SYSTEM_CLOCK.now()
+        seed_finished_rollout(ledger, rows, now - dt.timedelta(days=400), first=10_000_001)
+        retention.archive_due(ledger, folder, retention.RetentionPolicy(), now)
+    finally:
+        ledger.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
+    env.update(
+        ROLLOUT_HOME=str(workdir),
+        ROLLOUT_DATABASE_URL=url,
+        ROLLOUT_RETENTION_ARCHIVE_DIR=str(folder),
+    )
+    log = open(workdir / "prune.log", "wb")  # noqa: SIM115 - closed below
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "ledger", "prune", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=env,
+    )
+    try:
+        yield out
+        out["prune_still_running_at_end"] = proc.poll() is None
+        stdout, _ = proc.communicate(timeout=3600)
+        out["prune_s"] = round(time.perf_counter() - started, 1)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the prune failed: {(workdir / 'prune.log').read_text()[-2000:]}")
+        out["prune_deleted_rows"] = sum(json.loads(stdout)["deleted"].values())
+    finally:
+        if proc.poll() is None:
+            stop_processes([proc], signal.SIGINT, grace=30)
+        log.close()
+
+
+def run_checkin_bench(
+    size: int, *, concurrency: int = CONCURRENCY, during_prune: int = 0
+) -> dict[str, Any]:
+    """Run ``size`` device cycles against the product and ``2 x size`` baseline requests;
+    with ``during_prune`` (targets of an old rollout), the product's cycles run while
+    ``rollout ledger prune`` deletes that rollout's rows in another process.
 
     Returns ``{"bench": "checkin", "size": N, "metrics": {...}}``. Raises ``RuntimeError``
     when PostgreSQL is unreachable or when the ledger does not end with every target
@@ -104,7 +161,10 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
                 "database_url": url,
                 "device_ca": str(workdir / "device-ca.pem"),
             }
-            with _child("serve-product", cfg, workdir) as server:
+            with (
+                _prune_running(url, during_prune, workdir) as prune,
+                _child("serve-product", cfg, workdir) as server,
+            ):
                 ours = _run_generator(
                     _job(
                         "product",
@@ -128,11 +188,12 @@ def run_checkin_bench(size: int, *, concurrency: int = CONCURRENCY) -> dict[str,
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    result = {
-        "bench": "checkin",
-        "size": size,
-        "metrics": _metrics(ours, theirs, ledger, concurrency),
-    }
+    metrics = _metrics(ours, theirs, ledger, concurrency)
+    if during_prune:
+        metrics.update(during_prune=during_prune, **prune)
+        if not prune.get("prune_still_running_at_end"):
+            metrics["note"] = "the prune ended before the check-ins did: give it more rows"
+    result = {"bench": "checkin", "size": size, "metrics": metrics}
     problems = []
     if ours["failures"]:
         problems.append(f"{ours['failures']} device cycles failed ({ours['first_failure']})")
