@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
-from rollout.delivery.server import IdResult, ListedDevice, MDMServerError
+from rollout.delivery.server import BasicAuthApi, IdResult, ListedDevice, MDMServerError
 
 USER = "micromdm"
 MAX_LIST_BYTES = 512 * 1024 * 1024
@@ -34,31 +34,11 @@ PROBE_SERIAL = "ROLLOUT-CHECK"
 """The serial number ``rollout check`` filters the device list on (no device has it)."""
 
 
-class MicroMDMClient:
+class MicroMDMClient(BasicAuthApi):
     """MicroMDM's API over one pooled HTTP client (safe to share between threads)."""
 
+    user = USER
     max_ids_per_call = 1
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            auth=(USER, api_key),
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._http.close()
 
     def enqueue(self, ids: Sequence[str], command: bytes, *, push: bool) -> dict[str, IdResult]:
         """Queue the raw command plist for each of ``ids`` (one call each), then push it

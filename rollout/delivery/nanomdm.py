@@ -32,6 +32,7 @@ import httpx
 
 from rollout.config import Settings
 from rollout.delivery.server import (
+    BasicAuthApi,
     IdResult,
     ListedDevice,
     MDMServer,
@@ -49,31 +50,11 @@ MAX_IDS_PER_CALL = 200
 NanoMDMError = MDMServerError
 
 
-class NanoMDMClient:
+class NanoMDMClient(BasicAuthApi):
     """NanoMDM's API over one pooled HTTP client (safe to share between threads)."""
 
+    user = USER
     max_ids_per_call = MAX_IDS_PER_CALL
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            auth=(USER, api_key),
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._http.close()
 
     def enqueue(self, ids: Sequence[str], command: bytes, *, push: bool) -> dict[str, IdResult]:
         """Queue one command plist for ``ids`` (and let NanoMDM push them when ``push``)."""

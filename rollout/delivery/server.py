@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 
 def public_url(url: str) -> str:
     """``url`` as it may be shown: scheme, host, port and path, without credentials or
@@ -81,3 +83,32 @@ class MDMServer(Protocol):
 
     def close(self) -> None:
         """Close the pooled connections."""
+
+
+class BasicAuthApi:
+    """An MDM server's API over one pooled HTTP client (safe to share between threads), with
+    HTTP Basic auth: the user is the server's own name (:attr:`user`), the password its API
+    key."""
+
+    user = ""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            auth=(self.user, api_key),
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()

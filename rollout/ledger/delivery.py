@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -20,6 +21,20 @@ from rollout.ledger.records import AppliedMove, HandedCommand, Move, OpenCommand
 from rollout.states import CommandStatus, RolloutState
 
 _OPEN = (CommandStatus.QUEUED.value, CommandStatus.SENT.value, CommandStatus.NOT_NOW.value)
+
+
+def _open_command_select() -> Any:
+    """The columns of an :class:`OpenCommand` (target, command, its device's enrollment id)."""
+    return select(
+        CommandRow.target_id,
+        CommandRow.id,
+        CommandRow.command_uuid,
+        CommandRow.request_type,
+        CommandRow.status,
+        CommandRow.body,
+        CommandRow.rollout_id,
+        DeviceRow.enrollment_id,
+    ).join(DeviceRow, DeviceRow.id == CommandRow.device_id)
 
 
 class DeliveryLedger(Journaled):
@@ -34,17 +49,7 @@ class DeliveryLedger(Journaled):
         found: dict[int, OpenCommand] = {}
         for chunk in chunks(list(target_ids)):
             rows = self._session.execute(
-                select(
-                    CommandRow.target_id,
-                    CommandRow.id,
-                    CommandRow.command_uuid,
-                    CommandRow.request_type,
-                    CommandRow.status,
-                    CommandRow.body,
-                    CommandRow.rollout_id,
-                    DeviceRow.enrollment_id,
-                )
-                .join(DeviceRow, DeviceRow.id == CommandRow.device_id)
+                _open_command_select()
                 .where(CommandRow.target_id.in_(list(chunk)), CommandRow.status.in_(_OPEN))
                 .order_by(CommandRow.id)
             ).all()
@@ -75,17 +80,7 @@ class DeliveryLedger(Journaled):
         """Queued commands with a body of their own (made for one device, e.g. a clean-up)
         whose targets are in ``target_states``: no fan-out batch will hand them over."""
         rows = self._session.execute(
-            select(
-                CommandRow.target_id,
-                CommandRow.id,
-                CommandRow.command_uuid,
-                CommandRow.request_type,
-                CommandRow.status,
-                CommandRow.body,
-                CommandRow.rollout_id,
-                DeviceRow.enrollment_id,
-            )
-            .join(DeviceRow, DeviceRow.id == CommandRow.device_id)
+            _open_command_select()
             .join(TargetRow, TargetRow.id == CommandRow.target_id)
             .where(
                 CommandRow.status == CommandStatus.QUEUED.value,
