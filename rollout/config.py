@@ -196,6 +196,7 @@ RetentionDays = Annotated[float, _Number, AfterValidator(_within(0, 36500, "days
 RetentionBatch = Annotated[int, _Whole, AfterValidator(_within(100, 50_000))]
 Hour = Annotated[int, _Whole, AfterValidator(_within(0, 23))]
 Duty = Annotated[float, _Number, AfterValidator(_within(0, 1, above=True))]
+WaitDays = Annotated[float, _Number, AfterValidator(_within(0, 3650, "days"))]
 RetentionMinutes = Annotated[
     float, _Number, AfterValidator(_within(0, 24 * 60, "minutes", above=True))
 ]
@@ -567,6 +568,12 @@ class Settings(BaseSettings):
         description="Beat's prune stops between batches after this long; the next one goes "
         "on from there (a prune by hand runs to the end).",
     )
+    retention_partition_wait_days: WaitDays = Field(
+        default=31.0,
+        description="PostgreSQL: a due rollout waits up to this long for the other rollouts of "
+        "its partition block to come due, so the block is dropped whole instead of its rows "
+        "deleted one batch at a time (0: never wait).",
+    )
     retention_prune: Flag = Field(
         default=True, description="Prune from Celery beat once a day (false: only by hand)."
     )
@@ -771,6 +778,7 @@ class Settings(BaseSettings):
             batch_size=self.retention_batch_size,
             duty=self.retention_duty,
             max_run=dt.timedelta(minutes=self.retention_max_minutes),
+            partition_wait=dt.timedelta(days=self.retention_partition_wait_days),
         )
 
     def archive_folder(self) -> Path:

@@ -160,6 +160,7 @@ def create_rollout(
     profile, plan = planned.profile, planned.plan
     stages = tuple(NewStage(s.label(), s.gate.to_json()) for s in spec.stages)
     name = spec.name or _default_name(spec, profile, plan)
+    ledger.prepare_partitions()  # its block ready before its targets are written
     with ledger.unit() as unit:
         if replaces is not None and profile is not None:
             for other in unit.rollouts.renewing([replaces]):

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from rollout import archive
-from rollout.ledger import ArchiveInfo, Event, Ledger, NewArchive
+from rollout.ledger import (
+    ArchiveInfo,
+    BlockRollout,
+    Event,
+    Ledger,
+    NewArchive,
+    RetentionStore,
+)
+from rollout.ledger.partitions import SPAN, block_name, block_of
 from rollout.states import FINAL_COMMAND_STATUSES, RolloutState
 from rollout.web.refusals import REFUSED
 
@@ -62,6 +70,9 @@ class RetentionPolicy:
     batch_size: int = 2000
     duty: float = 1.0  # the share of its time a run may spend working (see :class:`Pacer`)
     max_run: dt.timedelta | None = None  # a run stops between batches after this long
+    # PostgreSQL: a due rollout waits this long at most for the rest of its partition block
+    # to come due, so the block is dropped whole instead of its rows deleted one by one
+    partition_wait: dt.timedelta = dt.timedelta(days=31)
 
 
 class Pacer:
@@ -141,6 +152,8 @@ class RetentionReport:
     cutoffs: Cutoffs
     rollouts: list[int] = field(default_factory=list)  # archived (or due) this run
     pinned: list[int] = field(default_factory=list)  # due by age, kept by their pin
+    held: list[int] = field(default_factory=list)  # due, waiting for their partition block
+    dropped: list[str] = field(default_factory=list)  # partitions dropped whole
     archives: list[str] = field(default_factory=list)  # files written
     resumed: list[str] = field(default_factory=list)  # archives whose pruning was finished
     rows: Counter[str] = field(default_factory=Counter)  # archived (or due), by table
@@ -155,6 +168,8 @@ class RetentionReport:
             "cutoffs": self.cutoffs.as_json(),
             "rollouts": self.rollouts,
             "pinned": self.pinned,
+            "held": self.held,
+            "dropped": self.dropped,
             "archives": self.archives,
             "resumed": self.resumed,
             "rows": dict(sorted(self.rows.items())),
@@ -183,9 +198,13 @@ def due(
     cut = Cutoffs.of(policy, now, before)
     report = RetentionReport(dry_run=True, cutoffs=cut)
     with ledger.retention() as store:
+        blocks = store.partitioned()
         for r in store.finished(FINISHED_STATES, cut.rollouts, pinned=None):
             if r.pinned:
                 report.pinned.append(r.id)
+                continue
+            if blocks and _held(store, r.id, cut, policy.partition_wait):
+                report.held.append(r.id)
                 continue
             report.rollouts.append(r.id)
             report.rows.update(store.count_rollout_rows(r.id))
@@ -196,6 +215,134 @@ def due(
         )
     report.rows = Counter({k: v for k, v in report.rows.items() if v})
     return report
+
+
+# ---- partition blocks (PostgreSQL) ---------------------------------------------------------
+
+
+def _block(store: RetentionStore, rollout_id: int) -> list[BlockRollout]:
+    lo = block_of(rollout_id)
+    return store.block_rollouts(lo, lo + SPAN)
+
+
+def _held(store: RetentionStore, rollout_id: int, cut: Cutoffs, wait: dt.timedelta) -> bool:
+    """Whether a due rollout waits for its block: every other rollout of the block is
+    finished, unpinned, and comes due within ``wait`` of this cutoff, but not all of them are
+    due yet. Then the whole block is dropped in one go when the last one is."""
+    others = [r for r in _block(store, rollout_id) if r.id != rollout_id and r.has_rows]
+    if not others or not wait:
+        return False
+    if any(r.pinned or r.state not in FINISHED_STATES or r.finished_at is None for r in others):
+        return False
+    last = max(r.finished_at for r in others if r.finished_at is not None)
+    return cut.rollouts <= last < cut.rollouts + wait
+
+
+def _droppable(block: list[BlockRollout], archived: set[int], cut: Cutoffs) -> bool:
+    """Whether every rollout of a block is finished, due, unpinned and archived (or holds no
+    per-device rows), and at least one has rows to drop."""
+    if not any(r.id in archived for r in block):
+        return False
+    return all(
+        r.state in FINISHED_STATES
+        and r.finished_at is not None
+        and r.finished_at < cut.rollouts
+        and not r.pinned
+        and (r.id in archived or not r.has_rows)
+        for r in block
+    )
+
+
+def _settle_detached(
+    ledger: Ledger, lo: int, report: RetentionReport, progress: Progress | None, pace: Pacer
+) -> bool:
+    """Drop the detached tables of block ``lo`` that hold exactly what the block's recorded
+    archives hold (the same number of rows per rollout, none written after its archive was
+    read); put any other back into the table, for the row-by-row prune. True when every one
+    was dropped (the block's archives are then marked pruned)."""
+    with ledger.retention() as store:
+        written = [
+            a
+            for a in store.archives(state="written", kind="rollout")
+            if a.rollout_id is not None and lo <= a.rollout_id < lo + SPAN
+        ]
+    expected: dict[tuple[str, int], int] = Counter()
+    settled: dict[int, dt.datetime] = {}
+    for a in written:
+        assert a.rollout_id is not None
+        for table, n in a.rows.items():
+            expected[table, a.rollout_id] += n
+        at = a.created_at - SETTLE
+        settled[a.rollout_id] = min(settled.get(a.rollout_id, at), at)
+    clean = True
+    with ledger.partitions() as parts:
+        tables = next((b.detached for b in parts.blocks() if b.lo == lo), set())
+    for table in sorted(tables):
+        with ledger.partitions() as parts:
+            held = parts.detached_rows(table, lo)
+            exact = all(
+                rid in settled
+                and n == expected[table, rid]
+                and (held.written[rid] is None or held.written[rid] <= settled[rid])  # type: ignore[operator]
+                for rid, n in held.rows.items()
+            )
+            if exact:
+                parts.drop_detached(table, lo)
+                gone = sum(held.rows.values())
+                report.deleted[table] += gone
+                report.dropped.append(block_name(table, lo))
+            else:
+                parts.return_detached(table, lo)
+                clean = False
+                gone = 0
+        if progress is not None:
+            progress(table, gone)
+        pace()
+    if clean:
+        with ledger.retention() as store:
+            for a in written:
+                store.mark_pruned(a.id, a.created_at)
+    return clean
+
+
+def _drop_blocks(
+    ledger: Ledger,
+    folder: Path,
+    cut: Cutoffs,
+    report: RetentionReport,
+    progress: Progress | None,
+    pace: Pacer,
+) -> None:
+    """Drop whole the partition blocks whose every rollout is archived and due (PostgreSQL),
+    after finishing any block a stopped run left detached. A block whose lock is not granted
+    in time is left for the row-by-row prune."""
+    with ledger.partitions() as parts:
+        if not parts.enabled:
+            return
+        blocks = parts.blocks()
+    for block in blocks:
+        if block.detached:
+            _settle_detached(ledger, block.lo, report, progress, pace)
+    with ledger.retention() as store:
+        written = [a for a in store.archives(state="written", kind="rollout")]
+        archived = {a.rollout_id for a in written if a.rollout_id is not None}
+        candidates = sorted({block_of(r) for r in archived})
+        due_blocks = [
+            lo
+            for lo in candidates
+            if _droppable(store.block_rollouts(lo, lo + SPAN), archived, cut)
+        ]
+    for lo in due_blocks:
+        if pace.spent():
+            raise _OutOfTime
+        for a in written:
+            if a.rollout_id is not None and lo <= a.rollout_id < lo + SPAN:
+                _verify(folder, a)
+        with ledger.partitions() as parts:
+            if not parts.detach(lo):  # its lock not granted in time: pruned row by row
+                continue
+        _settle_detached(ledger, lo, report, progress, pace)
+        pace.worked = True
 
 
 # ---- archiving -----------------------------------------------------------------------------
@@ -387,6 +534,18 @@ def archive_due(
 # ---- pruning -------------------------------------------------------------------------------
 
 
+def _verify(folder: Path, info: ArchiveInfo) -> Path:
+    """The archive's file, checked against its recorded checksum."""
+    path = folder / f"{info.name}{archive.SUFFIX}"
+    try:
+        archive.verify(path, info.sha256)
+    except archive.ArchiveError as exc:
+        raise RetentionError(
+            f"archive {info.name} cannot be trusted, nothing deleted: {exc}"
+        ) from None
+    return path
+
+
 def _prune_archive(
     ledger: Ledger,
     folder: Path,
@@ -398,13 +557,7 @@ def _prune_archive(
 ) -> None:
     """Delete the rows one recorded archive holds (those unchanged since it was read), a
     batch per transaction, after checking the file against the recorded checksum."""
-    path = folder / f"{info.name}{archive.SUFFIX}"
-    try:
-        archive.verify(path, info.sha256)
-    except archive.ArchiveError as exc:
-        raise RetentionError(
-            f"archive {info.name} cannot be trusted, nothing deleted: {exc}"
-        ) from None
+    path = _verify(folder, info)
     settled = info.created_at - SETTLE
     for table in DELETE_ORDER:
         for chunk in archive.ids(path, table, batch):
@@ -445,6 +598,7 @@ def prune(
     report = RetentionReport(dry_run=False, cutoffs=cut)
     pace = Pacer(policy.duty, budget=policy.max_run)
     try:
+        _drop_blocks(ledger, folder, cut, report, progress, pace)
         with ledger.retention() as store:
             pending = store.archives(state="written")
         for info in pending:
@@ -454,9 +608,11 @@ def prune(
             raise _OutOfTime
         archived = archive_due(ledger, folder, policy, now, before=before, pace=pace)
         report.rollouts, report.pinned = archived.rollouts, archived.pinned
+        report.held = archived.held
         report.rows = archived.rows
         report.archives = archived.archives
         report.stopped = archived.stopped
+        _drop_blocks(ledger, folder, cut, report, progress, pace)
         with ledger.retention() as store:
             fresh = [a for a in store.archives(state="written") if a.name in set(archived.archives)]
         for info in fresh:
@@ -521,6 +677,8 @@ def restore(ledger: Ledger, path: Path, *, batch: int = 2000) -> RestoreReport:
     with ledger.rollouts() as rollouts:
         if rollout_id is not None and rollouts.get(int(rollout_id)) is None:
             raise RetentionError(f"{path.name}: rollout {rollout_id} is not in this ledger")
+    if rollout_id is not None:
+        ledger.prepare_partitions(int(rollout_id))  # back into a block of its own
     with ledger.retention() as store:
         missing = store.missing_devices(devices)
         if missing:
@@ -584,6 +742,11 @@ def stats(ledger: Ledger, policy: RetentionPolicy, now: dt.datetime) -> dict[str
         oldest = store.oldest()
         pinned = store.pinned()
         archives = store.archives()
+    with ledger.partitions() as parts:
+        blocks = [
+            {"first": b.lo, "last": b.hi - 1, "detached": sorted(b.detached)}
+            for b in parts.blocks()
+        ]
     would = due(ledger, policy, now)
     return {
         "backend": ledger.backend,
@@ -609,9 +772,11 @@ def stats(ledger: Ledger, policy: RetentionPolicy, now: dt.datetime) -> dict[str
             "events_days": policy.events.total_seconds() / 86400,
             "refusals_days": policy.refusals.total_seconds() / 86400,
         },
+        "partition_blocks": blocks,
         "would_remove": {
             "rollouts": would.rollouts,
             "kept_by_pin": would.pinned,
+            "held_for_block": would.held,
             "rows": dict(sorted(would.rows.items())),
         },
     }

@@ -23,6 +23,7 @@ from rollout import archive, retention
 from rollout.bench.services import check_postgres, pg_admin_url, scratch_database
 from rollout.clock import SYSTEM_CLOCK
 from rollout.ledger import Ledger, NewRollout, NewStage, SeedDevice, SeedTarget
+from rollout.ledger.partitions import block_of
 from rollout.mdm.commands import INSTALL_PROVISIONING_PROFILE
 from rollout.profiles import parse_profile
 from rollout.sim.profiles import make_apple_like_chain, make_profile
@@ -52,6 +53,7 @@ def seed_finished_rollout(
             ),
             finished_at,
         )
+    ledger.prepare_partitions()
     with ledger.rollouts() as store:
         rollout_id = store.create(
             NewRollout(
@@ -76,6 +78,46 @@ def seed_finished_rollout(
     with ledger.bulk() as bulk:
         bulk.analyze()
     return rollout_id
+
+
+def _running_beside(ledger: Ledger, now: dt.datetime) -> int:
+    """An empty rollout left running: it keeps its partition block from being dropped."""
+    with ledger.rollouts() as store:
+        rid = store.create(
+            NewRollout(
+                name="running",
+                profile_uuid=None,
+                salt="running",
+                stages=(NewStage("100%"),),
+                targets=(),
+            ),
+            now,
+        )
+        store.set_state(rid, RolloutState.RUNNING.value, now)
+    return rid
+
+
+def fill_block(ledger: Ledger, at: dt.datetime) -> list[int]:
+    """Make empty rollouts, aborted at ``at``, until the next rollout starts a partition
+    block of its own (older rollouts would have filled the block); their ids."""
+    made: list[int] = []
+    while True:
+        with ledger.partitions() as parts:
+            next_id = parts.next_rollout_id()
+        if next_id == block_of(next_id):
+            return made
+        with ledger.rollouts() as store:
+            made.append(
+                store.create(
+                    NewRollout(
+                        name="filler", profile_uuid=None, salt=f"fill{next_id}",
+                        stages=(NewStage("100%"),), targets=(),
+                    ),
+                    at,
+                )
+            )  # fmt: skip
+        with ledger.fanout() as store:
+            store.finish(made[-1:], RolloutState.ABORTED.value, at)
 
 
 def _sizes(ledger: Ledger) -> dict[str, dict[str, int]]:
@@ -104,8 +146,10 @@ def _per(sizes: dict[str, dict[str, int]], size: int) -> dict[str, Any]:
     return out
 
 
-def run_ledger_bench(size: int) -> dict[str, Any]:
-    """Seed, measure, archive + prune, measure again; the bench's JSON object."""
+def run_ledger_bench(size: int, *, prune_by: str = "partition") -> dict[str, Any]:
+    """Seed, measure, archive + prune, measure again; the bench's JSON object. With
+    ``prune_by="rows"`` a running rollout shares the seeded one's partition block, so the
+    prune deletes its rows in batches instead of dropping the block."""
     if size < 1:
         raise ValueError("size must be >= 1")
     admin = check_postgres(pg_admin_url())
@@ -118,6 +162,8 @@ def run_ledger_bench(size: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 seed_finished_rollout(ledger, size, now - dt.timedelta(days=400))
                 seed_s = time.perf_counter() - t0
+                if prune_by == "rows":
+                    _running_beside(ledger, now)
                 _vacuum(ledger, full=False)
                 before = _sizes(ledger)
                 policy = retention.RetentionPolicy(batch_size=2000, duty=1.0)  # flat out: its cost
@@ -148,6 +194,8 @@ def run_ledger_bench(size: int) -> dict[str, Any]:
             "archive_bytes_per_target": round(archive_bytes / size, 1),
             "archived_rows": dict(archived.rows),
             "deleted_rows": dict(pruned.deleted),
+            "prune_by": prune_by,
+            "dropped_partitions": len(pruned.dropped),
             "seed_s": round(seed_s, 1),
             "archive_s": round(archive_s, 1),
             "prune_delete_s": round(prune_s, 1),

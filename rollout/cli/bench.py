@@ -79,12 +79,21 @@ def checkin(
         "--during-prune",
         min=1,
         metavar="N",
-        help="Run the check-ins while `rollout ledger prune` deletes an old finished rollout "
+        help="Run the check-ins while `rollout ledger prune` removes an old finished rollout "
         "of N targets (its commands and events too) in another process.",
+    ),
+    prune_by: str = typer.Option(
+        "partition",
+        "--prune-by",
+        help="With --during-prune: `partition` (the old rollout alone in its partition block: "
+        "the prune archives it, then drops the block) or `rows` (its block kept by the "
+        "running rollout: archived beforehand, its rows deleted in batches).",
     ),
 ) -> None:
     """Whole device check-in cycles against the MDM endpoint on PostgreSQL."""
-    _run("checkin", size, as_json, during_prune=during_prune)
+    if prune_by not in ("partition", "rows"):
+        fail(f"--prune-by {prune_by!r}: partition or rows")
+    _run("checkin", size, as_json, during_prune=during_prune, prune_by=prune_by)
 
 
 @app.command()
@@ -121,7 +130,18 @@ def metrics(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
 
 
 @app.command()
-def ledger(size: int | None = SizeOption, as_json: bool = JsonOption) -> None:
+def ledger(
+    size: int | None = SizeOption,
+    as_json: bool = JsonOption,
+    prune_by: str = typer.Option(
+        "partition",
+        "--prune-by",
+        help="`partition` (the rollout's block is dropped whole) or `rows` (a running "
+        "rollout keeps the block: its rows are deleted in batches).",
+    ),
+) -> None:
     """Ledger bytes per device and per target, by table and index, before and after an
     archive + prune of a finished rollout of N devices (PostgreSQL)."""
-    _run("ledger", size, as_json)
+    if prune_by not in ("partition", "rows"):
+        fail(f"--prune-by {prune_by!r}: partition or rows")
+    _run("ledger", size, as_json, prune_by=prune_by)

@@ -62,10 +62,17 @@ def _print_report(report: retention.RetentionReport, verb: str, as_json: bool) -
     typer.echo(f"{lead}: {len(report.rollouts)} finished rollout(s), {rows}")
     if report.pinned:
         typer.echo(f"kept by their pin: rollouts {', '.join(map(str, report.pinned))}")
+    if report.held:
+        typer.echo(
+            f"waiting for the rest of their partition block: rollouts "
+            f"{', '.join(map(str, report.held))}"
+        )
     for name in report.archives:
         typer.echo(f"archive written: {name}{archive.SUFFIX}")
     for name in report.resumed:
         typer.echo(f"finished an interrupted prune: {name}")
+    if report.dropped:
+        typer.echo(f"partitions dropped whole: {', '.join(report.dropped)}")
     if report.deleted:
         typer.echo("deleted: " + ", ".join(f"{n} {t}" for t, n in sorted(report.deleted.items())))
     if report.stopped:
@@ -97,6 +104,12 @@ def stats(as_json: bool = AsJson) -> None:
     typer.echo(f"the policy would remove now: {rows} ({len(would['rollouts'])} rollout(s))")
     if would["kept_by_pin"]:
         typer.echo(f"kept by their pin: rollouts {', '.join(map(str, would['kept_by_pin']))}")
+    if would["held_for_block"]:
+        held = ", ".join(map(str, would["held_for_block"]))
+        typer.echo(f"waiting for the rest of their partition block: rollouts {held}")
+    if out["partition_blocks"]:
+        blocks = ", ".join(f"{b['first']}-{b['last']}" for b in out["partition_blocks"])
+        typer.echo(f"partition blocks (rollouts): {blocks}")
 
 
 @app.command("archive")

@@ -23,11 +23,13 @@ the plain dataclasses of :mod:`rollout.ledger.records`; times are always given b
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from rollout.ledger import db
 from rollout.ledger.access import AccessLedger, TokenConflictError
@@ -38,11 +40,13 @@ from rollout.ledger.delivery import DeliveryLedger
 from rollout.ledger.fanout import FanoutLedger
 from rollout.ledger.heartbeats import HeartbeatLedger
 from rollout.ledger.library import LibraryLedger, ProfileConflictError
+from rollout.ledger.partitions import SPAN, PartitionLedger, block_of
 from rollout.ledger.records import (
     AlertInfo,
     AppliedMove,
     ArchiveInfo,
     Authentication,
+    BlockRollout,
     CommandResultWrite,
     CommandState,
     DeliveryInfo,
@@ -89,6 +93,8 @@ from rollout.ledger.retention import PRUNED_TABLES, RetentionLedger, UnknownTabl
 from rollout.ledger.rollouts import RolloutError, RolloutLedger
 from rollout.ledger.sealed import SealedLedger, SealedRow
 from rollout.ledger.sealing import PLAIN, Sealer
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rollout.inventory import DeviceRecord
@@ -417,6 +423,8 @@ class RetentionStore(Journal, Protocol):
     def mark_pruned(self, archive_id: int, now: dt.datetime) -> None: ...
     def sizes(self) -> list[TableSize]: ...
     def oldest(self) -> dict[str, dt.datetime | None]: ...
+    def partitioned(self) -> bool: ...
+    def block_rollouts(self, lo: int, hi: int) -> list[BlockRollout]: ...
 
 
 class Unit:
@@ -531,6 +539,37 @@ class Ledger:
         with db.transaction(self.engine) as session:
             yield RetentionLedger(session)
 
+    @contextmanager
+    def partitions(self) -> Iterator[PartitionLedger]:
+        """See :class:`~rollout.ledger.partitions.PartitionLedger` (DDL: keep the block short)."""
+        with db.transaction(self.engine) as session:
+            yield PartitionLedger(session)
+
+    def prepare_partitions(self, rollout_id: int | None = None) -> list[str]:
+        """Make sure the block the next rollout falls in, and the one after it (or the block
+        of ``rollout_id``, which an archive is restored into), exist in the partitioned
+        tables (PostgreSQL; nothing elsewhere), in a short transaction of its own. Never
+        fails the caller: a block that cannot be made now (its lock not granted in time) is
+        made by a later call, and meanwhile the default partition takes its rows. The
+        partitions made."""
+        if self.backend != "postgresql":
+            return []
+        made: list[str] = []
+        try:
+            with self.partitions() as parts:
+                if not parts.enabled:
+                    return []
+                if rollout_id is not None:
+                    wanted = [block_of(rollout_id)]
+                else:
+                    lo = block_of(parts.next_rollout_id())
+                    wanted = [lo, lo + SPAN]
+                for block in wanted:
+                    made += [f"{t}_rollouts_{block}" for t in parts.create(block)]
+        except DBAPIError as exc:
+            _log.warning("partitions: could not create the next block now: %s", exc.orig)
+        return made
+
     def vacuum(self, *, full: bool = False) -> None:
         """Tidy up after a prune. SQLite: ``VACUUM`` gives the space back to the file system
         (it holds the whole file while it runs: a quiet time). PostgreSQL: ``VACUUM (ANALYZE)``
@@ -570,6 +609,7 @@ __all__ = [
     "AppliedMove",
     "ArchiveInfo",
     "Authentication",
+    "BlockRollout",
     "BulkLoader",
     "CheckinStore",
     "CommandResultWrite",
@@ -600,6 +640,7 @@ __all__ = [
     "NewRollout",
     "NewStage",
     "OpenCommand",
+    "PartitionLedger",
     "PlannedTarget",
     "ProfileConflictError",
     "ProfileEntry",

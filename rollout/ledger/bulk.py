@@ -127,6 +127,7 @@ class BulkLoader:
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
             literal(0),
+            TargetRow.rollout_id,
         ).where(TargetRow.rollout_id == rollout_id)
         columns = [
             "command_uuid",
@@ -140,6 +141,7 @@ class BulkLoader:
             "sent_at",
             "result_at",
             "notnow_count",
+            "part",
         ]
         result: Any = self._session.execute(insert(CommandRow).from_select(columns, rows))
         self._session.execute(
@@ -159,8 +161,9 @@ class BulkLoader:
             TargetRow.device_id,
             TargetRow.command_uuid,
             literal_column("'{}'"),
+            TargetRow.rollout_id,
         ).where(TargetRow.rollout_id == rollout_id)
-        columns = ["at", "kind", "rollout_id", "device_id", "command_uuid", "data"]
+        columns = ["at", "kind", "rollout_id", "device_id", "command_uuid", "data", "part"]
         result: Any = self._session.execute(insert(EventRow).from_select(columns, rows))
         return int(result.rowcount or 0)
 

@@ -95,13 +95,13 @@ _CLAIM_PG_SQL = """
             next_push_at = :next_push_at,
             updated_at = :now
         FROM picked p
-        WHERE t.id = p.id
+        WHERE t.id = p.id AND t.rollout_id = :rid
         RETURNING t.id, t.device_id, t.stage, t.command_uuid, p.command_uuid IS NULL AS fresh
     ), commands AS (
         INSERT INTO commands (command_uuid, device_id, rollout_id, target_id, request_type,
-                              status, priority, notnow_count, created_at, expires_at)
+                              status, priority, notnow_count, created_at, expires_at, part)
         SELECT command_uuid, device_id, :rid, id, :request_type, :command_status, 0, 0, :now,
-               :expires_at
+               :expires_at, :rid
         FROM moved WHERE fresh
     )
     SELECT id, stage FROM moved

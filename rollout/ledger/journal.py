@@ -14,10 +14,12 @@ from rollout.ledger.models import EventRow
 from rollout.ledger.records import Event, EventEntry
 
 _EVENTS_UNNEST = text(
-    "INSERT INTO events (at, kind, rollout_id, device_id, enrollment_id, command_uuid, data) "
-    "SELECT :at, u.kind, u.rollout_id, u.device_id, u.enrollment_id, u.command_uuid, "
-    "CAST(u.data AS JSONB) FROM unnest(:kinds, :rollout_ids, :device_ids, :enrollment_ids, "
-    ":command_uuids, :datas) AS u(kind, rollout_id, device_id, enrollment_id, command_uuid, data)"
+    "INSERT INTO events (at, kind, rollout_id, device_id, enrollment_id, command_uuid, data, "
+    "part) SELECT :at, u.kind, u.rollout_id, u.device_id, u.enrollment_id, u.command_uuid, "
+    "CAST(u.data AS JSONB), "
+    "CASE WHEN u.device_id IS NULL THEN 0 ELSE COALESCE(u.rollout_id, 0) END "
+    "FROM unnest(:kinds, :rollout_ids, :device_ids, :enrollment_ids, :command_uuids, :datas)"
+    " AS u(kind, rollout_id, device_id, enrollment_id, command_uuid, data)"
 ).bindparams(
     bindparam("at", type_=EventRow.__table__.c.at.type),
     bindparam("kinds", type_=ARRAY(String)),

@@ -34,6 +34,21 @@ from rollout.ledger.types import JSONType, UTCDateTime
 # BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite so autoincrement works there.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
+
+def _command_part(context: Any) -> int:
+    """A command's partition key: its rollout, or 0 for a command of no rollout."""
+    return int(context.get_current_parameters().get("rollout_id") or 0)
+
+
+def _event_part(context: Any) -> int:
+    """An event's partition key: its rollout when it names a device of one (a per-device row
+    that leaves with the rollout), else 0 (kept by age, or forever for rollout-level events)."""
+    row = context.get_current_parameters()
+    if row.get("device_id") is None:
+        return 0
+    return int(row.get("rollout_id") or 0)
+
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -215,8 +230,9 @@ class CommandRow(Base):
     __table_args__ = (
         Index("ix_commands_device_status", "device_id", "status", "id"),
         # one answer per (CommandUUID, device): a command handed to NanoMDM for many devices
-        # in one call shares its CommandUUID
-        UniqueConstraint("command_uuid", "device_id"),
+        # in one call shares its CommandUUID (``part`` follows from the command: it is there
+        # because a unique key of a partitioned table must hold the partition key)
+        UniqueConstraint("command_uuid", "device_id", "part"),
     )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
@@ -236,6 +252,8 @@ class CommandRow(Base):
     first_notnow_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     error_chain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # the partition a command lives in on PostgreSQL (see rollout.ledger.partitions)
+    part: Mapped[int] = mapped_column(BigInteger, default=_command_part, server_default="0")
 
 
 class EventRow(Base):
@@ -252,6 +270,8 @@ class EventRow(Base):
     enrollment_id: Mapped[str | None] = mapped_column(String(bounds.ENROLLMENT_KEY))
     command_uuid: Mapped[str | None] = mapped_column(String(bounds.COMMAND_UUID))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # the partition an event lives in on PostgreSQL (see rollout.ledger.partitions)
+    part: Mapped[int] = mapped_column(BigInteger, default=_event_part, server_default="0")
 
 
 class RolloutCountRow(Base):

@@ -592,6 +592,17 @@ class FinishedRollout:
 
 
 @dataclass(frozen=True)
+class BlockRollout:
+    """A rollout of one partition block, as retention weighs dropping the block."""
+
+    id: int
+    state: str
+    finished_at: dt.datetime | None
+    pinned: bool
+    has_rows: bool  # it still holds per-device rows
+
+
+@dataclass(frozen=True)
 class NewArchive:
     """An archive file just written and verified, to be recorded before any row is deleted."""
 

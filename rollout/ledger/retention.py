@@ -38,7 +38,14 @@ from rollout.ledger.models import (
     RolloutRow,
     TargetRow,
 )
-from rollout.ledger.records import ArchiveInfo, FinishedRollout, NewArchive, TableSize
+from rollout.ledger.partitions import partitioned
+from rollout.ledger.records import (
+    ArchiveInfo,
+    BlockRollout,
+    FinishedRollout,
+    NewArchive,
+    TableSize,
+)
 from rollout.ledger.types import UTCDateTime
 
 #: The tables whose rows retention archives and deletes.
@@ -60,9 +67,25 @@ def _table(name: str) -> Table:
         raise UnknownTableError(f"not a table retention handles: {name!r}") from None
 
 
+#: Columns an archive leaves out: they follow from the row's others (see :func:`_derived`).
+DERIVED = frozenset({"part"})
+
+
+def _derived(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """The derived columns of a row read back from an archive: the partition key of a
+    command (its rollout, or 0) and of an event (its rollout when it names a device, or 0)."""
+    if "part" not in table.columns:
+        return {}
+    if table.name == "events" and row.get("device_id") is None:
+        return {"part": 0}
+    return {"part": int(row.get("rollout_id") or 0)}
+
+
 def _to_json(table: Table, row: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col in table.columns:
+        if col.name in DERIVED:
+            continue
         value = row._mapping[col]
         if value is not None and isinstance(col.type, UTCDateTime):
             value = value.isoformat()
@@ -75,6 +98,8 @@ def _to_json(table: Table, row: Any) -> dict[str, Any]:
 def _from_json(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col in table.columns:
+        if col.name in DERIVED:
+            continue
         if col.name not in row:
             raise ValueError(f"{table.name}: a row lacks the column {col.name!r}")
         value = row[col.name]
@@ -83,6 +108,7 @@ def _from_json(table: Table, row: dict[str, Any]) -> dict[str, Any]:
         elif value is not None and isinstance(col.type, LargeBinary):
             value = base64.b64decode(value)
         out[col.name] = value
+    out.update(_derived(table, out))
     unknown = set(row) - {c.name for c in table.columns}
     if unknown:
         raise ValueError(f"{table.name}: unknown columns {sorted(unknown)}")
@@ -155,6 +181,29 @@ class RetentionLedger(Journaled):
             FinishedRollout(rid, name, state, finished_at, bool(is_pinned))
             for rid, name, state, finished_at, is_pinned in self._session.execute(q)
             if finished_at is not None
+        ]
+
+    def partitioned(self) -> bool:
+        """Whether the per-device tables are partitioned by block of rollouts (PostgreSQL)."""
+        return partitioned(self._session)
+
+    def block_rollouts(self, lo: int, hi: int) -> list[BlockRollout]:
+        """The rollouts with ids from ``lo`` to ``hi - 1``, each with whether it still holds
+        per-device rows."""
+        q = (
+            select(
+                RolloutRow.id,
+                RolloutRow.state,
+                RolloutRow.finished_at,
+                RolloutRow.pinned,
+                _device_rows(RolloutRow.id),
+            )
+            .where(RolloutRow.id >= lo, RolloutRow.id < hi)
+            .order_by(RolloutRow.id)
+        )
+        return [
+            BlockRollout(rid, state, finished_at, bool(is_pinned), bool(has_rows))
+            for rid, state, finished_at, is_pinned, has_rows in self._session.execute(q)
         ]
 
     def set_pinned(self, rollout_id: int, pinned: bool) -> bool:
@@ -422,10 +471,14 @@ class RetentionLedger(Journaled):
         heap: dict[str, int] = dict.fromkeys(names, 0)
         index: dict[str, int] = dict.fromkeys(names, 0)
         if s.get_bind().dialect.name == "postgresql":
+            # a partitioned table holds nothing itself: add up its partitions (a partition
+            # detached by a prune that stopped is counted by its own name, not here)
             q = text(
-                "SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+                "SELECT c.relname, sum(pg_table_size(t.relid)), sum(pg_indexes_size(t.relid)) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "CROSS JOIN LATERAL pg_partition_tree(c.oid) t "
+                "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') "
+                "AND t.isleaf GROUP BY c.relname"
             )
             for name, table_bytes, index_bytes in s.execute(q):
                 if name in heap:

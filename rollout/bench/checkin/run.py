@@ -85,10 +85,17 @@ def _job(
 
 
 @contextlib.contextmanager
-def _prune_running(url: str, rows: int, workdir: Path) -> Iterator[dict[str, Any]]:
+def _prune_running(
+    url: str, rows: int, workdir: Path, by: str = "partition"
+) -> Iterator[dict[str, Any]]:
     """With ``rows`` > 0: an old finished rollout of ``rows`` targets (with their commands and
-    result events) archived beforehand, and ``rollout ledger prune`` deleting it in its own
-    process for as long as the block runs; what it did is filled into the dict yielded."""
+    result events), and ``rollout ledger prune`` removing it in its own process for as long
+    as the block runs; what it did is filled into the dict yielded.
+
+    ``by="rows"``: the old rollout shares its partition block with the running one, so it is
+    archived beforehand and the prune deletes its rows in batches. ``by="partition"``: it
+    has a block of its own (empty aborted rollouts fill the running one's block first, as
+    older rollouts would), and the prune archives it, then drops the block."""
     out: dict[str, Any] = {}
     if rows <= 0:
         yield out
@@ -96,7 +103,7 @@ def _prune_running(url: str, rows: int, workdir: Path) -> Iterator[dict[str, Any
     import datetime as dt
 
     from rollout import retention
-    from rollout.bench.ledger import seed_finished_rollout
+    from rollout.bench.ledger import fill_block, seed_finished_rollout
     from rollout.clock import SYSTEM_CLOCK
     from rollout.ledger import Ledger
 
@@ -104,8 +111,12 @@ def _prune_running(url: str, rows: int, workdir: Path) -> Iterator[dict[str, Any
     ledger = Ledger.open(url)
     try:
         now = SYSTEM_CLOCK.now()
-        seed_finished_rollout(ledger, rows, now - dt.timedelta(days=400), first=10_000_001)
-        retention.archive_due(ledger, folder, retention.RetentionPolicy(), now)
+        old = now - dt.timedelta(days=400)
+        if by == "partition":
+            fill_block(ledger, old)
+        seed_finished_rollout(ledger, rows, old, first=10_000_001)
+        if by == "rows":
+            retention.archive_due(ledger, folder, retention.RetentionPolicy(), now)
     finally:
         ledger.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
@@ -129,7 +140,10 @@ def _prune_running(url: str, rows: int, workdir: Path) -> Iterator[dict[str, Any
         out["prune_s"] = round(time.perf_counter() - started, 1)
         if proc.returncode != 0:
             raise RuntimeError(f"the prune failed: {(workdir / 'prune.log').read_text()[-2000:]}")
-        out["prune_deleted_rows"] = sum(json.loads(stdout)["deleted"].values())
+        report = json.loads(stdout)
+        out["prune_by"] = by
+        out["prune_deleted_rows"] = sum(report["deleted"].values())
+        out["prune_dropped_partitions"] = len(report["dropped"])
     finally:
         if proc.poll() is None:
             stop_processes([proc], signal.SIGINT, grace=30)
@@ -137,7 +151,11 @@ def _prune_running(url: str, rows: int, workdir: Path) -> Iterator[dict[str, Any
 
 
 def run_checkin_bench(
-    size: int, *, concurrency: int = CONCURRENCY, during_prune: int = 0
+    size: int,
+    *,
+    concurrency: int = CONCURRENCY,
+    during_prune: int = 0,
+    prune_by: str = "partition",
 ) -> dict[str, Any]:
     """Run ``size`` device cycles against the product and ``2 x size`` baseline requests;
     with ``during_prune`` (targets of an old rollout), the product's cycles run while
@@ -162,7 +180,7 @@ def run_checkin_bench(
                 "device_ca": str(workdir / "device-ca.pem"),
             }
             with (
-                _prune_running(url, during_prune, workdir) as prune,
+                _prune_running(url, during_prune, workdir, prune_by) as prune,
                 _child("serve-product", cfg, workdir) as server,
             ):
                 ours = _run_generator(
