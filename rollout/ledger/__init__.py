@@ -40,7 +40,7 @@ from rollout.ledger.delivery import DeliveryLedger
 from rollout.ledger.fanout import FanoutLedger
 from rollout.ledger.heartbeats import HeartbeatLedger
 from rollout.ledger.library import LibraryLedger, ProfileConflictError
-from rollout.ledger.partitions import SPAN, PartitionLedger, block_of
+from rollout.ledger.partitions import PartitionLedger, block_of
 from rollout.ledger.records import (
     AlertInfo,
     AppliedMove,
@@ -546,12 +546,11 @@ class Ledger:
             yield PartitionLedger(session)
 
     def prepare_partitions(self, rollout_id: int | None = None) -> list[str]:
-        """Make sure the block the next rollout falls in, and the one after it (or the block
-        of ``rollout_id``, which an archive is restored into), exist in the partitioned
-        tables (PostgreSQL; nothing elsewhere), in a short transaction of its own. Never
-        fails the caller: a block that cannot be made now (its lock not granted in time) is
-        made by a later call, and meanwhile the default partition takes its rows. The
-        partitions made."""
+        """Make sure the block the next rollout falls in (or the block of ``rollout_id``,
+        which an archive is restored into) exists in the partitioned tables (PostgreSQL;
+        nothing elsewhere), in a short transaction of its own. Never fails the caller: a
+        block that cannot be made now (its lock not granted in time) is made by a later
+        call, and meanwhile the default partition takes its rows. The partitions made."""
         if self.backend != "postgresql":
             return []
         made: list[str] = []
@@ -559,13 +558,10 @@ class Ledger:
             with self.partitions() as parts:
                 if not parts.enabled:
                     return []
-                if rollout_id is not None:
-                    wanted = [block_of(rollout_id)]
-                else:
-                    lo = block_of(parts.next_rollout_id())
-                    wanted = [lo, lo + SPAN]
-                for block in wanted:
-                    made += [f"{t}_rollouts_{block}" for t in parts.create(block)]
+                # only the one block: each partition more is one more index that a
+                # check-in's lookup by device visits
+                block = block_of(rollout_id if rollout_id is not None else parts.next_rollout_id())
+                made += [f"{t}_rollouts_{block}" for t in parts.create(block)]
         except DBAPIError as exc:
             _log.warning("partitions: could not create the next block now: %s", exc.orig)
         return made
