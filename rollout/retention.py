@@ -747,6 +747,7 @@ def stats(ledger: Ledger, policy: RetentionPolicy, now: dt.datetime) -> dict[str
             {"first": b.lo, "last": b.hi - 1, "detached": sorted(b.detached)}
             for b in parts.blocks()
         ]
+        outside = parts.outside_blocks()
     would = due(ledger, policy, now)
     return {
         "backend": ledger.backend,
@@ -773,6 +774,7 @@ def stats(ledger: Ledger, policy: RetentionPolicy, now: dt.datetime) -> dict[str
             "refusals_days": policy.refusals.total_seconds() / 86400,
         },
         "partition_blocks": blocks,
+        "rows_outside_blocks": outside,
         "would_remove": {
             "rollouts": would.rollouts,
             "kept_by_pin": would.pinned,

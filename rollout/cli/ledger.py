@@ -110,6 +110,9 @@ def stats(as_json: bool = AsJson) -> None:
     if out["partition_blocks"]:
         blocks = ", ".join(f"{b['first']}-{b['last']}" for b in out["partition_blocks"])
         typer.echo(f"partition blocks (rollouts): {blocks}")
+    stray = ", ".join(f"{n} {t}" for t, n in out["rows_outside_blocks"].items() if n)
+    if stray:
+        typer.echo(f"rows outside any block (pruned row by row): {stray}")
 
 
 @app.command("archive")

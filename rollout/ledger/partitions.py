@@ -154,6 +154,16 @@ class PartitionLedger:
             (block.attached if attached else block.detached).add(table)
         return [found[lo] for lo in sorted(found)]
 
+    def outside_blocks(self) -> dict[str, int]:
+        """How many rows each table's default partition holds (rows whose block was missing
+        when they were written: pruned row by row, never dropped whole)."""
+        if not self.enabled:
+            return {}
+        return {
+            table: int(self._session.scalar(text(f"SELECT count(*) FROM {table}_rest")) or 0)
+            for table in KEYS
+        }
+
     def create(self, lo: int) -> list[str]:
         """Create block ``lo`` in every partitioned table that lacks it; the tables where it
         was created. A table whose default partition already holds rows of the block keeps
@@ -166,13 +176,13 @@ class PartitionLedger:
         for table in KEYS:
             if table in have:
                 continue
-            with self._session.begin_nested():
-                try:
+            try:
+                with self._session.begin_nested():
                     self._session.execute(text(create_block_sql(table, lo)))
-                except DBAPIError as exc:
-                    if "would be violated" not in str(exc.orig):
-                        raise
-                    continue
+            except DBAPIError as exc:
+                if "would be violated" not in str(exc.orig):
+                    raise
+                continue
             made.append(table)
         return made
 
