@@ -20,6 +20,7 @@ from rollout.delivery import BESIDE, MDMServer, server_from_settings
 from rollout.delivery.handover import hand_over_batch
 from rollout.delivery.sweep import sweep as delivery_sweep_once
 from rollout.ledger import Ledger
+from rollout.niced import run_niced
 from rollout.pushing import push_client_from_settings
 from rollout.renewal_setup import run_scan
 from workers import metrics
@@ -192,8 +193,10 @@ def prune(self: Task) -> dict[str, Any]:
     """Archive what the retention policy says is due, then delete it in small batches, for at
     most ``ROLLOUT_RETENTION_MAX_MINUTES`` (the next run goes on from there)."""
     settings = get_settings()
-    report = retention.prune(
-        ledger(), settings.archive_folder(), settings.retention_policy(), SYSTEM_CLOCK.now()
+    report = run_niced(  # at a lower CPU priority than the fan-out beside it
+        lambda: retention.prune(
+            ledger(), settings.archive_folder(), settings.retention_policy(), SYSTEM_CLOCK.now()
+        )
     )
     _completed("prune")
     return report.as_json()

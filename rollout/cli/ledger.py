@@ -12,6 +12,7 @@ import typer
 from rollout import archive, retention
 from rollout.cli.common import ACTOR, fail, ledger, now, print_json
 from rollout.config import get_settings
+from rollout.niced import run_niced
 
 app = typer.Typer(
     help="The ledger's size and retention: stats, archive, prune, restore, pin, unpin.",
@@ -121,13 +122,15 @@ def archive_(before: str | None = Before, dry_run: bool = DryRun, as_json: bool 
     settings = get_settings()
     with ledger() as opened:
         try:
-            report = retention.archive_due(
-                opened,
-                settings.archive_folder(),
-                _policy(),
-                now(),
-                before=_before(before),
-                dry_run=dry_run,
+            report = run_niced(
+                lambda: retention.archive_due(
+                    opened,
+                    settings.archive_folder(),
+                    _policy(),
+                    now(),
+                    before=_before(before),
+                    dry_run=dry_run,
+                )
             )
         except (retention.RetentionError, archive.ArchiveError, OSError) as exc:
             fail(str(exc))
@@ -147,13 +150,15 @@ def prune(
     settings = get_settings()
     with ledger() as opened:
         try:
-            report = retention.prune(
-                opened,
-                settings.archive_folder(),
-                _policy(),
-                now(),
-                before=_before(before),
-                dry_run=dry_run,
+            report = run_niced(
+                lambda: retention.prune(
+                    opened,
+                    settings.archive_folder(),
+                    _policy(),
+                    now(),
+                    before=_before(before),
+                    dry_run=dry_run,
+                )
             )
         except (retention.RetentionError, archive.ArchiveError, OSError) as exc:
             fail(str(exc))
