@@ -86,13 +86,14 @@ def checkin(
         "partition",
         "--prune-by",
         help="With --during-prune: `partition` (the old rollout alone in its partition block: "
-        "the prune archives it, then drops the block) or `rows` (its block kept by the "
-        "running rollout: archived beforehand, its rows deleted in batches).",
+        "the prune archives it, then drops the block), `rows` (its block kept by the "
+        "running rollout: archived beforehand, its rows deleted in batches), or `none` (the "
+        "same ledger as `partition`, no prune: the figure to compare with).",
     ),
 ) -> None:
     """Whole device check-in cycles against the MDM endpoint on PostgreSQL."""
-    if prune_by not in ("partition", "rows"):
-        fail(f"--prune-by {prune_by!r}: partition or rows")
+    if prune_by not in ("partition", "rows", "none"):
+        fail(f"--prune-by {prune_by!r}: partition, rows or none")
     _run("checkin", size, as_json, during_prune=during_prune, prune_by=prune_by)
 
 

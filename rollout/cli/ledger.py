@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -116,25 +117,39 @@ def stats(as_json: bool = AsJson) -> None:
         typer.echo(f"rows outside any block (pruned row by row): {stray}")
 
 
-@app.command("archive")
-def archive_(before: str | None = Before, dry_run: bool = DryRun, as_json: bool = AsJson) -> None:
-    """Write archive files of what the policy says is due, deleting nothing."""
+def _retention_run(
+    step: Callable[..., retention.RetentionReport],
+    before: str | None,
+    dry_run: bool,
+    *,
+    vacuum: bool = False,
+) -> retention.RetentionReport:
+    """Run an archive or prune ``step`` at a lower CPU priority (see :mod:`rollout.niced`)."""
     settings = get_settings()
+    when = _before(before)
     with ledger() as opened:
         try:
             report = run_niced(
-                lambda: retention.archive_due(
+                lambda: step(
                     opened,
                     settings.archive_folder(),
                     _policy(),
                     now(),
-                    before=_before(before),
+                    before=when,
                     dry_run=dry_run,
                 )
             )
         except (retention.RetentionError, archive.ArchiveError, OSError) as exc:
             fail(str(exc))
-    _print_report(report, "archive", as_json)
+        if vacuum and not dry_run:
+            opened.vacuum()
+    return report
+
+
+@app.command("archive")
+def archive_(before: str | None = Before, dry_run: bool = DryRun, as_json: bool = AsJson) -> None:
+    """Write archive files of what the policy says is due, deleting nothing."""
+    _print_report(_retention_run(retention.archive_due, before, dry_run), "archive", as_json)
 
 
 @app.command()
@@ -146,24 +161,9 @@ def prune(
         False, "--vacuum", help="Then give the space back (SQLite: VACUUM, which holds the file)."
     ),
 ) -> None:
-    """Archive what is due, then delete it in small batches (an interrupted prune resumes)."""
-    settings = get_settings()
-    with ledger() as opened:
-        try:
-            report = run_niced(
-                lambda: retention.prune(
-                    opened,
-                    settings.archive_folder(),
-                    _policy(),
-                    now(),
-                    before=_before(before),
-                    dry_run=dry_run,
-                )
-            )
-        except (retention.RetentionError, archive.ArchiveError, OSError) as exc:
-            fail(str(exc))
-        if vacuum and not dry_run:
-            opened.vacuum()
+    """Archive what is due, then remove it: a due partition block dropped whole (PostgreSQL),
+    other rows deleted in small batches (an interrupted prune resumes)."""
+    report = _retention_run(retention.prune, before, dry_run, vacuum=vacuum)
     _print_report(report, "prune", as_json)
 
 

@@ -130,7 +130,7 @@ _PUSHED_PG = text(
     FROM unnest(CAST(:ids AS bigint[]), CAST(:counts AS integer[]),
                 CAST(:nexts AS timestamptz[]), CAST(:apns AS text[]), CAST(:states AS text[]))
          AS v(id, push_count, next_push_at, apns_id, state)
-    WHERE t.id = v.id
+    WHERE t.id = v.id AND t.rollout_id = ANY(CAST(:rids AS bigint[]))
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 
@@ -507,7 +507,9 @@ class FanoutLedger(Journaled):
             cols["apns"].append(p.apns_id)
             cols["states"].append(state)
         if cols["ids"]:
-            s.execute(_PUSHED_PG, {**cols, "now": now})
+            # the batch's rollouts: PostgreSQL then visits their partitions alone
+            rids = sorted({current[t][0] for t in cols["ids"]})
+            s.execute(_PUSHED_PG, {**cols, "rids": rids, "now": now})
         bump_counters(s, deltas)
         return applied
 

@@ -28,6 +28,13 @@ def test_ledger_bench_measures_bytes_per_target_before_and_after_a_prune(
     assert m["dropped_partitions"] == (3 if by == "partition" else 0)
 
 
+def test_checkin_bench_compares_on_the_same_ledger_without_a_prune(postgres_admin: str) -> None:
+    result = run_checkin_bench(40, concurrency=8, during_prune=3000, prune_by="none")
+    m = result["metrics"]
+    assert m["failures"] == 0 and m["all_acknowledged"] and m["counters_exact"]
+    assert m["prune_by"] == "none" and "prune_s" not in m and "note" not in m
+
+
 @pytest.mark.parametrize("by", ["rows", "partition"])
 def test_checkin_bench_runs_while_a_prune_removes_an_old_rollout(
     postgres_admin: str, by: str

@@ -95,7 +95,8 @@ def _prune_running(
     ``by="rows"``: the old rollout shares its partition block with the running one, so it is
     archived beforehand and the prune deletes its rows in batches. ``by="partition"``: it
     has a block of its own (empty aborted rollouts fill the running one's block first, as
-    older rollouts would), and the prune archives it, then drops the block."""
+    older rollouts would), and the prune archives it, then drops the block. ``by="none"``:
+    the same ledger as ``partition``, and no prune: the figure to compare with."""
     out: dict[str, Any] = {}
     if rows <= 0:
         yield out
@@ -112,13 +113,17 @@ def _prune_running(
     try:
         now = SYSTEM_CLOCK.now()
         old = now - dt.timedelta(days=400)
-        if by == "partition":
+        if by != "rows":
             fill_block(ledger, old)
         seed_finished_rollout(ledger, rows, old, first=10_000_001)
         if by == "rows":
             retention.archive_due(ledger, folder, retention.RetentionPolicy(), now)
     finally:
         ledger.dispose()
+    if by == "none":
+        out["prune_by"] = by
+        yield out
+        return
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
     env.update(
         ROLLOUT_HOME=str(workdir),
@@ -209,7 +214,7 @@ def run_checkin_bench(
     metrics = _metrics(ours, theirs, ledger, concurrency)
     if during_prune:
         metrics.update(during_prune=during_prune, **prune)
-        if not prune.get("prune_still_running_at_end"):
+        if prune_by != "none" and not prune.get("prune_still_running_at_end"):
             metrics["note"] = "the prune ended before the check-ins did: give it more rows"
     result = {"bench": "checkin", "size": size, "metrics": metrics}
     problems = []
