@@ -474,11 +474,12 @@ class RetentionLedger(Journaled):
             # a partitioned table holds nothing itself: add up its partitions (a partition
             # detached by a prune that stopped is counted by its own name, not here)
             q = text(
-                "SELECT c.relname, sum(pg_table_size(t.relid)), sum(pg_indexes_size(t.relid)) "
+                "SELECT c.relname, sum(pg_table_size(t.oid)), sum(pg_indexes_size(t.oid)) "
                 "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "CROSS JOIN LATERAL pg_partition_tree(c.oid) t "
+                "JOIN pg_class t ON t.oid = c.oid OR t.oid IN "
+                "(SELECT relid FROM pg_partition_tree(c.oid) WHERE isleaf) "
                 "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') "
-                "AND t.isleaf GROUP BY c.relname"
+                "GROUP BY c.relname"
             )
             for name, table_bytes, index_bytes in s.execute(q):
                 if name in heap:

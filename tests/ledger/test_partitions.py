@@ -80,6 +80,7 @@ def test_rows_live_in_their_rollouts_block_and_the_rest_apart(
     with pg.retention() as store:  # a partitioned table's size is its partitions'
         sizes = {t.table: t for t in store.sizes()}
     assert sizes["targets"].rows == 3 and sizes["targets"].table_bytes > 0
+    assert sizes["devices"].table_bytes > 0 and sizes["devices"].index_bytes > 0  # not split
     assert set(blocks(pg)) == {1}
 
 
