@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout.bench.ledger import seed_finished_rollout
+from rollout.bench.ledger import fill_block, seed_finished_rollout
 from rollout.clock import SYSTEM_CLOCK
 from rollout.ledger import Ledger, db
 from rollout.mdm import parse_command
@@ -40,11 +40,18 @@ def pg_web(postgres_url: str, tmp_path: Path, device_ca: Issued) -> Iterator[Ser
         ledger.dispose()
 
 
+@pytest.mark.parametrize("by", ["rows", "partition"])
 def test_checkins_go_on_while_a_prune_runs_in_another_process(
-    pg_web: Served, postgres_url: str, profile_chain: AppleLikeChain, tmp_path: Path
+    pg_web: Served, postgres_url: str, profile_chain: AppleLikeChain, tmp_path: Path, by: str
 ) -> None:
+    """``rows``: the running rollout shares the old one's partition block, which stays: rows
+    are deleted in batches. ``partition``: the old rollout has a block of its own, detached
+    and dropped while the devices check in."""
     ledger = pg_web.ledger
-    old = seed_finished_rollout(ledger, OLD_TARGETS, SYSTEM_CLOCK.now() - dt.timedelta(days=400))
+    long_ago = SYSTEM_CLOCK.now() - dt.timedelta(days=400)
+    old = seed_finished_rollout(ledger, OLD_TARGETS, long_ago)
+    if by == "partition":
+        fill_block(ledger, long_ago)
     devices = [Device(pg_web, f"00008020-00000000000010{k:02d}") for k in range(DEVICES)]
     for d in devices:
         d.enroll()
@@ -109,6 +116,7 @@ def test_checkins_go_on_while_a_prune_runs_in_another_process(
         "events": OLD_TARGETS,
         "targets": OLD_TARGETS,
     }
+    assert len(report["dropped"]) == (3 if by == "partition" else 0)
     with ledger.retention() as store:
         assert store.count_rollout_rows(old) == {"targets": 0, "commands": 0, "events": 0}
     # no report lost: every device's answer is in the ledger, counted once
